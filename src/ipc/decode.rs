@@ -1,0 +1,355 @@
+//! The daemon's request decoder: one pass of serde_json over a borrowed line, no allocation on
+//! the success path. The id is kept as its raw JSON text so that it can be echoed byte for byte.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::protocol::{Code, Request, Trigger, ID_BYTES_MAX, PROTOCOL_VERSION, REQUEST_KINDS};
+
+/// Longest id as raw JSON text. A string id holds at most [`ID_BYTES_MAX`] bytes; escapes may make
+/// its JSON form longer, up to this bound.
+pub const ID_RAW_BYTES_MAX: usize = 2 * ID_BYTES_MAX + 2;
+
+/// A request id as raw JSON (a number or a string), stored inline so that it moves without
+/// allocating. An empty id means "no id" and is echoed as `null`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RawId {
+    len: u8,
+    bytes: [u8; ID_RAW_BYTES_MAX],
+}
+
+const _: () = assert!(ID_RAW_BYTES_MAX <= u8::MAX as usize);
+
+impl RawId {
+    /// No id was sent.
+    pub const NONE: RawId = RawId {
+        len: 0,
+        bytes: [0; ID_RAW_BYTES_MAX],
+    };
+
+    /// The id as JSON text, `null` when absent.
+    pub fn as_json(&self) -> &[u8] {
+        if self.len == 0 {
+            b"null"
+        } else {
+            &self.bytes[..self.len as usize]
+        }
+    }
+
+    fn from_raw(raw: &RawValue) -> Result<RawId, String> {
+        let text = raw.get();
+        let valid = match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<Cow<str>>(text)
+                .map(|s| s.len() <= ID_BYTES_MAX)
+                .unwrap_or(false),
+            Some(b'-' | b'0'..=b'9') => true,
+            Some(b'n') => return Ok(RawId::NONE),
+            _ => false,
+        };
+        if !valid || text.len() > ID_RAW_BYTES_MAX {
+            return Err(format!(
+                "field `id` must be a number or a string of at most {ID_BYTES_MAX} bytes, got {}",
+                excerpt(text)
+            ));
+        }
+        let mut id = RawId::NONE;
+        id.bytes[..text.len()].copy_from_slice(text.as_bytes());
+        id.len = text.len() as u8;
+        Ok(id)
+    }
+}
+
+impl std::fmt::Debug for RawId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_json()))
+    }
+}
+
+/// A request line that could not be turned into a [`Request`], with the answer it deserves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// 400 or 426.
+    pub code: Code,
+    /// A sentence a person can act on.
+    pub message: String,
+    /// The id, when it could be recovered, so that even errors are correlated.
+    pub id: RawId,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    protocol_version: Option<u64>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request: Option<Body<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    config_id: Option<i64>,
+    #[serde(borrow)]
+    trigger: Option<Cow<'a, str>>,
+    candidate_id: Option<i64>,
+}
+
+/// Only what is needed to answer a line that failed the strict pass.
+#[derive(Deserialize)]
+struct Lenient<'a> {
+    #[serde(borrow)]
+    protocol_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// Decodes one request line (without its newline).
+pub fn decode_request(line: &[u8]) -> Result<(RawId, Request), DecodeError> {
+    // serde would accept a struct written as an array; the protocol does not.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let kind = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            Ok(_) => "request must be a JSON object".to_string(),
+            Err(e) => format!("request is not valid JSON ({e})"),
+        };
+        return Err(bad(
+            format!("{kind}; send one JSON object per line"),
+            RawId::NONE,
+        ));
+    }
+    match serde_json::from_slice::<Wire>(line) {
+        Ok(wire) => decode_wire(wire),
+        Err(err) => Err(explain_parse_failure(line, &err)),
+    }
+}
+
+fn decode_wire(wire: Wire<'_>) -> Result<(RawId, Request), DecodeError> {
+    let id = match wire.id {
+        None => RawId::NONE,
+        Some(raw) => RawId::from_raw(raw).map_err(|message| bad(message, RawId::NONE))?,
+    };
+    match wire.protocol_version {
+        Some(PROTOCOL_VERSION) => {}
+        Some(other) => return Err(unsupported(&other.to_string(), id)),
+        None => return Err(bad(
+            format!(
+                "missing field `protocol_version`; send \"protocol_version\": {PROTOCOL_VERSION}"
+            ),
+            id,
+        )),
+    }
+    let Some(body) = wire.request else {
+        return Err(bad(
+            "missing field `request`; send \"request\": {\"type\": \"daemon_ping\"}".into(),
+            id,
+        ));
+    };
+    let request = decode_body(body).map_err(|message| bad(message, id))?;
+    Ok((id, request))
+}
+
+fn decode_body(body: Body<'_>) -> Result<Request, String> {
+    let Some(kind) = body.kind else {
+        return Err("missing field `request.type`".into());
+    };
+    let request = match kind.as_ref() {
+        "daemon_ping" | "DaemonPing" => Request::DaemonPing,
+        "daemon_shutdown" | "DaemonShutdown" => Request::DaemonShutdown,
+        "runtime_status" | "RuntimeStatus" => Request::RuntimeStatus,
+        "runtime_connect" | "RuntimeConnect" => Request::RuntimeConnect {
+            config_id: body
+                .config_id
+                .ok_or("runtime_connect needs the integer field `request.config_id`")?,
+        },
+        "runtime_replace" | "RuntimeReplace" => Request::RuntimeReplace {
+            trigger: decode_trigger(body.trigger.as_deref())?,
+            candidate_id: body.candidate_id,
+        },
+        "runtime_disconnect" | "RuntimeDisconnect" => Request::RuntimeDisconnect,
+        "proxy_start" | "ProxyStart" => Request::ProxyStart,
+        "proxy_stop" | "ProxyStop" => Request::ProxyStop,
+        "proxy_status" | "ProxyStatus" => Request::ProxyStatus,
+        other => {
+            return Err(format!(
+                "unknown request type {}; known types: {}",
+                excerpt(&format!("{other:?}")),
+                REQUEST_KINDS.join(", ")
+            ))
+        }
+    };
+    Ok(request)
+}
+
+fn decode_trigger(trigger: Option<&str>) -> Result<Trigger, String> {
+    let Some(name) = trigger else {
+        return Err("runtime_replace needs the field `request.trigger` (manual, timer or health_check_failed)".into());
+    };
+    Trigger::from_name(name).ok_or_else(|| {
+        format!(
+            "unknown trigger {}; use manual, timer or health_check_failed",
+            excerpt(&format!("{name:?}"))
+        )
+    })
+}
+
+/// The strict pass failed: recover the id and the version if the line is JSON at all, so that a
+/// newer client gets 426 rather than a confusing 400.
+fn explain_parse_failure(line: &[u8], err: &serde_json::Error) -> DecodeError {
+    let Ok(lenient) = serde_json::from_slice::<Lenient>(line) else {
+        let message = if err.is_syntax() || err.is_eof() {
+            format!("request is not valid JSON ({err}); send one JSON object per line")
+        } else {
+            format!("request must be a JSON object ({err})")
+        };
+        return bad(message, RawId::NONE);
+    };
+    let id = lenient
+        .id
+        .and_then(|raw| RawId::from_raw(raw).ok())
+        .unwrap_or(RawId::NONE);
+    if let Some(version) = lenient.protocol_version {
+        if version.get() != "1" {
+            return unsupported(version.get(), id);
+        }
+    }
+    bad(format!("malformed request: {err}"), id)
+}
+
+fn bad(message: String, id: RawId) -> DecodeError {
+    DecodeError {
+        code: Code::BadRequest,
+        message,
+        id,
+    }
+}
+
+fn unsupported(version: &str, id: RawId) -> DecodeError {
+    DecodeError {
+        code: Code::UnsupportedVersion,
+        message: format!(
+            "protocol_version {} is not supported; this daemon speaks protocol_version {PROTOCOL_VERSION}",
+            excerpt(version)
+        ),
+        id,
+    }
+}
+
+/// Echoing client input into messages is useful, but never whole kilobytes of it.
+fn excerpt(text: &str) -> Cow<'_, str> {
+    const EXCERPT_CHARS_MAX: usize = 80;
+    match text.char_indices().nth(EXCERPT_CHARS_MAX) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> (String, Request) {
+        let (id, request) = decode_request(line.as_bytes()).expect(line);
+        (String::from_utf8(id.as_json().to_vec()).unwrap(), request)
+    }
+
+    fn err(line: &str) -> DecodeError {
+        decode_request(line.as_bytes()).expect_err(line)
+    }
+
+    #[test]
+    fn decodes_every_type_in_both_spellings() {
+        let cases = [
+            (r#"{"type":"daemon_ping"}"#, Request::DaemonPing),
+            (r#"{"type":"DaemonShutdown"}"#, Request::DaemonShutdown),
+            (r#"{"type":"RuntimeStatus"}"#, Request::RuntimeStatus),
+            (
+                r#"{"type":"runtime_connect","config_id":42}"#,
+                Request::RuntimeConnect { config_id: 42 },
+            ),
+            (
+                r#"{"type":"RuntimeReplace","trigger":"timer","candidate_id":3}"#,
+                Request::RuntimeReplace {
+                    trigger: Trigger::Timer,
+                    candidate_id: Some(3),
+                },
+            ),
+            (
+                r#"{"type":"runtime_disconnect"}"#,
+                Request::RuntimeDisconnect,
+            ),
+            (r#"{"type":"ProxyStart"}"#, Request::ProxyStart),
+            (r#"{"type":"proxy_stop"}"#, Request::ProxyStop),
+            (r#"{"type":"proxy_status"}"#, Request::ProxyStatus),
+        ];
+        for (body, want) in cases {
+            let line = format!(r#"{{"protocol_version":1,"id":7,"request":{body}}}"#);
+            assert_eq!(ok(&line), ("7".to_string(), want));
+        }
+    }
+
+    #[test]
+    fn echoes_ids_verbatim() {
+        let line = r#"{"protocol_version":1,"id":"a\"b","request":{"type":"daemon_ping"}}"#;
+        assert_eq!(ok(line).0, r#""a\"b""#);
+        let line = r#"{"protocol_version":1,"request":{"type":"daemon_ping"}}"#;
+        assert_eq!(ok(line).0, "null");
+    }
+
+    #[test]
+    fn rejects_long_or_odd_ids() {
+        let long = "x".repeat(ID_BYTES_MAX + 1);
+        let line =
+            format!(r#"{{"protocol_version":1,"id":"{long}","request":{{"type":"daemon_ping"}}}}"#);
+        assert_eq!(err(&line).code, Code::BadRequest);
+        let line = r#"{"protocol_version":1,"id":[1],"request":{"type":"daemon_ping"}}"#;
+        assert!(err(line)
+            .message
+            .contains("field `id` must be a number or a string"));
+    }
+
+    #[test]
+    fn explains_bad_lines() {
+        assert!(err("hello")
+            .message
+            .starts_with("request is not valid JSON"));
+        assert!(err("[1,2]")
+            .message
+            .starts_with("request must be a JSON object"));
+        let unknown = err(r#"{"protocol_version":1,"id":1,"request":{"type":"fly"}}"#);
+        assert_eq!(unknown.code, Code::BadRequest);
+        assert!(unknown
+            .message
+            .starts_with("unknown request type \"fly\"; known types: daemon_ping"));
+        assert_eq!(unknown.id.as_json(), b"1");
+        let missing = err(r#"{"protocol_version":1,"request":{"type":"runtime_connect"}}"#);
+        assert_eq!(
+            missing.message,
+            "runtime_connect needs the integer field `request.config_id`"
+        );
+    }
+
+    #[test]
+    fn wrong_version_is_426_even_when_the_shape_is_new() {
+        let e = err(r#"{"protocol_version":2,"id":"x","request":{"type":"daemon_ping"}}"#);
+        assert_eq!(e.code, Code::UnsupportedVersion);
+        assert_eq!(e.id.as_json(), br#""x""#);
+        assert!(e.message.contains("speaks protocol_version 1"));
+        let e = err(r#"{"protocol_version":"2","request":{"kind":[]}}"#);
+        assert_eq!(e.code, Code::UnsupportedVersion);
+        let e = err(r#"{"request":{"type":"daemon_ping"}}"#);
+        assert_eq!(e.code, Code::BadRequest);
+        assert!(e.message.contains("missing field `protocol_version`"));
+    }
+
+    #[test]
+    fn wrong_field_type_keeps_the_id() {
+        let e = err(
+            r#"{"protocol_version":1,"id":9,"request":{"type":"runtime_connect","config_id":"x"}}"#,
+        );
+        assert_eq!(e.code, Code::BadRequest);
+        assert_eq!(e.id.as_json(), b"9");
+        assert!(e.message.starts_with("malformed request: invalid type"));
+    }
+}

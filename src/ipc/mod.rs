@@ -1,0 +1,11 @@
+//! IPC protocol v1: wire types, the framing, the daemon's fast codec, and a blocking client.
+
+pub mod client;
+pub mod decode;
+pub mod encode;
+pub mod frame;
+pub mod protocol;
+
+pub use decode::{decode_request, DecodeError, RawId};
+pub use frame::{FrameDecoder, FrameError, FRAME_BYTES_MAX};
+pub use protocol::{Code, Request, RequestEnvelope, ResponseEnvelope, Trigger, PROTOCOL_VERSION};

@@ -1,0 +1,375 @@
+//! Wire types of IPC protocol v1 (DESIGN §4): the request envelope, the nine request types,
+//! response codes and the typed payloads.
+//!
+//! Two decoders share these types. [`RequestEnvelope`] is the plain typed serde form that clients
+//! (and the benchmark peers) use. The daemon's hot path uses [`crate::ipc::decode`], which borrows
+//! from the input line and allocates nothing, but yields the same [`Request`].
+
+use serde::{Deserialize, Serialize};
+
+/// The only protocol version this build speaks.
+pub const PROTOCOL_VERSION: u64 = 1;
+
+/// Longest accepted request id, in bytes of its decoded string (DESIGN §4).
+pub const ID_BYTES_MAX: usize = 64;
+
+/// A request as it travels on the wire, in typed form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub protocol_version: u64,
+    /// Optional correlation id, echoed in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<serde_json::Value>,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// Every request type of protocol v1. PascalCase names are accepted as aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness and identity of the daemon.
+    #[serde(alias = "DaemonPing")]
+    DaemonPing,
+    /// Stop the session and exit.
+    #[serde(alias = "DaemonShutdown")]
+    DaemonShutdown,
+    /// State of the running session.
+    #[serde(alias = "RuntimeStatus")]
+    RuntimeStatus,
+    /// Start (or switch to) a session for a stored config.
+    #[serde(alias = "RuntimeConnect")]
+    RuntimeConnect {
+        /// Stored config to connect.
+        config_id: i64,
+    },
+    /// Rotate to another config.
+    #[serde(alias = "RuntimeReplace")]
+    RuntimeReplace {
+        /// Why the rotation happens.
+        trigger: Trigger,
+        /// A specific config to rotate to; the best tested candidate when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        candidate_id: Option<i64>,
+    },
+    /// Stop the session.
+    #[serde(alias = "RuntimeDisconnect")]
+    RuntimeDisconnect,
+    /// Enable automatic rotation.
+    #[serde(alias = "ProxyStart")]
+    ProxyStart,
+    /// Disable automatic rotation.
+    #[serde(alias = "ProxyStop")]
+    ProxyStop,
+    /// Rotation settings and history.
+    #[serde(alias = "ProxyStatus")]
+    ProxyStatus,
+}
+
+/// Every request kind, in the order of DESIGN §4.
+pub const REQUEST_KINDS: [&str; 9] = [
+    "daemon_ping",
+    "daemon_shutdown",
+    "runtime_status",
+    "runtime_connect",
+    "runtime_replace",
+    "runtime_disconnect",
+    "proxy_start",
+    "proxy_stop",
+    "proxy_status",
+];
+
+impl Request {
+    /// The snake_case wire name of this request.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::DaemonPing => "daemon_ping",
+            Request::DaemonShutdown => "daemon_shutdown",
+            Request::RuntimeStatus => "runtime_status",
+            Request::RuntimeConnect { .. } => "runtime_connect",
+            Request::RuntimeReplace { .. } => "runtime_replace",
+            Request::RuntimeDisconnect => "runtime_disconnect",
+            Request::ProxyStart => "proxy_start",
+            Request::ProxyStop => "proxy_stop",
+            Request::ProxyStatus => "proxy_status",
+        }
+    }
+
+    /// True for the requests that change the session and so obey the busy rule.
+    pub fn is_runtime_operation(&self) -> bool {
+        matches!(
+            self,
+            Request::RuntimeConnect { .. }
+                | Request::RuntimeReplace { .. }
+                | Request::RuntimeDisconnect
+        )
+    }
+}
+
+/// What started a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Asked for by a person or a script.
+    Manual,
+    /// The rotation interval elapsed.
+    Timer,
+    /// Health probes failed `failure_threshold` times in a row.
+    HealthCheckFailed,
+}
+
+impl Trigger {
+    /// Parses the wire name of a trigger.
+    pub fn from_name(name: &str) -> Option<Trigger> {
+        match name {
+            "manual" => Some(Trigger::Manual),
+            "timer" => Some(Trigger::Timer),
+            "health_check_failed" => Some(Trigger::HealthCheckFailed),
+            _ => None,
+        }
+    }
+}
+
+/// A response code of protocol v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 200 success.
+    Ok,
+    /// 400: not JSON, not an object, unknown type, missing or wrong field.
+    BadRequest,
+    /// 404: config id unknown or disabled.
+    NotFound,
+    /// 409: request not valid in this state.
+    Conflict,
+    /// 413: line over the frame limit; the connection is closed after the reply.
+    FrameTooLarge,
+    /// 423: another runtime operation is in flight.
+    Busy,
+    /// 426: `protocol_version` is not 1.
+    UnsupportedVersion,
+    /// 500: a bug or an OS error.
+    Internal,
+    /// 501: the request exists in v1 but this build does not implement it yet.
+    NotImplemented,
+    /// 503: shutting down, or connection limit reached.
+    Unavailable,
+    /// 504: the core did not become ready in time.
+    Timeout,
+}
+
+impl Code {
+    /// Numeric status.
+    pub fn number(self) -> u16 {
+        match self {
+            Code::Ok => 200,
+            Code::BadRequest => 400,
+            Code::NotFound => 404,
+            Code::Conflict => 409,
+            Code::FrameTooLarge => 413,
+            Code::Busy => 423,
+            Code::UnsupportedVersion => 426,
+            Code::Internal => 500,
+            Code::NotImplemented => 501,
+            Code::Unavailable => 503,
+            Code::Timeout => 504,
+        }
+    }
+
+    /// The short meaning, used as `payload.error` on failures and `message` on success.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Code::Ok => "success",
+            Code::BadRequest => "bad_request",
+            Code::NotFound => "not_found",
+            Code::Conflict => "conflict",
+            Code::FrameTooLarge => "frame_too_large",
+            Code::Busy => "busy",
+            Code::UnsupportedVersion => "unsupported_version",
+            Code::Internal => "internal",
+            Code::NotImplemented => "not_implemented",
+            Code::Unavailable => "unavailable",
+            Code::Timeout => "timeout",
+        }
+    }
+}
+
+/// A response as it travels on the wire, in typed form (what clients decode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseEnvelope {
+    /// Always [`PROTOCOL_VERSION`].
+    pub protocol_version: u64,
+    /// The request's id, or null.
+    #[serde(default)]
+    pub id: Option<serde_json::Value>,
+    /// True exactly when `code` is 200.
+    pub ok: bool,
+    /// Numeric code (see [`Code`]).
+    pub code: u16,
+    /// "success", or a sentence a person can act on.
+    pub message: String,
+    /// Request-specific payload, or `{"error": meaning, ...}`.
+    pub payload: serde_json::Value,
+}
+
+/// Payload of `daemon_ping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingPayload {
+    /// True while the daemon serves requests.
+    pub daemon_ready: bool,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The daemon's version.
+    pub version: String,
+    /// Whole seconds since the daemon started.
+    pub uptime_secs: u64,
+}
+
+/// Payload of `daemon_shutdown`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShutdownPayload {
+    /// Always false: the daemon is going away.
+    pub daemon_ready: bool,
+    /// True when a running session was stopped.
+    pub runtime_disconnected: bool,
+}
+
+/// Health accounting of the active session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// Unix seconds of the last probe.
+    pub last_check_at: Option<u64>,
+    /// Latency of the last successful probe.
+    pub last_latency_ms: Option<u64>,
+    /// Failed probes in a row.
+    pub consecutive_failures: u32,
+    /// What the last failed probe saw.
+    pub last_error: Option<String>,
+}
+
+/// Payload of `runtime_status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeStatusPayload {
+    /// idle, starting, running, degraded or stopping.
+    pub runtime_status: String,
+    /// The active session.
+    pub session_id: Option<i64>,
+    /// The stored config the session runs.
+    pub active_config_id: Option<i64>,
+    /// The core's process id.
+    pub pid: Option<u32>,
+    /// Whether that process is alive.
+    pub pid_running: bool,
+    /// Which core runs the session.
+    pub core: Option<String>,
+    /// The SOCKS inbound, host:port.
+    pub socks_addr: Option<String>,
+    /// The HTTP inbound, host:port, when enabled.
+    pub http_addr: Option<String>,
+    /// Unix seconds when the session started.
+    pub started_at: Option<u64>,
+    /// Health accounting.
+    pub health: HealthView,
+}
+
+/// Payload of `proxy_status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyStatusPayload {
+    /// Whether automatic rotation runs.
+    pub rotation_enabled: bool,
+    /// Timer rotation period.
+    pub interval_secs: u64,
+    /// Whether failed health checks trigger a rotation.
+    pub health_trigger_enabled: bool,
+    /// Quiet time after a rotation for timer and health triggers.
+    pub cooldown_secs: u64,
+    /// Whether the cooldown is in force now.
+    pub cooldown_active: bool,
+    /// The stored config the session runs.
+    pub active_config_id: Option<i64>,
+    /// Trigger of the last rotation.
+    pub last_trigger: Option<String>,
+    /// Result of the last rotation.
+    pub last_result: Option<String>,
+    /// Unix seconds of the last rotation.
+    pub last_rotation_at: Option<u64>,
+    /// Unix seconds of the next timer rotation.
+    pub next_rotation_at: Option<u64>,
+    /// The config the last rotation chose or tried.
+    pub last_candidate_config_id: Option<i64>,
+    /// Failures in a row that trigger a rotation.
+    pub health_failure_threshold: u32,
+    /// Failed probes in a row now.
+    pub consecutive_health_failures: u32,
+    /// What the last failed probe saw.
+    pub last_health_error: Option<String>,
+}
+
+/// Payload of every failed response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorPayload {
+    /// The code's meaning, e.g. "bad_request".
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_envelope_accepts_both_spellings() {
+        let snake: RequestEnvelope = serde_json::from_str(
+            r#"{"protocol_version":1,"id":"a","request":{"type":"runtime_connect","config_id":4}}"#,
+        )
+        .unwrap();
+        let pascal: RequestEnvelope = serde_json::from_str(
+            r#"{"protocol_version":1,"id":"a","request":{"type":"RuntimeConnect","config_id":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(snake, pascal);
+        assert_eq!(snake.request, Request::RuntimeConnect { config_id: 4 });
+    }
+
+    #[test]
+    fn names_match_the_serde_tags() {
+        let all = [
+            Request::DaemonPing,
+            Request::DaemonShutdown,
+            Request::RuntimeStatus,
+            Request::RuntimeConnect { config_id: 1 },
+            Request::RuntimeReplace {
+                trigger: Trigger::Manual,
+                candidate_id: None,
+            },
+            Request::RuntimeDisconnect,
+            Request::ProxyStart,
+            Request::ProxyStop,
+            Request::ProxyStatus,
+        ];
+        for (request, name) in all.iter().zip(REQUEST_KINDS) {
+            let json = serde_json::to_value(request).unwrap();
+            assert_eq!(json["type"], name);
+            assert_eq!(request.name(), name);
+        }
+    }
+
+    #[test]
+    fn codes_are_distinct() {
+        let codes = [
+            Code::Ok,
+            Code::BadRequest,
+            Code::NotFound,
+            Code::Conflict,
+            Code::FrameTooLarge,
+            Code::Busy,
+            Code::UnsupportedVersion,
+            Code::Internal,
+            Code::NotImplemented,
+            Code::Unavailable,
+            Code::Timeout,
+        ];
+        let mut numbers: Vec<u16> = codes.iter().map(|c| c.number()).collect();
+        numbers.dedup();
+        assert_eq!(numbers.len(), codes.len());
+    }
+}

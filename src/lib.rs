@@ -1,0 +1,7 @@
+//! xrat: a daemon and CLI that keeps one proxy session alive and lets scripts steer it fast.
+//!
+//! See `docs/ARCHITECTURE.md` for how the parts fit and `docs/PROTOCOL.md` for the IPC protocol.
+
+pub mod ipc;
+pub mod paths;
+pub mod settings;

@@ -1,0 +1,330 @@
+//! `<root>/config.toml` (DESIGN §6). Every key is optional; unknown keys and bad values are errors
+//! that name the key, the value and the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Settings failures.
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    /// The file exists but could not be read.
+    #[error("cannot read settings file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a bad value.
+    #[error("invalid settings in {}: {message}fix the key above or remove it to use its default", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's report, which quotes the line, the key and the value.
+        message: String,
+    },
+    /// A value parsed but is out of range.
+    #[error("invalid settings in {}: `{key}` = {value}: {reason}", path.display())]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// Dotted key, e.g. `daemon.health_interval_secs`.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+        /// What is wrong and what is allowed.
+        reason: &'static str,
+    },
+}
+
+/// All settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `[daemon]`.
+    pub daemon: DaemonSettings,
+    /// `[runtime]`.
+    pub runtime: RuntimeSettings,
+    /// `[health]`.
+    pub health: HealthSettings,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonSettings {
+    /// Period of the health tick.
+    pub health_interval_secs: u64,
+    /// Most client connections served at once; one more gets 503.
+    pub max_connections: u32,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            health_interval_secs: 15,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Which proxy core runs sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreChoice {
+    /// First of xray, v2ray, sing-box found on PATH.
+    #[serde(rename = "auto")]
+    Auto,
+    /// Xray-core.
+    #[serde(rename = "xray")]
+    Xray,
+    /// V2Ray.
+    #[serde(rename = "v2ray")]
+    V2ray,
+    /// sing-box.
+    #[serde(rename = "sing-box")]
+    SingBox,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Which core.
+    pub core: CoreChoice,
+    /// Explicit core binary; empty means search PATH.
+    pub core_path: String,
+    /// Address of the inbounds.
+    pub listen: String,
+    /// SOCKS inbound port.
+    pub socks_port: u16,
+    /// HTTP inbound port; 0 means none.
+    pub http_port: u16,
+    /// How long a core may take to accept on its inbound.
+    pub ready_timeout_ms: u64,
+    /// Reconnect a stale session's config when the daemon starts.
+    pub reconnect_on_start: bool,
+    /// `[runtime.rotation]`.
+    pub rotation: RotationSettings,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            core: CoreChoice::Auto,
+            core_path: String::new(),
+            listen: "127.0.0.1".into(),
+            socks_port: 1080,
+            http_port: 0,
+            ready_timeout_ms: 5000,
+            reconnect_on_start: true,
+            rotation: RotationSettings::default(),
+        }
+    }
+}
+
+/// `[runtime.rotation]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationSettings {
+    /// Whether automatic rotation starts enabled.
+    pub enabled: bool,
+    /// Timer rotation period.
+    pub interval_secs: u64,
+    /// Whether failed health checks trigger a rotation.
+    pub health_trigger_enabled: bool,
+    /// Quiet time after a rotation for timer and health triggers.
+    pub cooldown_secs: u64,
+    /// Most candidates probed at once in a batch test.
+    pub test_concurrency: u32,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        RotationSettings {
+            enabled: false,
+            interval_secs: 1800,
+            health_trigger_enabled: true,
+            cooldown_secs: 300,
+            test_concurrency: 8,
+        }
+    }
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// URL fetched through the session by each probe.
+    pub probe_url: String,
+    /// Whole-probe deadline.
+    pub timeout_ms: u64,
+    /// Failed probes in a row that trigger a rotation.
+    pub failure_threshold: u32,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            probe_url: "http://cp.cloudflare.com/generate_204".into(),
+            timeout_ms: 5000,
+            failure_threshold: 3,
+        }
+    }
+}
+
+/// Most connections a daemon may be configured to serve; bounded by the reactor's slab tokens.
+pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
+
+impl Settings {
+    /// Loads `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(source) => {
+                return Err(SettingsError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Settings::parse(&text, path)
+    }
+
+    /// Parses settings text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, SettingsError> {
+        let settings: Settings = toml::from_str(text).map_err(|e| SettingsError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        settings.validate(path)?;
+        Ok(settings)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), SettingsError> {
+        let fail = |key, value: String, reason| SettingsError::Value {
+            path: path.to_path_buf(),
+            key,
+            value,
+            reason,
+        };
+        let d = &self.daemon;
+        if d.health_interval_secs == 0 {
+            return Err(fail(
+                "daemon.health_interval_secs",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if d.max_connections == 0 || d.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(fail(
+                "daemon.max_connections",
+                d.max_connections.to_string(),
+                "must be between 1 and 65536",
+            ));
+        }
+        let r = &self.runtime;
+        if r.listen.parse::<std::net::IpAddr>().is_err() {
+            return Err(fail(
+                "runtime.listen",
+                format!("{:?}", r.listen),
+                "must be an IP address such as 127.0.0.1",
+            ));
+        }
+        if r.socks_port == 0 {
+            return Err(fail(
+                "runtime.socks_port",
+                "0".into(),
+                "must be a port between 1 and 65535",
+            ));
+        }
+        if r.http_port != 0 && r.http_port == r.socks_port {
+            return Err(fail(
+                "runtime.http_port",
+                r.http_port.to_string(),
+                "must differ from runtime.socks_port (or be 0 for no HTTP inbound)",
+            ));
+        }
+        if r.ready_timeout_ms == 0 {
+            return Err(fail(
+                "runtime.ready_timeout_ms",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if r.rotation.interval_secs == 0 {
+            return Err(fail(
+                "runtime.rotation.interval_secs",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if r.rotation.test_concurrency == 0 {
+            return Err(fail(
+                "runtime.rotation.test_concurrency",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        let h = &self.health;
+        if !(h.probe_url.starts_with("http://") || h.probe_url.starts_with("https://")) {
+            return Err(fail(
+                "health.probe_url",
+                format!("{:?}", h.probe_url),
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if h.timeout_ms == 0 {
+            return Err(fail("health.timeout_ms", "0".into(), "must be at least 1"));
+        }
+        if h.failure_threshold == 0 {
+            return Err(fail(
+                "health.failure_threshold",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, String> {
+        Settings::parse(text, Path::new("/r/config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Settings::default());
+        let s = parse("[runtime.rotation]\nenabled = true\n").unwrap();
+        assert!(s.runtime.rotation.enabled);
+        assert_eq!(s.runtime.rotation.interval_secs, 1800);
+        assert_eq!(s.daemon.health_interval_secs, 15);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let err = parse("[daemon]\nhealth_interval = 3\n").unwrap_err();
+        assert!(err.contains("/r/config.toml"), "{err}");
+        assert!(err.contains("unknown field `health_interval`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let err = parse("[runtime]\nsocks_port = 70000\n").unwrap_err();
+        assert!(err.contains("socks_port") && err.contains("70000"), "{err}");
+        let err = parse("[runtime]\ncore = \"clash\"\n").unwrap_err();
+        assert!(err.contains("clash") && err.contains("sing-box"), "{err}");
+        let err = parse("[daemon]\nhealth_interval_secs = 0\n").unwrap_err();
+        assert_eq!(
+            err,
+            "invalid settings in /r/config.toml: `daemon.health_interval_secs` = 0: must be at least 1"
+        );
+    }
+}
