@@ -2,6 +2,9 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the parts fit and `docs/PROTOCOL.md` for the IPC protocol.
 
+pub mod cli;
 pub mod ipc;
 pub mod paths;
+pub mod reactor;
 pub mod settings;
+pub mod supervisor;

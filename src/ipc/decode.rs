@@ -133,12 +133,14 @@ fn decode_wire(wire: Wire<'_>) -> Result<(RawId, Request), DecodeError> {
     match wire.protocol_version {
         Some(PROTOCOL_VERSION) => {}
         Some(other) => return Err(unsupported(&other.to_string(), id)),
-        None => return Err(bad(
-            format!(
+        None => {
+            return Err(bad(
+                format!(
                 "missing field `protocol_version`; send \"protocol_version\": {PROTOCOL_VERSION}"
             ),
-            id,
-        )),
+                id,
+            ))
+        }
     }
     let Some(body) = wire.request else {
         return Err(bad(

@@ -1,0 +1,121 @@
+//! The command line. Each command builds one Serialize view: `--json` prints it as JSON, text
+//! mode prints aligned lines. Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable.
+
+mod daemon;
+mod output;
+
+use argh::FromArgs;
+use thiserror::Error;
+
+use crate::ipc::client::ClientError;
+use crate::paths::PathsError;
+use crate::reactor::ReactorError;
+use crate::settings::SettingsError;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the command failed.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code: the command line was wrong.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the daemon could not be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// xrat keeps one proxy session alive and lets scripts steer it fast.
+#[derive(FromArgs, Debug)]
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Command {
+    Daemon(daemon::DaemonCommand),
+}
+
+/// Every failure a command can report.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// Talking to the daemon failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The root could not be resolved.
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    /// config.toml is wrong.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The server failed.
+    #[error(transparent)]
+    Reactor(#[from] ReactorError),
+    /// A daemon-lifecycle command failed; the message says what to do.
+    #[error("{0}")]
+    Daemon(String),
+    /// `daemon stop` found no daemon.
+    #[error("no daemon is running at {}; nothing to stop", .0.display())]
+    NothingToStop(std::path::PathBuf),
+    /// The daemon answered with an error.
+    #[error("the daemon answered {code}: {message}")]
+    Refused {
+        /// Response code.
+        code: u16,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl CliError {
+    /// The exit code this failure maps to.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Client(e) if e.is_unreachable() => EXIT_UNREACHABLE,
+            CliError::NothingToStop(_) => EXIT_UNREACHABLE,
+            _ => EXIT_ERROR,
+        }
+    }
+}
+
+/// Parses `args` (argv including the program name), runs the command and returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    // run-server is for `daemon start` and systemd, not for people, so it stays out of --help.
+    if args.get(1).map(String::as_str) == Some("daemon")
+        && args.get(2).map(String::as_str) == Some("run-server")
+    {
+        return finish(daemon::run_server(&args[3..]));
+    }
+    let name = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or("xrat");
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let cli = match Cli::from_args(&[name], &rest) {
+        Ok(cli) => cli,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    EXIT_OK
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output.trim_end());
+                    eprintln!("Run `xrat help` or `xrat <command> --help` for usage.");
+                    EXIT_USAGE
+                }
+            };
+        }
+    };
+    finish(match cli.command {
+        Command::Daemon(command) => daemon::run(command),
+    })
+}
+
+fn finish(result: Result<i32, CliError>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::print_error(&e);
+            e.exit_code()
+        }
+    }
+}

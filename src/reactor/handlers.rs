@@ -1,0 +1,366 @@
+//! Completion handlers and effect application. Each errno is mapped explicitly.
+
+use std::os::fd::AsRawFd;
+
+use crate::ipc::protocol::Code;
+use crate::ipc::{decode_request, FrameError, RawId};
+use crate::supervisor::{operation_not_implemented, Effect, Input, Now, Rejection};
+
+use super::conn::{split_conn_id, Conn, Phase, OUTPUT_BYTES_HIGH, OUTPUT_BYTES_LOW};
+use super::ring::{Completion, Op};
+use super::token::{Kind, Token};
+use super::{Reactor, SHUTDOWN_FLUSH_MS};
+
+/// The one-line answer for a client past the connection limit (it never sent a request).
+const CONNECTION_LIMIT_REPLY: &[u8] = b"{\"protocol_version\":1,\"id\":null,\"ok\":false,\"code\":503,\"message\":\"connection limit reached (daemon.max_connections); close idle connections or raise the limit in config.toml\",\"payload\":{\"error\":\"unavailable\"}}\n";
+
+impl Reactor {
+    pub(super) fn on_accept(&mut self, c: &Completion) {
+        if !c.more() {
+            self.accept_armed = false;
+        }
+        if c.result >= 0 {
+            self.admit(c.result);
+        } else {
+            match -c.result {
+                // Shutdown cancelled it: nothing more to accept.
+                libc::ECANCELED => {}
+                // The client gave up before we accepted.
+                libc::ECONNABORTED | libc::EINTR | libc::EAGAIN => {}
+                // Out of fds: keep serving existing clients; the multishot re-arms below.
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    eprintln!(
+                        "xrat: accept failed: {}",
+                        std::io::Error::from_raw_os_error(-c.result)
+                    );
+                }
+                errno => eprintln!(
+                    "xrat: accept failed unexpectedly: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+            }
+        }
+        if !self.accept_armed && self.shutdown_deadline.is_none() {
+            self.arm_accept();
+        }
+    }
+
+    fn admit(&mut self, fd: i32) {
+        if self.shutdown_deadline.is_some() || self.conns.len() >= self.connections_max {
+            // A fresh socket's send buffer is empty, so this non-blocking send cannot stall.
+            // SAFETY: `fd` is the accepted socket we own; the buffer is a static slice.
+            unsafe {
+                libc::send(
+                    fd,
+                    CONNECTION_LIMIT_REPLY.as_ptr().cast(),
+                    CONNECTION_LIMIT_REPLY.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
+                libc::close(fd);
+            }
+            return;
+        }
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let slot = self.conns.insert(Conn::new(fd, self.next_serial));
+        self.arm_recv(slot);
+    }
+
+    pub(super) fn arm_recv(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.recv_armed || conn.phase != Phase::Open || conn.recv_paused {
+            return;
+        }
+        conn.recv_armed = true;
+        let (fd, token) = (conn.fd, conn.token(Kind::Recv, slot));
+        self.push(Op::RecvMulti { fd }, token);
+    }
+
+    pub(super) fn on_recv(&mut self, now: Now, token: Token, c: &Completion) {
+        let slot = token.slot as usize;
+        let owned = self.conns.get(slot).is_some_and(|conn| conn.owns(&token));
+        if !owned {
+            // Stale: the connection is gone. Its buffer still goes back.
+            if let Some(bid) = c.buffer_id() {
+                self.bufs.recycle(bid);
+            }
+            return;
+        }
+        if !c.more() {
+            self.conns[slot].recv_armed = false;
+        }
+        if c.result > 0 {
+            let bid = c.buffer_id().expect("a receive with data names its buffer");
+            self.feed(now, slot, bid, c.result as usize);
+            self.bufs.recycle(bid);
+        } else if c.result == 0 {
+            // The client finished sending; it may still read its replies (`socat`, shutdown(WR)).
+            self.drain(slot);
+        } else {
+            if let Some(bid) = c.buffer_id() {
+                self.bufs.recycle(bid);
+            }
+            match -c.result {
+                libc::ENOBUFS => {} // re-armed below, after the batch returns buffers
+                libc::ECANCELED => {}
+                libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT | libc::ENOTCONN => {
+                    self.begin_close(slot)
+                }
+                libc::EINTR | libc::EAGAIN => {}
+                errno => {
+                    eprintln!(
+                        "xrat: receive failed: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                    self.begin_close(slot);
+                }
+            }
+        }
+        self.settle(slot);
+    }
+
+    /// Frames and answers the bytes of one receive buffer.
+    fn feed(&mut self, now: Now, slot: usize, bid: u16, len: usize) {
+        let conn = &mut self.conns[slot];
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let conn_id = conn.conn_id(slot);
+        let data = self.bufs.filled(bid, len);
+        let mut pos = 0;
+        loop {
+            let input = match conn.decoder.next_frame(data, &mut pos) {
+                Ok(None) => break,
+                Ok(Some(line)) => {
+                    let (id, request) = match decode_request(line) {
+                        Ok((id, request)) => (id, Ok(request)),
+                        Err(e) => (
+                            e.id,
+                            Err(Rejection {
+                                code: e.code,
+                                message: e.message,
+                                close: false,
+                            }),
+                        ),
+                    };
+                    Input::Request {
+                        conn: conn_id,
+                        id,
+                        request,
+                    }
+                }
+                Err(e @ FrameError::TooLarge) => {
+                    conn.phase = Phase::Draining;
+                    let rejection = Rejection {
+                        code: Code::FrameTooLarge,
+                        message: e.to_string(),
+                        close: true,
+                    };
+                    Input::Request {
+                        conn: conn_id,
+                        id: RawId::NONE,
+                        request: Err(rejection),
+                    }
+                }
+            };
+            conn.awaiting += 1;
+            self.sup.handle(now, input);
+            if conn.phase != Phase::Open {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn on_send(&mut self, token: Token, c: &Completion) {
+        let slot = token.slot as usize;
+        let Some(conn) = self.conns.get_mut(slot).filter(|conn| conn.owns(&token)) else {
+            return;
+        };
+        conn.send_armed = false;
+        if c.result >= 0 {
+            conn.inflight_sent += c.result as usize;
+            if conn.recv_paused && conn.backlog() < OUTPUT_BYTES_LOW {
+                conn.recv_paused = false;
+                self.rearm.push(slot);
+            }
+            self.dirty.push(slot);
+        } else {
+            match -c.result {
+                libc::EINTR | libc::EAGAIN => self.dirty.push(slot),
+                libc::ECANCELED => {}
+                // The client vanished with replies pending: drop them.
+                libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN => self.begin_close(slot),
+                errno => {
+                    eprintln!(
+                        "xrat: send failed: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                    self.begin_close(slot);
+                }
+            }
+        }
+        self.settle(slot);
+    }
+
+    pub(super) fn on_signal(&mut self, now: Now, c: &Completion) {
+        if c.result == 128 {
+            let signo = u32::from_ne_bytes(self.signal_buf[..4].try_into().expect("4 bytes"));
+            eprintln!("xrat: received signal {signo}; shutting down");
+            if self.shutdown_deadline.is_some() {
+                // A second signal while flushing: stop waiting for slow clients.
+                self.shutdown_deadline = Some(now.monotonic_ms);
+            }
+            self.sup.handle(now, Input::ShutdownSignal);
+        } else if c.result < 0 && -c.result != libc::EINTR && -c.result != libc::EAGAIN {
+            eprintln!(
+                "xrat: reading the signalfd failed: {}",
+                std::io::Error::from_raw_os_error(-c.result)
+            );
+            return;
+        }
+        self.arm_signal();
+    }
+
+    pub(super) fn on_timer(&mut self, now: Now, c: &Completion) {
+        match c.result {
+            8 => {
+                self.timer_armed_at = None;
+                self.sup.handle(now, Input::Timer);
+            }
+            r if r < 0 && matches!(-r, libc::EINTR | libc::EAGAIN) => {}
+            r => {
+                eprintln!(
+                    "xrat: reading the timerfd failed: {}",
+                    std::io::Error::from_raw_os_error(-r)
+                );
+                return;
+            }
+        }
+        self.arm_timer_read();
+    }
+
+    /// Turns every pending supervisor effect into buffered replies or operations.
+    pub(super) fn apply_effects(&mut self, now: Now) {
+        while let Some(effect) = self.sup.poll_effect() {
+            match effect {
+                Effect::Reply {
+                    conn,
+                    id,
+                    reply,
+                    close_after,
+                } => {
+                    let (slot, serial) = split_conn_id(conn);
+                    let Some(c) = self.conns.get_mut(slot).filter(|c| c.serial == serial) else {
+                        continue;
+                    };
+                    c.awaiting = c.awaiting.saturating_sub(1);
+                    if c.phase == Phase::Closing {
+                        continue;
+                    }
+                    self.encoder.encode(&mut c.out, &id, &reply);
+                    if close_after {
+                        c.phase = Phase::Draining;
+                    }
+                    self.dirty.push(slot);
+                    if c.out.len() >= OUTPUT_BYTES_HIGH && !c.recv_paused {
+                        // Stop reading until the client takes its replies.
+                        c.recv_paused = true;
+                        if c.recv_armed {
+                            let (target, cancel) =
+                                (c.token(Kind::Recv, slot), c.token(Kind::Cancel, slot));
+                            self.push(Op::Cancel { user_data: target }, cancel);
+                        }
+                    }
+                }
+                Effect::Operation { op, request } => {
+                    // Sessions arrive with their own issue; until then the operation is refused.
+                    let outcome = Err(operation_not_implemented(request));
+                    self.sup.handle(now, Input::OperationDone { op, outcome });
+                }
+                Effect::Shutdown => self.begin_shutdown(now),
+            }
+        }
+    }
+
+    pub(super) fn flush(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some((ptr, len)) = conn.next_send() {
+            conn.send_armed = true;
+            let (fd, token) = (conn.fd, conn.token(Kind::Send, slot));
+            self.push(Op::Send { fd, ptr, len }, token);
+        }
+        self.settle(slot);
+    }
+
+    /// Stops reading; the connection closes once its replies are written.
+    fn drain(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if conn.phase == Phase::Open {
+            conn.phase = Phase::Draining;
+        }
+    }
+
+    /// Cancels the connection's ops; it is freed when the last completion arrives.
+    fn begin_close(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        conn.phase = Phase::Closing;
+        let (fd, quiet, id) = (conn.fd, conn.is_quiet(), conn.conn_id(slot));
+        let cancel = conn.token(Kind::Cancel, slot);
+        if !quiet {
+            self.push(Op::CancelFd { fd }, cancel);
+        }
+        self.sup
+            .handle(super::now(), Input::ConnectionClosed { conn: id });
+    }
+
+    /// Advances a connection whose state may have changed: a drained one closes, a closing one
+    /// with no completion outstanding is freed.
+    fn settle(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Open if !conn.recv_armed && !conn.recv_paused => self.rearm.push(slot),
+            Phase::Open => {}
+            Phase::Draining if conn.is_flushed() && !conn.send_armed => self.begin_close(slot),
+            Phase::Draining => {}
+            Phase::Closing if conn.is_quiet() => {
+                let conn = self.conns.remove(slot);
+                // SAFETY: the socket is ours and no queued op refers to it any more.
+                unsafe { libc::close(conn.fd) };
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Now) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now.monotonic_ms + SHUTDOWN_FLUSH_MS);
+        if self.accept_armed {
+            let fd = self.listener.as_raw_fd();
+            self.push(Op::CancelFd { fd }, Token::singleton(Kind::Cancel).encode());
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.drain(slot);
+            self.dirty.push(slot);
+        }
+    }
+
+    /// During shutdown, closes every connection that has taken its replies.
+    pub(super) fn close_flushed(&mut self, _now: Now) {
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.drain(slot);
+            self.settle(slot);
+        }
+    }
+}

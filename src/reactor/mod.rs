@@ -1,0 +1,332 @@
+//! The event loop: one thread, one io_uring ring (DESIGN §3a, in the style of TigerBeetle's
+//! loop). Submit and wait, copy a batch of completions, then dispatch them; completions become
+//! supervisor inputs, supervisor effects become operations.
+
+mod bufring;
+mod conn;
+mod handlers;
+mod reply;
+pub mod ring;
+mod setup;
+mod token;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use slab::Slab;
+use thiserror::Error;
+
+use crate::paths::{Paths, PathsError};
+use crate::settings::Settings;
+use crate::supervisor::{Now, Supervisor, SupervisorConfig};
+
+use bufring::BufRing;
+use conn::Conn;
+use reply::ReplyEncoder;
+use ring::{Completion, Op, Ring};
+use token::{Kind, Token};
+
+/// The provided-buffer group that connection receives draw from.
+const RECV_BUFFER_GROUP: u16 = 0;
+/// How long shutdown waits for clients to take their last replies.
+pub const SHUTDOWN_FLUSH_MS: u64 = 2_000;
+
+/// Reactor failures; each message says what to change.
+#[derive(Debug, Error)]
+pub enum ReactorError {
+    /// io_uring is refused by the kernel or a sandbox.
+    #[error("io_uring is unavailable: xrat's daemon needs it. Check `sysctl kernel.io_uring_disabled` (0 allows it; set it with `sysctl -w kernel.io_uring_disabled=0`), or, in a container, use a seccomp profile that allows io_uring_setup (Docker >= 25 blocks it by default); Linux >= 6.1 is required")]
+    IoUringUnavailable {
+        /// What io_uring_setup said.
+        #[source]
+        source: io::Error,
+    },
+    /// The ring could not be built for another reason (memory, fd limits).
+    #[error("cannot set up the io_uring ring; check `ulimit -l` and free memory")]
+    RingSetup {
+        /// What io_uring_setup said.
+        #[source]
+        source: io::Error,
+    },
+    /// The provided-buffer ring was refused.
+    #[error("cannot register the receive buffer ring; xrat needs Linux >= 6.1")]
+    BufRing {
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// Another daemon holds the lock.
+    #[error("another xrat daemon is already running for {} (it holds {}); stop it with `xrat daemon stop`", root.display(), lock.display())]
+    AlreadyRunning {
+        /// The XRAT root.
+        root: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock {}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket could not be bound.
+    #[error("cannot listen on {}; check the directory's permissions", path.display())]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The readiness datagram could not be sent.
+    #[error("cannot notify systemd at NOTIFY_SOCKET={}", path.display())]
+    Notify {
+        /// The notify socket.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A setup syscall failed.
+    #[error("{what} failed")]
+    Syscall {
+        /// Which call.
+        what: &'static str,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The root or socket path is unusable.
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+}
+
+/// Everything the loop owns. Field order matters: the ring is dropped before the memory its
+/// operations point into.
+pub struct Reactor {
+    ring: Ring,
+    bufs: BufRing,
+    conns: Slab<Conn>,
+    sup: Supervisor,
+    encoder: ReplyEncoder,
+    batch: Vec<Completion>,
+    /// Slots with replies to send after this batch.
+    dirty: Vec<usize>,
+    /// Slots whose multishot receive must be re-armed after buffers are published.
+    rearm: Vec<usize>,
+    listener: OwnedFd,
+    accept_armed: bool,
+    signal_fd: OwnedFd,
+    signal_buf: Box<[u8; 128]>,
+    timer_fd: OwnedFd,
+    timer_buf: Box<[u8; 8]>,
+    timer_armed_at: Option<u64>,
+    connections_max: usize,
+    next_serial: u32,
+    shutdown_deadline: Option<u64>,
+    socket_path: PathBuf,
+    _lock: File,
+}
+
+/// Runs the daemon in the foreground until shutdown (`xrat daemon run-server`).
+pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError> {
+    paths.create_dirs()?;
+    let socket_path = paths.checked_socket()?;
+    let lock = setup::lock(&paths.lock_file(), &paths.root)?;
+    let ring = Ring::new()?;
+    let bufs = BufRing::new();
+    ring.register_buf_ring(&bufs, RECV_BUFFER_GROUP)
+        .map_err(|source| ReactorError::BufRing { source })?;
+    let signal_fd = setup::signalfd()?;
+    let timer_fd = setup::timerfd()?;
+    let listener = setup::listen(&socket_path)?;
+    let config = SupervisorConfig {
+        pid: std::process::id(),
+        health_interval_ms: settings.daemon.health_interval_secs * 1000,
+        rotation_interval_secs: settings.runtime.rotation.interval_secs,
+        health_trigger_enabled: settings.runtime.rotation.health_trigger_enabled,
+        cooldown_secs: settings.runtime.rotation.cooldown_secs,
+        failure_threshold: settings.health.failure_threshold,
+    };
+    let mut reactor = Reactor {
+        ring,
+        bufs,
+        conns: Slab::with_capacity(settings.daemon.max_connections as usize),
+        sup: Supervisor::new(config, now()),
+        encoder: ReplyEncoder::default(),
+        batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
+        dirty: Vec::new(),
+        rearm: Vec::new(),
+        listener,
+        accept_armed: false,
+        signal_fd,
+        signal_buf: Box::new([0; 128]),
+        timer_fd,
+        timer_buf: Box::new([0; 8]),
+        timer_armed_at: None,
+        connections_max: settings.daemon.max_connections as usize,
+        next_serial: 0,
+        shutdown_deadline: None,
+        socket_path,
+        _lock: lock,
+    };
+    reactor.start()?;
+    setup::notify_ready()?;
+    eprintln!(
+        "xrat: daemon {} serving {} (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        reactor.socket_path.display(),
+        std::process::id()
+    );
+    let result = reactor.run();
+    // The socket goes last, after every reply was flushed, so a client that saw it vanish knows
+    // the daemon is gone.
+    let _ = std::fs::remove_file(&reactor.socket_path);
+    eprintln!("xrat: daemon stopped");
+    result
+}
+
+/// The current time for the supervisor.
+fn now() -> Now {
+    Now {
+        monotonic_ms: setup::monotonic_ms(),
+        unix_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+impl Reactor {
+    fn start(&mut self) -> Result<(), ReactorError> {
+        self.arm_accept();
+        self.arm_signal();
+        self.arm_timer_read();
+        self.sync_timer()
+    }
+
+    fn run(&mut self) -> Result<(), ReactorError> {
+        loop {
+            self.ring
+                .submit_and_wait()
+                .map_err(|source| ReactorError::Syscall {
+                    what: "io_uring_enter",
+                    source,
+                })?;
+            self.batch.clear();
+            let mut batch = std::mem::take(&mut self.batch);
+            self.ring.drain_into(&mut batch);
+            let now = now();
+            for completion in &batch {
+                self.dispatch(now, completion);
+            }
+            self.batch = batch;
+            self.apply_effects(now);
+            self.after_batch(now)?;
+            if self.finished(now) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Now, c: &Completion) {
+        let Some(token) = Token::decode(c.user_data) else {
+            eprintln!(
+                "xrat: completion with unknown user_data {:#x} dropped",
+                c.user_data
+            );
+            return;
+        };
+        match token.kind {
+            Kind::Accept => self.on_accept(c),
+            Kind::Recv => self.on_recv(now, token, c),
+            Kind::Send => self.on_send(token, c),
+            Kind::Cancel => {}
+            Kind::Signal => self.on_signal(now, c),
+            Kind::Timer => self.on_timer(now, c),
+        }
+    }
+
+    /// Work deferred to the end of a batch: publish recycled buffers, re-arm receives, start
+    /// sends, and point the timerfd at the supervisor's next deadline.
+    fn after_batch(&mut self, now: Now) -> Result<(), ReactorError> {
+        self.bufs.publish();
+        for slot in std::mem::take(&mut self.rearm) {
+            self.arm_recv(slot);
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            self.flush(slot);
+        }
+        self.dirty = dirty;
+        if self.shutdown_deadline.is_some() {
+            self.close_flushed(now);
+        }
+        self.sync_timer()
+    }
+
+    fn sync_timer(&mut self) -> Result<(), ReactorError> {
+        let wanted = match (self.sup.poll_timeout(), self.shutdown_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = wanted.filter(|d| Some(*d) != self.timer_armed_at) {
+            setup::arm_timer(self.timer_fd.as_raw_fd(), deadline)?;
+            self.timer_armed_at = Some(deadline);
+        }
+        Ok(())
+    }
+
+    fn finished(&self, now: Now) -> bool {
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        if now.monotonic_ms >= deadline {
+            eprintln!(
+                "xrat: {} client(s) did not take their replies within {SHUTDOWN_FLUSH_MS} ms; closing anyway",
+                self.conns.len()
+            );
+            return true;
+        }
+        self.conns.is_empty() && !self.accept_armed
+    }
+
+    fn push(&mut self, op: Op, user_data: u64) {
+        if let Err(e) = self.ring.push(op, user_data, RECV_BUFFER_GROUP) {
+            // Only a failing io_uring_enter gets here; the op is lost, so say so loudly.
+            eprintln!("xrat: cannot queue {op:?}: {e}");
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let fd = self.listener.as_raw_fd();
+        self.push(
+            Op::AcceptMulti { fd },
+            Token::singleton(Kind::Accept).encode(),
+        );
+        self.accept_armed = true;
+    }
+
+    fn arm_signal(&mut self) {
+        let op = Op::Read {
+            fd: self.signal_fd.as_raw_fd(),
+            ptr: self.signal_buf.as_mut_ptr(),
+            len: self.signal_buf.len() as u32,
+        };
+        self.push(op, Token::singleton(Kind::Signal).encode());
+    }
+
+    fn arm_timer_read(&mut self) {
+        let op = Op::Read {
+            fd: self.timer_fd.as_raw_fd(),
+            ptr: self.timer_buf.as_mut_ptr(),
+            len: self.timer_buf.len() as u32,
+        };
+        self.push(op, Token::singleton(Kind::Timer).encode());
+    }
+}

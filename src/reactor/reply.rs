@@ -1,0 +1,43 @@
+//! Turns supervisor replies into response lines, caching the ping body: it changes once a second.
+
+use crate::ipc::encode::{write_error, write_response, write_response_raw};
+use crate::ipc::protocol::{Code, PingPayload};
+use crate::ipc::RawId;
+use crate::supervisor::Reply;
+
+/// Encoder with the cached ping payload.
+#[derive(Debug, Default)]
+pub struct ReplyEncoder {
+    ping: Option<(u32, u64, Vec<u8>)>,
+}
+
+impl ReplyEncoder {
+    /// Appends the response line for `reply` to `out`.
+    pub fn encode(&mut self, out: &mut Vec<u8>, id: &RawId, reply: &Reply) {
+        match reply {
+            Reply::Ping { pid, uptime_secs } => {
+                let body = self.ping_body(*pid, *uptime_secs);
+                write_response_raw(out, id, Code::Ok, "success", body);
+            }
+            Reply::Shutdown(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::RuntimeStatus(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::ProxyStatus(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::Error { code, message } => write_error(out, id, *code, message),
+        }
+    }
+
+    fn ping_body(&mut self, pid: u32, uptime_secs: u64) -> &[u8] {
+        let fresh = matches!(&self.ping, Some((p, u, _)) if *p == pid && *u == uptime_secs);
+        if !fresh {
+            let payload = PingPayload {
+                daemon_ready: true,
+                pid,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_secs,
+            };
+            let body = serde_json::to_vec(&payload).expect("ping payload serializes");
+            self.ping = Some((pid, uptime_secs, body));
+        }
+        &self.ping.as_ref().expect("just filled").2
+    }
+}

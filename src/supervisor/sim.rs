@@ -1,0 +1,285 @@
+//! Seeded simulation: random requests from many connections, closes, operation completions,
+//! timer ticks and shutdown signals, with the invariants of DESIGN §8 checked after every step.
+//!
+//! `XRAT_SIM_SEED=<n>` replays one seed; `XRAT_SIM_STEPS=<n>` changes the step budget.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::*;
+use crate::ipc::protocol::Trigger;
+use crate::ipc::RawId;
+
+const CONNECTIONS_LIVE_MAX: u64 = 8;
+const STEPS_DEFAULT: u64 = 100_000;
+
+/// splitmix64: tiny, seedable, and good enough to pick events.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the model expects of one connection.
+#[derive(Default)]
+struct ConnModel {
+    /// Request ids sent and not yet answered, oldest first.
+    awaiting: VecDeque<u64>,
+    /// A request with `close` was sent: nothing may follow it.
+    closing: bool,
+}
+
+struct World {
+    seed: u64,
+    step: u64,
+    now: Now,
+    sup: Supervisor,
+    conns: BTreeMap<u64, ConnModel>,
+    next_conn: u64,
+    next_request: u64,
+    op_in_flight: Option<OpId>,
+    shutdown_seen: bool,
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        let config = SupervisorConfig {
+            pid: 1,
+            health_interval_ms: 15_000,
+            rotation_interval_secs: 1800,
+            health_trigger_enabled: true,
+            cooldown_secs: 300,
+            failure_threshold: 3,
+        };
+        let now = Now::default();
+        World {
+            seed,
+            step: 0,
+            now,
+            sup: Supervisor::new(config, now),
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            next_request: 1,
+            op_in_flight: None,
+            shutdown_seen: false,
+        }
+    }
+
+    fn check(&self, ok: bool, what: &str) {
+        assert!(
+            ok,
+            "simulation invariant broken at step {}: {what}; replay with XRAT_SIM_SEED={}",
+            self.step, self.seed
+        );
+    }
+
+    fn step(&mut self, rng: &mut Rng) {
+        self.step += 1;
+        self.now.monotonic_ms += rng.below(2_000);
+        self.now.unix_secs = self.now.monotonic_ms / 1000;
+        // Held 423s leave when the operation completes, so "busy" is judged before this step.
+        let busy_before = self.op_in_flight.is_some();
+        let input = match rng.below(100) {
+            0..=59 => self.random_request(rng),
+            60..=69 => self.random_close(rng),
+            70..=84 => self.finish_operation(),
+            85..=98 => Some(Input::Timer),
+            _ => (rng.below(20) == 0).then_some(Input::ShutdownSignal),
+        };
+        if let Some(input) = input {
+            self.sup.handle(self.now, input);
+        }
+        while let Some(effect) = self.sup.poll_effect() {
+            self.observe(effect, busy_before);
+        }
+        self.check(
+            self.sup.is_busy() == self.op_in_flight.is_some(),
+            "busy state disagrees with the operations seen",
+        );
+    }
+
+    fn random_request(&mut self, rng: &mut Rng) -> Option<Input> {
+        let conn = if self.conns.len() as u64 >= CONNECTIONS_LIVE_MAX || rng.below(4) != 0 {
+            let index = rng.below(self.conns.len().max(1) as u64) as usize;
+            *self.conns.keys().nth(index)?
+        } else {
+            self.next_conn += 1;
+            self.conns.insert(self.next_conn, ConnModel::default());
+            self.next_conn
+        };
+        let model = self.conns.get_mut(&conn)?;
+        if model.closing {
+            return None;
+        }
+        let n = self.next_request;
+        self.next_request += 1;
+        model.awaiting.push_back(n);
+        let request = match rng.below(12) {
+            0 => Ok(Request::RuntimeConnect {
+                config_id: rng.below(5) as i64,
+            }),
+            1 => Ok(Request::RuntimeDisconnect),
+            2 => Ok(Request::RuntimeReplace {
+                trigger: Trigger::Manual,
+                candidate_id: None,
+            }),
+            3 => Ok(Request::RuntimeStatus),
+            4 => Ok(Request::ProxyStatus),
+            5 => Ok(Request::ProxyStart),
+            6 if rng.below(50) == 0 => Ok(Request::DaemonShutdown),
+            7 => {
+                let close = rng.below(4) == 0;
+                model.closing = close;
+                Err(Rejection {
+                    code: if close {
+                        Code::FrameTooLarge
+                    } else {
+                        Code::BadRequest
+                    },
+                    message: "bad".into(),
+                    close,
+                })
+            }
+            _ => Ok(Request::DaemonPing),
+        };
+        Some(Input::Request {
+            conn: ConnId(conn),
+            id: raw_id(n),
+            request,
+        })
+    }
+
+    fn random_close(&mut self, rng: &mut Rng) -> Option<Input> {
+        let index = rng.below(self.conns.len().max(1) as u64) as usize;
+        let conn = *self.conns.keys().nth(index)?;
+        self.conns.remove(&conn);
+        Some(Input::ConnectionClosed { conn: ConnId(conn) })
+    }
+
+    fn finish_operation(&mut self) -> Option<Input> {
+        let op = self.op_in_flight.take()?;
+        let outcome = Err(operation_not_implemented(Request::RuntimeDisconnect));
+        Some(Input::OperationDone { op, outcome })
+    }
+
+    fn observe(&mut self, effect: Effect, busy_before: bool) {
+        match effect {
+            Effect::Reply {
+                conn,
+                id,
+                reply,
+                close_after,
+            } => {
+                let Some(model) = self.conns.get_mut(&conn.0) else {
+                    return self.check(false, "reply to a closed connection");
+                };
+                let expected = model.awaiting.pop_front();
+                let got = std::str::from_utf8(id.as_json())
+                    .ok()
+                    .and_then(|t| t.parse().ok());
+                let in_order = expected.is_some() && expected == got;
+                if close_after {
+                    self.conns.remove(&conn.0);
+                }
+                self.check(in_order, "reply out of order, or a reply nobody asked for");
+                if let Reply::Error {
+                    code: Code::Busy, ..
+                } = reply
+                {
+                    self.check(busy_before || self.op_in_flight.is_some(), "423 while idle");
+                }
+            }
+            Effect::Operation { op, request } => {
+                self.check(
+                    self.op_in_flight.is_none(),
+                    "two runtime operations in flight",
+                );
+                self.check(
+                    request.is_runtime_operation(),
+                    "operation for a plain request",
+                );
+                self.op_in_flight = Some(op);
+            }
+            Effect::Shutdown => {
+                self.check(!self.shutdown_seen, "shutdown effect twice");
+                self.check(
+                    self.op_in_flight.is_none(),
+                    "shutdown with an operation in flight",
+                );
+                self.shutdown_seen = true;
+            }
+        }
+    }
+
+    /// Completes everything outstanding and checks that every request got its one reply.
+    fn settle(&mut self) {
+        if let Some(input) = self.finish_operation() {
+            self.sup.handle(self.now, input);
+            while let Some(effect) = self.sup.poll_effect() {
+                self.observe(effect, true);
+            }
+        }
+        for (conn, model) in &self.conns {
+            self.check(
+                model.awaiting.is_empty(),
+                &format!("connection {conn} still waits for {:?}", model.awaiting),
+            );
+        }
+    }
+}
+
+fn raw_id(n: u64) -> RawId {
+    let line = format!(r#"{{"protocol_version":1,"id":{n},"request":{{"type":"daemon_ping"}}}}"#);
+    crate::ipc::decode_request(line.as_bytes()).unwrap().0
+}
+
+/// Runs worlds until `steps` steps were taken; a world ends at shutdown and a new one starts.
+/// Each world draws from its own generator, so the seed it prints replays it alone.
+fn run(seed: u64, steps: u64) {
+    let mut taken = 0;
+    let mut world_seed = seed;
+    while taken < steps {
+        let mut rng = Rng(world_seed);
+        let mut world = World::new(world_seed);
+        while taken < steps && !world.shutdown_seen {
+            world.step(&mut rng);
+            taken += 1;
+        }
+        world.settle();
+        world_seed = rng.next();
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn simulation_keeps_the_invariants() {
+    let steps = env_u64("XRAT_SIM_STEPS").unwrap_or(STEPS_DEFAULT);
+    match env_u64("XRAT_SIM_SEED") {
+        Some(seed) => run(seed, steps),
+        None => {
+            for seed in 1..=4 {
+                run(seed, steps / 4);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_broken_invariant_names_its_seed() {
+    let world = World::new(42);
+    let failure = std::panic::catch_unwind(|| world.check(false, "demo"));
+    let message = *failure.unwrap_err().downcast::<String>().unwrap();
+    assert!(message.contains("XRAT_SIM_SEED=42"), "{message}");
+}
