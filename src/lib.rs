@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod ipc;
+pub mod links;
 pub mod paths;
 pub mod reactor;
 pub mod settings;

@@ -107,6 +107,8 @@ struct Lenient<'a> {
 }
 
 /// Decodes one request line (without its newline).
+// The Ok side carries the same inline id, so boxing the error would save no copying.
+#[allow(clippy::result_large_err)]
 pub fn decode_request(line: &[u8]) -> Result<(RawId, Request), DecodeError> {
     // serde would accept a struct written as an array; the protocol does not.
     if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -125,6 +127,7 @@ pub fn decode_request(line: &[u8]) -> Result<(RawId, Request), DecodeError> {
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn decode_wire(wire: Wire<'_>) -> Result<(RawId, Request), DecodeError> {
     let id = match wire.id {
         None => RawId::NONE,

@@ -226,7 +226,11 @@ impl Reactor {
         match c.result {
             8 => {
                 self.timer_armed_at = None;
+                let before = self.sup.health_ticks();
                 self.sup.handle(now, Input::Timer);
+                if self.log_debug && self.sup.health_ticks() != before {
+                    eprintln!("xrat: health tick {}", self.sup.health_ticks());
+                }
             }
             r if r < 0 && matches!(-r, libc::EINTR | libc::EAGAIN) => {}
             r => {
@@ -317,6 +321,7 @@ impl Reactor {
         }
         self.sup
             .handle(super::now(), Input::ConnectionClosed { conn: id });
+        self.settle(slot);
     }
 
     /// Advances a connection whose state may have changed: a drained one closes, a closing one

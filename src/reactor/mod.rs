@@ -130,6 +130,8 @@ pub struct Reactor {
     next_serial: u32,
     shutdown_deadline: Option<u64>,
     socket_path: PathBuf,
+    /// `XRAT_LOG=debug`: log routine events (ticks) too.
+    log_debug: bool,
     _lock: File,
 }
 
@@ -138,6 +140,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     paths.create_dirs()?;
     let socket_path = paths.checked_socket()?;
     let lock = setup::lock(&paths.lock_file(), &paths.root)?;
+    setup::raise_fd_limit();
     let ring = Ring::new()?;
     let bufs = BufRing::new();
     ring.register_buf_ring(&bufs, RECV_BUFFER_GROUP)
@@ -173,6 +176,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         next_serial: 0,
         shutdown_deadline: None,
         socket_path,
+        log_debug: std::env::var("XRAT_LOG").is_ok_and(|v| v == "debug"),
         _lock: lock,
     };
     reactor.start()?;

@@ -165,3 +165,20 @@ pub fn notify_ready() -> Result<(), ReactorError> {
         source,
     })
 }
+
+/// Raises the soft open-file limit to the hard one: each client costs one fd, and the default
+/// soft limit (often 1024) would cap `daemon.max_connections` below its own default.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

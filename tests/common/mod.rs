@@ -1,0 +1,154 @@
+//! Shared helpers: a temporary XRAT root, the real `xrat` binary, and a line client.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn xrat_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_xrat")
+}
+
+/// A temporary XRAT root; stops any daemon it started when dropped.
+pub struct Root {
+    pub dir: tempfile::TempDir,
+}
+
+impl Root {
+    pub fn new() -> Root {
+        Root {
+            dir: tempfile::Builder::new()
+                .prefix("xrat")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("runtime/daemon.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("logs/daemon.log")).unwrap_or_default()
+    }
+
+    pub fn write_settings(&self, text: &str) {
+        std::fs::write(self.path().join("config.toml"), text).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(xrat_bin());
+        command
+            .args(args)
+            .env("XRAT_ROOT", self.path())
+            .env_remove("NOTIFY_SOCKET");
+        command
+    }
+
+    /// Runs `xrat ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `xrat daemon start`, asserting success; returns the daemon's pid.
+    pub fn start(&self) -> u32 {
+        let out = self.run(&["daemon", "start", "--json"]);
+        assert!(
+            out.status.success(),
+            "start failed: {}\nlog:\n{}",
+            text(&out.stderr),
+            self.log()
+        );
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+        view["pid"].as_u64().unwrap() as u32
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::new(UnixStream::connect(self.socket()).unwrap())
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if self.socket().exists() {
+            let _ = self.run(&["daemon", "stop"]);
+        }
+    }
+}
+
+/// A protocol client that sends raw lines and reads JSON replies.
+pub struct Conn {
+    pub reader: BufReader<UnixStream>,
+}
+
+impl Conn {
+    pub fn new(stream: UnixStream) -> Conn {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// The next reply line as JSON; panics on EOF.
+    pub fn recv(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "connection closed while waiting for a reply");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+
+    /// True when the daemon closed the connection (EOF).
+    pub fn at_eof(&mut self) -> bool {
+        let mut line = String::new();
+        matches!(self.reader.read_line(&mut line), Ok(0))
+    }
+
+    /// Sends one request of `type` with `id` and returns the reply.
+    pub fn call(&mut self, id: Value, body: Value) -> Value {
+        let line = serde_json::json!({"protocol_version": 1, "id": id, "request": body});
+        self.send(format!("{line}\n").as_bytes());
+        self.recv()
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// True while the pid exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Polls `cond` every 10 ms for at most `limit`.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}

@@ -1,0 +1,272 @@
+//! `xrat daemon start|status|stop` and run-server against the real binary.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{alive, text, wait_until, Root};
+
+#[test]
+fn start_status_stop_with_exact_output() {
+    let root = Root::new();
+    let socket = root.socket().display().to_string();
+
+    let out = root.run(&["daemon", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        text(&out.stderr).lines().next().unwrap(),
+        format!("error: daemon not running at {socket}; start it with `xrat daemon start`")
+    );
+
+    let out = root.run(&["daemon", "start"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = text(&out.stdout);
+    let pid: u32 = started
+        .strip_prefix("Daemon started (pid ")
+        .and_then(|rest| rest.strip_suffix(").\n"))
+        .unwrap_or_else(|| panic!("unexpected start output {started:?}"))
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+
+    let out = root.run(&["daemon", "status"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!("Daemon Status\n-------------\nSocket: {socket}\nReachable: yes\nProtocol: v1\n")
+    );
+
+    let out = root.run(&["daemon", "start"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!("Daemon already running (pid {pid}).\n")
+    );
+
+    let out = root.run(&["daemon", "stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("Daemon stopped (pid {pid}).\n"));
+    assert!(!alive(pid), "daemon still running after stop returned");
+    assert!(!root.socket().exists(), "socket left behind");
+
+    let out = root.run(&["daemon", "stop"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        text(&out.stderr),
+        format!("error: no daemon is running at {socket}; nothing to stop\n")
+    );
+}
+
+#[test]
+fn json_views_carry_the_details() {
+    let root = Root::new();
+    let out = root.run(&["daemon", "status", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["reachable"], false);
+    assert!(view["error"]
+        .as_str()
+        .unwrap()
+        .contains("xrat daemon start"));
+
+    let pid = root.start();
+    let out = root.run(&["daemon", "status", "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["reachable"], true);
+    assert_eq!(view["protocol"], 1);
+    assert_eq!(view["pid"], pid);
+    assert_eq!(view["version"], env!("CARGO_PKG_VERSION"));
+
+    let out = root.run(&["daemon", "stop", "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["stopped"], true);
+    assert_eq!(view["pid"], pid);
+}
+
+#[test]
+fn a_second_server_refuses_to_start() {
+    let root = Root::new();
+    root.start();
+    let out = root.run(&["daemon", "run-server"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another xrat daemon is already running for {}",
+            root.path().display()
+        )) && err.contains("stop it with `xrat daemon stop`"),
+        "{err}"
+    );
+    // The refused server must not have touched the running daemon's socket.
+    let mut conn = root.connect();
+    let reply = conn.call(1.into(), serde_json::json!({"type": "daemon_ping"}));
+    assert_eq!(reply["code"], 200);
+}
+
+#[test]
+fn a_stale_socket_is_replaced() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.socket().parent().unwrap()).unwrap();
+    drop(UnixListener::bind(root.socket()).unwrap());
+    assert!(root.socket().exists());
+    root.start();
+    assert!(
+        root.log().contains("removed stale socket"),
+        "{}",
+        root.log()
+    );
+    let reply = root
+        .connect()
+        .call(1.into(), serde_json::json!({"type": "daemon_ping"}));
+    assert_eq!(reply["ok"], true);
+}
+
+#[test]
+fn kill_9_then_start_recovers() {
+    let root = Root::new();
+    let pid = root.start();
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert!(root.socket().exists(), "a killed daemon leaves its socket");
+    assert_eq!(root.run(&["daemon", "status"]).status.code(), Some(3));
+    let second = root.start();
+    assert_ne!(second, pid);
+    assert_eq!(root.run(&["daemon", "status"]).status.code(), Some(0));
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_removes_the_socket() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.path()).unwrap();
+    let mut child = root
+        .command(&["daemon", "run-server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || root
+        .socket()
+        .exists()));
+    let mut conn = root.connect();
+    assert_eq!(
+        conn.call(1.into(), serde_json::json!({"type": "daemon_ping"}))["ok"],
+        true
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(conn.at_eof(), "connections are closed on shutdown");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(!root.socket().exists());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("received signal 15; shutting down"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_settings_name_the_key_the_value_and_the_file() {
+    let root = Root::new();
+    root.write_settings("[daemon]\nmax_connections = -1\n");
+    let out = root.run(&["daemon", "start"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let file = root.path().join("config.toml").display().to_string();
+    assert!(
+        err.contains(&file) && err.contains("max_connections") && err.contains("-1"),
+        "{err}"
+    );
+    assert!(!root.socket().exists());
+}
+
+#[test]
+fn an_overlong_socket_path_is_a_clear_error() {
+    let root = Root::new();
+    let deep = root.path().join("d".repeat(100));
+    let out = std::process::Command::new(common::xrat_bin())
+        .args(["daemon", "start"])
+        .env("XRAT_ROOT", &deep)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&deep.join("runtime/daemon.sock").display().to_string()),
+        "{err}"
+    );
+    assert!(
+        err.contains("set XRAT_ROOT to a shorter directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let root = Root::new();
+    let out = root.run(&["daemon", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("Unrecognized argument: bogus"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = root.run(&["daemon", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !text(&out.stdout).contains("run-server"),
+        "run-server is hidden"
+    );
+}
+
+#[test]
+fn the_health_tick_fires_through_the_ring() {
+    let root = Root::new();
+    root.write_settings("[daemon]\nhealth_interval_secs = 1\n");
+    std::fs::create_dir_all(root.path()).unwrap();
+    let out = root
+        .command(&["daemon", "start"])
+        .env("XRAT_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || root
+            .log()
+            .contains("health tick 2")),
+        "{}",
+        root.log()
+    );
+}
+
+#[test]
+fn readiness_is_sent_to_notify_socket() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.path()).unwrap();
+    let notify_path = root.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = root
+        .command(&["daemon", "run-server"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving: the socket answers right away.
+    let reply = root
+        .connect()
+        .call(1.into(), serde_json::json!({"type": "daemon_ping"}));
+    assert_eq!(reply["ok"], true);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
