@@ -131,7 +131,8 @@ fn kill_9_then_start_recovers() {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
     assert!(root.socket().exists(), "a killed daemon leaves its socket");
-    assert_eq!(root.run(&["daemon", "status"]).status.code(), Some(3));
+    let out = root.run(&["daemon", "status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let second = root.start();
     assert_ne!(second, pid);
     assert_eq!(root.run(&["daemon", "status"]).status.code(), Some(0));
@@ -269,4 +270,103 @@ fn readiness_is_sent_to_notify_socket() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_stuck_daemon_is_a_timeout_not_a_hang() {
+    use std::os::fd::AsRawFd;
+    let root = Root::new();
+    std::fs::create_dir_all(root.socket().parent().unwrap()).unwrap();
+    // A "daemon" that never accepts, with the smallest queue: fill it, then ask for status.
+    let listener = UnixListener::bind(root.socket()).unwrap();
+    // SAFETY: lowering the backlog of a socket this test owns.
+    unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    let mut queued = Vec::new();
+    while let Some(stream) = nonblocking_connect(&root.socket()) {
+        queued.push(stream);
+        assert!(queued.len() < 100, "the queue never filled");
+    }
+    let started = std::time::Instant::now();
+    let out = root.run(&["daemon", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("accepted no connection within 5000 ms (its queue is full)"));
+    assert!(started.elapsed() < Duration::from_secs(9));
+}
+
+/// A connect that fails instead of waiting when the queue is full.
+fn nonblocking_connect(path: &std::path::Path) -> Option<std::os::unix::net::UnixStream> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: building a sockaddr_un for a short path and connecting a fresh socket.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let rc = libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len);
+        let stream = std::os::unix::net::UnixStream::from_raw_fd(fd);
+        (rc == 0).then_some(stream)
+    }
+}
+
+#[test]
+fn io_uring_refused_by_seccomp_is_explained() {
+    use std::os::unix::process::CommandExt;
+    let root = Root::new();
+    let mut command = root.command(&["daemon", "run-server"]);
+    // SAFETY: pre_exec only makes async-signal-safe syscalls (prctl/seccomp) on its own stack.
+    unsafe { command.pre_exec(deny_io_uring_setup) };
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("io_uring is unavailable"), "{err}");
+    assert!(
+        err.contains("kernel.io_uring_disabled") && err.contains("seccomp"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Operation not permitted"),
+        "the cause is printed: {err}"
+    );
+    assert!(!root.socket().exists(), "nothing is served without a ring");
+}
+
+/// Installs a seccomp filter that fails io_uring_setup with EPERM, as Docker's default profile does.
+fn deny_io_uring_setup() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const SYS_IO_URING_SETUP: u32 = 425;
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let program = [
+        stmt(ld, 4), // seccomp_data.arch
+        jump(jeq, AUDIT_ARCH_X86_64, 0, 3),
+        stmt(ld, 0), // seccomp_data.nr
+        jump(jeq, SYS_IO_URING_SETUP, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the filter program lives on this stack frame for the duration of the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

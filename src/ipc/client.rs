@@ -9,6 +9,11 @@ use thiserror::Error;
 
 use super::protocol::{Request, RequestEnvelope, ResponseEnvelope, PROTOCOL_VERSION};
 
+/// How long connecting may wait while the daemon's accept queue is full.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between connect attempts while the accept queue is full.
+const CONNECT_RETRY: Duration = Duration::from_millis(5);
+
 /// How long a plain request may take before the client gives up.
 pub const READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
@@ -25,13 +30,23 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The daemon accepted but the exchange failed.
-    #[error("talking to the daemon at {} failed", path.display())]
+    #[error("talking to the daemon at {} failed; if this persists, restart it with `xrat daemon stop` and `xrat daemon start`", path.display())]
     Io {
         /// The socket path.
         path: PathBuf,
         /// The failure.
         #[source]
         source: std::io::Error,
+    },
+    /// The daemon's accept queue stayed full.
+    #[error("the daemon at {} accepted no connection within {} ms (its queue is full); it may be overloaded or stuck: check {}", path.display(), timeout.as_millis(), log.display())]
+    ConnectTimeout {
+        /// The socket path.
+        path: PathBuf,
+        /// The connect timeout that elapsed.
+        timeout: Duration,
+        /// Where the daemon logs.
+        log: PathBuf,
     },
     /// The daemon did not answer in time.
     #[error("the daemon at {} did not answer within {} ms; check {} or restart it", path.display(), timeout.as_millis(), log.display())]
@@ -44,7 +59,7 @@ pub enum ClientError {
         log: PathBuf,
     },
     /// The daemon closed the connection without a reply.
-    #[error("the daemon at {} closed the connection without answering", path.display())]
+    #[error("the daemon at {} closed the connection without answering; it may have just exited: check `xrat daemon status`", path.display())]
     Closed {
         /// The socket path.
         path: PathBuf,
@@ -60,9 +75,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// True when the daemon could not be reached at all (CLI exit code 3).
+    /// True when the daemon could not be reached at all (CLI exit code 3). A connection reset
+    /// or closed before any reply counts: a daemon that just died can leave its listening socket
+    /// alive for a moment (the kernel tears the ring down after the process is gone).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::NotRunning { .. })
+        match self {
+            ClientError::NotRunning { .. } | ClientError::Closed { .. } => true,
+            ClientError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -82,9 +106,19 @@ impl Client {
         log: &Path,
         read_timeout: Duration,
     ) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
-            path: socket.to_path_buf(),
-            source,
+        let stream = connect_timeout(socket, CONNECT_TIMEOUT).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::TimedOut {
+                ClientError::ConnectTimeout {
+                    path: socket.to_path_buf(),
+                    timeout: CONNECT_TIMEOUT,
+                    log: log.to_path_buf(),
+                }
+            } else {
+                ClientError::NotRunning {
+                    path: socket.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         let io = |source| ClientError::Io {
             path: socket.to_path_buf(),
@@ -146,5 +180,62 @@ impl Client {
                 source,
             },
         }
+    }
+}
+
+/// Connects without blocking forever: a Unix socket whose accept queue is full answers EAGAIN to
+/// a non-blocking connect, so retry until `timeout`, then report `TimedOut`.
+fn connect_timeout(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    // SAFETY: zeroed sockaddr_un is valid; we fill family and a NUL-terminated path.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "socket path longer than sun_path",
+        ));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        // SAFETY: plain socket(2); the fd is owned by the UnixStream right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh socket nobody else owns.
+        let stream = unsafe { UnixStream::from_raw_fd(fd) };
+        // SAFETY: `addr` is a valid sockaddr_un and the length covers it.
+        let rc = unsafe {
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            stream.set_nonblocking(false)?;
+            return Ok(stream);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(err);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        }
+        std::thread::sleep(CONNECT_RETRY);
     }
 }
