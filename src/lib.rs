@@ -9,3 +9,5 @@ pub mod paths;
 pub mod reactor;
 pub mod settings;
 pub mod supervisor;
+pub mod store;
+pub mod core;

@@ -1,8 +1,10 @@
 //! The command line. Each command builds one Serialize view: `--json` prints it as JSON, text
 //! mode prints aligned lines. Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable.
 
+mod config;
 mod daemon;
 mod output;
+mod runtime;
 
 use argh::FromArgs;
 use thiserror::Error;
@@ -31,7 +33,11 @@ struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum Command {
+    Config(config::ConfigCommand),
+    Connect(runtime::ConnectCommand),
     Daemon(daemon::DaemonCommand),
+    Disconnect(runtime::DisconnectCommand),
+    Status(runtime::StatusCommand),
 }
 
 /// Every failure a command can report.
@@ -46,6 +52,9 @@ pub enum CliError {
     /// config.toml is wrong.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The server failed.
     #[error(transparent)]
     Reactor(#[from] ReactorError),
@@ -106,7 +115,11 @@ pub fn main(args: Vec<String>) -> i32 {
         }
     };
     finish(match cli.command {
+        Command::Config(command) => config::run(command),
+        Command::Connect(command) => runtime::connect(command),
         Command::Daemon(command) => daemon::run(command),
+        Command::Disconnect(command) => runtime::disconnect(command),
+        Command::Status(command) => runtime::status(command),
     })
 }
 

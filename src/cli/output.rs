@@ -10,6 +10,29 @@ pub fn print_json<T: Serialize>(view: &T) {
     );
 }
 
+/// Prints `label: value` lines with the values aligned.
+pub fn print_aligned(lines: &[(&str, String)]) {
+    let width = lines
+        .iter()
+        .map(|(label, _)| label.len())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    for (label, value) in lines {
+        println!("{:<width$} {value}", format!("{label}:"));
+    }
+}
+
+/// Seconds as "1h 2m 3s".
+pub fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
 /// Prints an error with its whole chain of causes on stderr.
 pub fn print_error(error: &dyn std::error::Error) {
     eprintln!("error: {error}");

@@ -235,7 +235,7 @@ pub struct ShutdownPayload {
 }
 
 /// Health accounting of the active session.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthView {
     /// Unix seconds of the last probe.
     pub last_check_at: Option<u64>,
@@ -303,6 +303,28 @@ pub struct ProxyStatusPayload {
     pub consecutive_health_failures: u32,
     /// What the last failed probe saw.
     pub last_health_error: Option<String>,
+}
+
+/// Payload of `runtime_connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectPayload {
+    /// The stored config now running.
+    pub config_id: i64,
+    /// The session running it.
+    pub session_id: i64,
+    /// The core's pid.
+    pub pid: u32,
+    /// The session this connect stopped, if another was running.
+    pub replaced_session_id: Option<i64>,
+    /// True when the config was already running and nothing changed.
+    pub already_active: bool,
+}
+
+/// Payload of `runtime_disconnect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisconnectPayload {
+    /// The session that was stopped.
+    pub stopped_session: i64,
 }
 
 /// Payload of every failed response.

@@ -4,7 +4,7 @@ use std::os::fd::AsRawFd;
 
 use crate::ipc::protocol::Code;
 use crate::ipc::{decode_request, FrameError, RawId};
-use crate::supervisor::{operation_not_implemented, Effect, Input, Now, Rejection};
+use crate::supervisor::{Effect, Input, Now, Rejection};
 
 use super::conn::{split_conn_id, Conn, Phase, OUTPUT_BYTES_HIGH, OUTPUT_BYTES_LOW};
 use super::ring::{Completion, Op};
@@ -277,11 +277,7 @@ impl Reactor {
                         }
                     }
                 }
-                Effect::Operation { op, request } => {
-                    // Sessions arrive with their own issue; until then the operation is refused.
-                    let outcome = Err(operation_not_implemented(request));
-                    self.sup.handle(now, Input::OperationDone { op, outcome });
-                }
+                Effect::Operation { op, plan } => self.start_plan(now, op, plan),
                 Effect::Shutdown => self.begin_shutdown(now),
             }
         }

@@ -5,8 +5,11 @@
 mod bufring;
 mod conn;
 mod handlers;
+mod process;
+mod reattach;
 mod reply;
 pub mod ring;
+mod runtime;
 mod setup;
 mod token;
 
@@ -101,6 +104,9 @@ pub enum ReactorError {
         #[source]
         source: io::Error,
     },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The root or socket path is unusable.
     #[error(transparent)]
     Paths(#[from] PathsError),
@@ -113,6 +119,7 @@ pub struct Reactor {
     bufs: BufRing,
     conns: Slab<Conn>,
     sup: Supervisor,
+    runtime: runtime::Runtime,
     encoder: ReplyEncoder,
     batch: Vec<Completion>,
     /// Slots with replies to send after this batch.
@@ -156,11 +163,19 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         cooldown_secs: settings.runtime.rotation.cooldown_secs,
         failure_threshold: settings.health.failure_threshold,
     };
+    let store = crate::store::Store::open(&paths.database())?;
+    let mut runtime = runtime::Runtime::new(paths.clone(), settings.clone(), store);
+    let reattached = reattach::reattach(&mut runtime, settings, now());
     let mut reactor = Reactor {
         ring,
         bufs,
         conns: Slab::with_capacity(settings.daemon.max_connections as usize),
-        sup: Supervisor::new(config, now()),
+        sup: Supervisor::new(
+            config,
+            now(),
+            reattached.adopted.as_ref().map(|a| a.info.clone()),
+        ),
+        runtime,
         encoder: ReplyEncoder::default(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
         dirty: Vec::new(),
@@ -180,6 +195,14 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         _lock: lock,
     };
     reactor.start()?;
+    if let Some(adopted) = reattached.adopted {
+        reactor.watch_adopted(adopted.info.id, adopted.info.pid, adopted.pidfd);
+    }
+    if let Some(config_id) = reattached.reconnect {
+        eprintln!("xrat: reconnecting config {config_id} (runtime.reconnect_on_start)");
+        reactor.sup.reconnect(config_id);
+        reactor.apply_effects(now());
+    }
     setup::notify_ready()?;
     eprintln!(
         "xrat: daemon {} serving {} (pid {})",
@@ -230,6 +253,7 @@ impl Reactor {
                 self.dispatch(now, completion);
             }
             self.batch = batch;
+            self.advance_job(now);
             self.apply_effects(now);
             self.after_batch(now)?;
             if self.finished(now) {
@@ -253,6 +277,8 @@ impl Reactor {
             Kind::Cancel => {}
             Kind::Signal => self.on_signal(now, c),
             Kind::Timer => self.on_timer(now, c),
+            Kind::Pidfd => self.on_pidfd(now, token),
+            Kind::Probe => self.on_probe(now, token, c),
         }
     }
 
@@ -275,10 +301,14 @@ impl Reactor {
     }
 
     fn sync_timer(&mut self) -> Result<(), ReactorError> {
-        let wanted = match (self.sup.poll_timeout(), self.shutdown_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wanted = [
+            self.sup.poll_timeout(),
+            self.shutdown_deadline,
+            self.runtime.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(deadline) = wanted.filter(|d| Some(*d) != self.timer_armed_at) {
             setup::arm_timer(self.timer_fd.as_raw_fd(), deadline)?;
             self.timer_armed_at = Some(deadline);

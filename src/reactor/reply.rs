@@ -22,6 +22,8 @@ impl ReplyEncoder {
             Reply::Shutdown(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::RuntimeStatus(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::ProxyStatus(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::Connected(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::Disconnected(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Error { code, message } => write_error(out, id, *code, message),
         }
     }

@@ -50,6 +50,20 @@ pub enum Op {
         /// Capacity.
         len: u32,
     },
+    /// One-shot poll for readability (pidfds).
+    PollIn {
+        /// The file.
+        fd: RawFd,
+    },
+    /// Connect a socket.
+    Connect {
+        /// The socket.
+        fd: RawFd,
+        /// The address; must stay valid until the completion arrives.
+        addr: *const libc::sockaddr,
+        /// Its length.
+        len: libc::socklen_t,
+    },
     /// Cancel the operation issued with `user_data`.
     Cancel {
         /// The target's token.
@@ -195,6 +209,8 @@ fn build(op: Op, bgid: u16) -> squeue::Entry {
             .flags(libc::MSG_NOSIGNAL)
             .build(),
         Op::Read { fd, ptr, len } => opcode::Read::new(types::Fd(fd), ptr, len).build(),
+        Op::PollIn { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build(),
+        Op::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
         Op::Cancel { user_data } => opcode::AsyncCancel::new(user_data).build(),
         Op::CancelFd { fd } => {
             opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build()

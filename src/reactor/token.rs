@@ -17,6 +17,10 @@ pub enum Kind {
     Signal = 5,
     /// Read of the timerfd.
     Timer = 6,
+    /// A core's pidfd became readable (it exited); the slot is the pid.
+    Pidfd = 7,
+    /// A readiness probe's connect; the slot is the probe's serial.
+    Probe = 8,
 }
 
 /// Generations wrap at 24 bits; a slot would have to be reused 16 million times while one of its
@@ -60,6 +64,8 @@ impl Token {
             4 => Kind::Cancel,
             5 => Kind::Signal,
             6 => Kind::Timer,
+            7 => Kind::Pidfd,
+            8 => Kind::Probe,
             _ => return None,
         };
         Some(Token {

@@ -11,11 +11,10 @@
 
 use std::collections::VecDeque;
 
-use crate::ipc::protocol::{
-    Code, HealthView, ProxyStatusPayload, Request, RuntimeStatusPayload, ShutdownPayload,
-};
+use crate::ipc::protocol::{Code, ProxyStatusPayload, Request, ShutdownPayload};
 use crate::ipc::RawId;
 
+mod runtime;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -66,6 +65,18 @@ pub enum Input {
         /// Which one.
         conn: ConnId,
     },
+    /// The core of the active session exited (seen through its pidfd).
+    CoreExited {
+        /// Which session.
+        session_id: i64,
+        /// How it ended, for people ("killed by signal 9").
+        description: String,
+    },
+    /// An operation stopped a session on its way (a connect replacing the old session).
+    SessionEnded {
+        /// Which.
+        session_id: i64,
+    },
     /// A runtime operation finished.
     OperationDone {
         /// Which one.
@@ -79,9 +90,58 @@ pub enum Input {
     ShutdownSignal,
 }
 
-/// What a successful runtime operation returns (grows with the sessions issue).
+/// A running (or just-exited) core session, as the supervisor tracks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OperationOutput {}
+pub struct SessionInfo {
+    /// Row id in `runtime_sessions`.
+    pub id: i64,
+    /// The stored config it runs.
+    pub config_id: i64,
+    /// Which core ("v2ray", "sing-box", "xray").
+    pub core: String,
+    /// The core's pid.
+    pub pid: u32,
+    /// SOCKS inbound, host:port.
+    pub socks_addr: String,
+    /// HTTP inbound, host:port.
+    pub http_addr: Option<String>,
+    /// Unix seconds.
+    pub started_at: u64,
+}
+
+/// What the reactor must carry out for a runtime operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Start a session for `config_id`, first stopping session `replacing` if set.
+    Connect {
+        /// The stored config.
+        config_id: i64,
+        /// The session to stop first.
+        replacing: Option<i64>,
+    },
+    /// Stop session `session_id`.
+    Disconnect {
+        /// The session.
+        session_id: i64,
+    },
+}
+
+/// What a successful runtime operation returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationOutput {
+    /// A session started (and `replaced` was stopped first).
+    Connected {
+        /// The new session.
+        session: SessionInfo,
+        /// The session it replaced.
+        replaced: Option<i64>,
+    },
+    /// The session was stopped.
+    Disconnected {
+        /// Which.
+        session_id: i64,
+    },
+}
 
 /// Something the reactor must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,8 +161,8 @@ pub enum Effect {
     Operation {
         /// Its id.
         op: OpId,
-        /// The request (connect, replace or disconnect).
-        request: Request,
+        /// What to do.
+        plan: Plan,
     },
     /// Stop accepting, flush every reply, remove the socket and exit.
     Shutdown,
@@ -121,7 +181,11 @@ pub enum Reply {
     /// `daemon_shutdown`.
     Shutdown(ShutdownPayload),
     /// `runtime_status`.
-    RuntimeStatus(Box<RuntimeStatusPayload>),
+    RuntimeStatus(Box<crate::ipc::protocol::RuntimeStatusPayload>),
+    /// `runtime_connect`.
+    Connected(crate::ipc::protocol::ConnectPayload),
+    /// `runtime_disconnect`.
+    Disconnected(crate::ipc::protocol::DisconnectPayload),
     /// `proxy_status`.
     ProxyStatus(Box<ProxyStatusPayload>),
     /// Any failure.
@@ -154,8 +218,10 @@ pub struct SupervisorConfig {
 #[derive(Debug)]
 struct Pending {
     op: OpId,
-    conn: ConnId,
+    /// None for operations the daemon starts itself (reconnect on start, shutdown).
+    conn: Option<ConnId>,
     id: RawId,
+    plan: Plan,
     /// False once the connection closed: the outcome is then dropped, not sent.
     conn_open: bool,
     held: VecDeque<(RawId, Reply, bool)>,
@@ -169,6 +235,7 @@ pub struct Supervisor {
     shutting_down: bool,
     shutdown_announced: bool,
     pending: Option<Pending>,
+    session: Option<runtime::Session>,
     next_op: u64,
     next_health_ms: u64,
     health_ticks: u64,
@@ -176,9 +243,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor starting at `now`.
-    pub fn new(config: SupervisorConfig, now: Now) -> Supervisor {
+    /// A supervisor starting at `now`, with a session adopted from a previous daemon if any.
+    pub fn new(config: SupervisorConfig, now: Now, adopted: Option<SessionInfo>) -> Supervisor {
         Supervisor {
+            session: adopted.map(runtime::Session::new),
             next_health_ms: now.monotonic_ms + config.health_interval_ms,
             config,
             started_ms: now.monotonic_ms,
@@ -197,15 +265,31 @@ impl Supervisor {
             Input::Request { conn, id, request } => self.on_request(now, conn, id, request),
             Input::ConnectionClosed { conn } => self.on_closed(conn),
             Input::OperationDone { op, outcome } => self.on_operation_done(op, outcome),
+            Input::SessionEnded { session_id } => {
+                self.session.take_if(|s| s.info.id == session_id);
+            }
+            Input::CoreExited {
+                session_id,
+                description,
+            } => self.on_core_exited(session_id, description),
             Input::Timer => self.on_timer(now),
             Input::ShutdownSignal => self.shutting_down = true,
         }
-        // Shutdown is announced after every reply it follows, and only once no operation is in
-        // flight, so that the operation's reply still goes out.
-        if self.shutting_down && !self.shutdown_announced && self.pending.is_none() {
-            self.shutdown_announced = true;
-            self.effects.push_back(Effect::Shutdown);
+        self.advance_shutdown();
+    }
+
+    /// Shutdown waits for the operation in flight, then stops the session, then is announced
+    /// (after every reply it follows).
+    fn advance_shutdown(&mut self) {
+        if !self.shutting_down || self.shutdown_announced || self.pending.is_some() {
+            return;
         }
+        if let Some(session_id) = self.session.as_ref().map(|s| s.info.id) {
+            self.launch(None, RawId::NONE, Plan::Disconnect { session_id });
+            return;
+        }
+        self.shutdown_announced = true;
+        self.effects.push_back(Effect::Shutdown);
     }
 
     /// The next effect, if any.
@@ -254,8 +338,8 @@ impl Supervisor {
                 false,
             ),
             Ok(request) if request.is_runtime_operation() => {
-                match self.start_operation(conn, id, request) {
-                    Some(busy) => (busy, false),
+                match self.start_runtime_request(conn, id, request) {
+                    Some(reply) => (reply, false),
                     None => return,
                 }
             }
@@ -275,7 +359,7 @@ impl Supervisor {
                 self.shutting_down = true;
                 Reply::Shutdown(ShutdownPayload {
                     daemon_ready: false,
-                    runtime_disconnected: false,
+                    runtime_disconnected: self.session.is_some(),
                 })
             }
             Request::RuntimeStatus => Reply::RuntimeStatus(Box::new(self.runtime_status())),
@@ -289,29 +373,19 @@ impl Supervisor {
         }
     }
 
-    /// Starts a runtime operation, or returns the 423 reply when one is already in flight.
-    fn start_operation(&mut self, conn: ConnId, id: RawId, request: Request) -> Option<Reply> {
-        if let Some(pending) = &self.pending {
-            return Some(error(
-                Code::Busy,
-                format!(
-                    "another runtime operation is in flight (op {}); retry {} when it finishes",
-                    pending.op.0,
-                    request.name()
-                ),
-            ));
-        }
+    /// Queues an operation; `conn` is None for the daemon's own operations.
+    fn launch(&mut self, conn: Option<ConnId>, id: RawId, plan: Plan) {
         let op = OpId(self.next_op);
         self.next_op += 1;
         self.pending = Some(Pending {
             op,
             conn,
             id,
-            conn_open: true,
+            plan: plan.clone(),
+            conn_open: conn.is_some(),
             held: VecDeque::new(),
         });
-        self.effects.push_back(Effect::Operation { op, request });
-        None
+        self.effects.push_back(Effect::Operation { op, plan });
     }
 
     fn on_operation_done(&mut self, op: OpId, outcome: Result<OperationOutput, Rejection>) {
@@ -320,20 +394,17 @@ impl Supervisor {
             // keeps the invariants (one reply per request) intact.
             return;
         };
-        if pending.conn_open {
-            let reply = match outcome {
-                Ok(output) => match output {},
-                Err(rejection) => error(rejection.code, rejection.message),
-            };
-            self.push_reply(pending.conn, pending.id, reply, false);
+        let reply = self.apply_outcome(&pending.plan, outcome);
+        if let (Some(conn), true) = (pending.conn, pending.conn_open) {
+            self.push_reply(conn, pending.id, reply, false);
             for (id, reply, close_after) in pending.held {
-                self.push_reply(pending.conn, id, reply, close_after);
+                self.push_reply(conn, id, reply, close_after);
             }
         }
     }
 
     fn on_closed(&mut self, conn: ConnId) {
-        if let Some(pending) = self.pending.as_mut().filter(|p| p.conn == conn) {
+        if let Some(pending) = self.pending.as_mut().filter(|p| p.conn == Some(conn)) {
             pending.conn_open = false;
             pending.held.clear();
         }
@@ -344,14 +415,14 @@ impl Supervisor {
             return;
         }
         while now.monotonic_ms >= self.next_health_ms {
-            // Nothing to probe until sessions exist; the tick is counted so that it is observable.
+            // Probes come with the health issue; the tick is counted so that it is observable.
             self.health_ticks += 1;
             self.next_health_ms += self.config.health_interval_ms;
         }
     }
 
     fn reply(&mut self, conn: ConnId, id: RawId, reply: Reply, close_after: bool) {
-        if let Some(pending) = self.pending.as_mut().filter(|p| p.conn == conn) {
+        if let Some(pending) = self.pending.as_mut().filter(|p| p.conn == Some(conn)) {
             if pending.conn_open {
                 pending.held.push_back((id, reply, close_after));
             }
@@ -369,21 +440,6 @@ impl Supervisor {
         });
     }
 
-    fn runtime_status(&self) -> RuntimeStatusPayload {
-        RuntimeStatusPayload {
-            runtime_status: "idle".into(),
-            session_id: None,
-            active_config_id: None,
-            pid: None,
-            pid_running: false,
-            core: None,
-            socks_addr: None,
-            http_addr: None,
-            started_at: None,
-            health: HealthView::default(),
-        }
-    }
-
     fn proxy_status(&self) -> ProxyStatusPayload {
         let c = &self.config;
         ProxyStatusPayload {
@@ -393,24 +449,30 @@ impl Supervisor {
             health_trigger_enabled: c.health_trigger_enabled,
             cooldown_secs: c.cooldown_secs,
             cooldown_active: false,
-            active_config_id: None,
+            active_config_id: self.session.as_ref().map(|s| s.info.config_id),
             last_trigger: None,
             last_result: None,
             last_rotation_at: None,
             next_rotation_at: None,
             last_candidate_config_id: None,
             health_failure_threshold: c.failure_threshold,
-            consecutive_health_failures: 0,
-            last_health_error: None,
+            consecutive_health_failures: self
+                .session
+                .as_ref()
+                .map_or(0, |s| s.health.consecutive_failures),
+            last_health_error: self
+                .session
+                .as_ref()
+                .and_then(|s| s.health.last_error.clone()),
         }
     }
 }
 
-fn error(code: Code, message: String) -> Reply {
+pub(crate) fn error(code: Code, message: String) -> Reply {
     Reply::Error { code, message }
 }
 
-fn not_implemented(request: Request) -> Reply {
+pub(crate) fn not_implemented(request: Request) -> Reply {
     error(
         Code::NotImplemented,
         format!(
@@ -419,16 +481,4 @@ fn not_implemented(request: Request) -> Reply {
             env!("CARGO_PKG_VERSION")
         ),
     )
-}
-
-/// The 501 rejection the reactor gives runtime operations until the sessions issue lands.
-pub fn operation_not_implemented(request: Request) -> Rejection {
-    let Reply::Error { code, message } = not_implemented(request) else {
-        unreachable!()
-    };
-    Rejection {
-        code,
-        message,
-        close: false,
-    }
 }

@@ -46,8 +46,11 @@ struct World {
     conns: BTreeMap<u64, ConnModel>,
     next_conn: u64,
     next_request: u64,
-    op_in_flight: Option<OpId>,
+    op_in_flight: Option<(OpId, Plan)>,
     shutdown_seen: bool,
+    /// The session the model expects the supervisor to track.
+    session: Option<i64>,
+    next_session: i64,
 }
 
 impl World {
@@ -65,12 +68,14 @@ impl World {
             seed,
             step: 0,
             now,
-            sup: Supervisor::new(config, now),
+            sup: Supervisor::new(config, now, None),
             conns: BTreeMap::new(),
             next_conn: 1,
             next_request: 1,
             op_in_flight: None,
             shutdown_seen: false,
+            session: None,
+            next_session: 1,
         }
     }
 
@@ -88,14 +93,18 @@ impl World {
         self.now.unix_secs = self.now.monotonic_ms / 1000;
         // Held 423s leave when the operation completes, so "busy" is judged before this step.
         let busy_before = self.op_in_flight.is_some();
-        let input = match rng.below(100) {
-            0..=59 => self.random_request(rng),
-            60..=69 => self.random_close(rng),
-            70..=84 => self.finish_operation(),
-            85..=98 => Some(Input::Timer),
-            _ => (rng.below(20) == 0).then_some(Input::ShutdownSignal),
+        let inputs = match rng.below(100) {
+            0..=59 => self.random_request(rng).into_iter().collect(),
+            60..=69 => self.random_close(rng).into_iter().collect(),
+            70..=81 => self.finish_operation(rng),
+            82..=84 => self.core_exit().into_iter().collect(),
+            85..=98 => vec![Input::Timer],
+            _ => (rng.below(20) == 0)
+                .then_some(Input::ShutdownSignal)
+                .into_iter()
+                .collect(),
         };
-        if let Some(input) = input {
+        for input in inputs {
             self.sup.handle(self.now, input);
         }
         while let Some(effect) = self.sup.poll_effect() {
@@ -104,6 +113,10 @@ impl World {
         self.check(
             self.sup.is_busy() == self.op_in_flight.is_some(),
             "busy state disagrees with the operations seen",
+        );
+        self.check(
+            self.sup.session().map(|s| s.id) == self.session,
+            "the supervisor's session disagrees with the operations' outcomes",
         );
     }
 
@@ -165,10 +178,78 @@ impl World {
         Some(Input::ConnectionClosed { conn: ConnId(conn) })
     }
 
-    fn finish_operation(&mut self) -> Option<Input> {
-        let op = self.op_in_flight.take()?;
-        let outcome = Err(operation_not_implemented(Request::RuntimeDisconnect));
-        Some(Input::OperationDone { op, outcome })
+    /// Completes the operation in flight, succeeding three times in four. A failed replacing
+    /// connect may or may not have stopped the old session first.
+    fn finish_operation(&mut self, rng: &mut Rng) -> Vec<Input> {
+        let Some((op, plan)) = self.op_in_flight.take() else {
+            return Vec::new();
+        };
+        let mut inputs = Vec::new();
+        let fail = Rejection {
+            code: Code::Timeout,
+            message: "core not ready".into(),
+            close: false,
+        };
+        let outcome = match plan {
+            _ if rng.below(4) == 0 => {
+                if let Plan::Connect {
+                    replacing: Some(old),
+                    ..
+                } = plan
+                {
+                    if rng.below(2) == 0 {
+                        inputs.push(Input::SessionEnded { session_id: old });
+                        self.session = None;
+                    }
+                }
+                Err(fail)
+            }
+            Plan::Connect {
+                config_id,
+                replacing,
+            } => {
+                self.check(
+                    replacing == self.session,
+                    "connect replaces another session than the active one",
+                );
+                if let Some(old) = replacing {
+                    inputs.push(Input::SessionEnded { session_id: old });
+                }
+                let session = SessionInfo {
+                    id: self.next_session,
+                    config_id,
+                    core: "v2ray".into(),
+                    pid: 100,
+                    socks_addr: "127.0.0.1:1080".into(),
+                    http_addr: None,
+                    started_at: 0,
+                };
+                self.next_session += 1;
+                self.session = Some(session.id);
+                Ok(OperationOutput::Connected {
+                    session,
+                    replaced: replacing,
+                })
+            }
+            Plan::Disconnect { session_id } => {
+                self.check(
+                    Some(session_id) == self.session,
+                    "disconnect of a session that is not active",
+                );
+                self.session = None;
+                Ok(OperationOutput::Disconnected { session_id })
+            }
+        };
+        inputs.push(Input::OperationDone { op, outcome });
+        inputs
+    }
+
+    fn core_exit(&mut self) -> Option<Input> {
+        let session_id = self.session?;
+        Some(Input::CoreExited {
+            session_id,
+            description: "killed by signal 9".into(),
+        })
     }
 
     fn observe(&mut self, effect: Effect, busy_before: bool) {
@@ -210,6 +291,10 @@ impl World {
                 self.op_in_flight = Some(op);
             }
             Effect::Shutdown => {
+                self.check(
+                    self.session.is_none(),
+                    "shutdown with a session still running",
+                );
                 self.check(!self.shutdown_seen, "shutdown effect twice");
                 self.check(
                     self.op_in_flight.is_none(),
@@ -221,9 +306,12 @@ impl World {
     }
 
     /// Completes everything outstanding and checks that every request got its one reply.
-    fn settle(&mut self) {
-        if let Some(input) = self.finish_operation() {
-            self.sup.handle(self.now, input);
+    fn settle(&mut self, rng: &mut Rng) {
+        // Shutdown may chain a disconnect after the operation in flight: finish them all.
+        for _ in 0..4 {
+            for input in self.finish_operation(rng) {
+                self.sup.handle(self.now, input);
+            }
             while let Some(effect) = self.sup.poll_effect() {
                 self.observe(effect, true);
             }
@@ -254,7 +342,7 @@ fn run(seed: u64, steps: u64) {
             world.step(&mut rng);
             taken += 1;
         }
-        world.settle();
+        world.settle(&mut rng);
         world_seed = rng.next();
     }
 }

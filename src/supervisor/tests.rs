@@ -37,6 +37,44 @@ fn request(s: &mut Supervisor, ms: u64, conn: u64, n: u32, request: Request) {
     );
 }
 
+fn failed() -> Rejection {
+    Rejection {
+        code: Code::Internal,
+        message: "spawn failed".into(),
+        close: false,
+    }
+}
+
+fn session(id: i64, config_id: i64) -> SessionInfo {
+    SessionInfo {
+        id,
+        config_id,
+        core: "v2ray".into(),
+        pid: 4242,
+        socks_addr: "127.0.0.1:1080".into(),
+        http_addr: None,
+        started_at: 1_700_000_000,
+    }
+}
+
+fn take_op(s: &mut Supervisor) -> (OpId, Plan) {
+    match s.poll_effect() {
+        Some(Effect::Operation { op, plan }) => (op, plan),
+        other => panic!("expected an operation, got {other:?}"),
+    }
+}
+
+fn status(s: &mut Supervisor) -> crate::ipc::protocol::RuntimeStatusPayload {
+    request(s, 0, 99, 99, Request::RuntimeStatus);
+    match s.poll_effect() {
+        Some(Effect::Reply {
+            reply: Reply::RuntimeStatus(p),
+            ..
+        }) => *p,
+        other => panic!("expected a status reply, got {other:?}"),
+    }
+}
+
 fn drain(s: &mut Supervisor) -> Vec<Effect> {
     std::iter::from_fn(|| s.poll_effect()).collect()
 }
@@ -62,7 +100,7 @@ fn replies(effects: &[Effect]) -> Vec<(u64, String, Option<Code>)> {
 
 #[test]
 fn ping_reports_pid_and_uptime() {
-    let mut s = Supervisor::new(config(), at(1_000));
+    let mut s = Supervisor::new(config(), at(1_000), None);
     request(&mut s, 4_500, 1, 1, Request::DaemonPing);
     assert_eq!(
         drain(&mut s),
@@ -80,7 +118,7 @@ fn ping_reports_pid_and_uptime() {
 
 #[test]
 fn replies_wait_behind_an_operation_on_the_same_connection_only() {
-    let mut s = Supervisor::new(config(), at(0));
+    let mut s = Supervisor::new(config(), at(0), None);
     request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 5 });
     let effects = drain(&mut s);
     let [Effect::Operation { op, .. }] = effects[..] else {
@@ -94,7 +132,7 @@ fn replies_wait_behind_an_operation_on_the_same_connection_only() {
         [(2, "3".into(), None), (2, "4".into(), Some(Code::Busy))]
     );
     assert!(s.is_busy());
-    let rejection = operation_not_implemented(Request::RuntimeConnect { config_id: 5 });
+    let rejection = failed();
     s.handle(
         at(5),
         Input::OperationDone {
@@ -114,14 +152,14 @@ fn replies_wait_behind_an_operation_on_the_same_connection_only() {
 
 #[test]
 fn a_closed_connection_gets_nothing_and_frees_the_operation() {
-    let mut s = Supervisor::new(config(), at(0));
-    request(&mut s, 1, 1, 1, Request::RuntimeDisconnect);
+    let mut s = Supervisor::new(config(), at(0), None);
+    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 1 });
     let Some(Effect::Operation { op, .. }) = s.poll_effect() else {
         panic!()
     };
     request(&mut s, 2, 1, 2, Request::DaemonPing);
     s.handle(at(3), Input::ConnectionClosed { conn: ConnId(1) });
-    let rejection = operation_not_implemented(Request::RuntimeDisconnect);
+    let rejection = failed();
     s.handle(
         at(4),
         Input::OperationDone {
@@ -135,7 +173,7 @@ fn a_closed_connection_gets_nothing_and_frees_the_operation() {
 
 #[test]
 fn shutdown_replies_then_refuses_new_work() {
-    let mut s = Supervisor::new(config(), at(0));
+    let mut s = Supervisor::new(config(), at(0), None);
     request(&mut s, 1, 1, 1, Request::DaemonShutdown);
     request(&mut s, 2, 2, 2, Request::DaemonPing);
     let effects = drain(&mut s);
@@ -152,14 +190,14 @@ fn shutdown_replies_then_refuses_new_work() {
 
 #[test]
 fn shutdown_waits_for_the_operation_in_flight() {
-    let mut s = Supervisor::new(config(), at(0));
+    let mut s = Supervisor::new(config(), at(0), None);
     request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 1 });
     let Some(Effect::Operation { op, .. }) = s.poll_effect() else {
         panic!()
     };
     s.handle(at(2), Input::ShutdownSignal);
     assert_eq!(drain(&mut s), []);
-    let rejection = operation_not_implemented(Request::RuntimeConnect { config_id: 1 });
+    let rejection = failed();
     s.handle(
         at(3),
         Input::OperationDone {
@@ -174,7 +212,7 @@ fn shutdown_waits_for_the_operation_in_flight() {
 
 #[test]
 fn timer_counts_health_ticks_and_reports_the_next_deadline() {
-    let mut s = Supervisor::new(config(), at(100));
+    let mut s = Supervisor::new(config(), at(100), None);
     assert_eq!(s.poll_timeout(), Some(15_100));
     s.handle(at(15_099), Input::Timer);
     assert_eq!(s.health_ticks(), 0);
@@ -185,7 +223,7 @@ fn timer_counts_health_ticks_and_reports_the_next_deadline() {
 
 #[test]
 fn rejections_keep_their_code_and_may_close() {
-    let mut s = Supervisor::new(config(), at(0));
+    let mut s = Supervisor::new(config(), at(0), None);
     let rejection = Rejection {
         code: Code::FrameTooLarge,
         message: "too big".into(),
@@ -215,7 +253,7 @@ fn rejections_keep_their_code_and_may_close() {
 
 #[test]
 fn proxy_status_reports_rotation_off_with_settings_values() {
-    let mut s = Supervisor::new(config(), at(0));
+    let mut s = Supervisor::new(config(), at(0), None);
     request(&mut s, 1, 1, 1, Request::ProxyStatus);
     let Some(Effect::Reply {
         reply: Reply::ProxyStatus(p),
@@ -234,4 +272,166 @@ fn proxy_status_reports_rotation_off_with_settings_values() {
         replies(&drain(&mut s)),
         [(1, "2".into(), Some(Code::NotImplemented))]
     );
+}
+
+#[test]
+fn connect_then_status_then_same_config_is_already_active() {
+    let mut s = Supervisor::new(config(), at(0), None);
+    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 3 });
+    let (op, plan) = take_op(&mut s);
+    assert_eq!(
+        plan,
+        Plan::Connect {
+            config_id: 3,
+            replacing: None
+        }
+    );
+    assert_eq!(status(&mut s).runtime_status, "starting");
+    let outcome = Ok(OperationOutput::Connected {
+        session: session(10, 3),
+        replaced: None,
+    });
+    s.handle(at(2), Input::OperationDone { op, outcome });
+    let effects = drain(&mut s);
+    assert!(
+        matches!(&effects[..], [Effect::Reply { reply: Reply::Connected(p), .. }] if p.session_id == 10 && !p.already_active)
+    );
+    let st = status(&mut s);
+    assert_eq!(
+        (st.runtime_status.as_str(), st.pid, st.pid_running),
+        ("running", Some(4242), true)
+    );
+    request(&mut s, 3, 1, 2, Request::RuntimeConnect { config_id: 3 });
+    assert!(
+        matches!(s.poll_effect(), Some(Effect::Reply { reply: Reply::Connected(p), .. }) if p.already_active)
+    );
+    request(&mut s, 4, 1, 3, Request::RuntimeConnect { config_id: 4 });
+    assert_eq!(
+        take_op(&mut s).1,
+        Plan::Connect {
+            config_id: 4,
+            replacing: Some(10)
+        }
+    );
+}
+
+#[test]
+fn a_failed_replacing_connect_leaves_no_session_once_the_old_one_ended() {
+    let mut s = Supervisor::new(config(), at(0), Some(session(10, 3)));
+    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 4 });
+    let (op, _) = take_op(&mut s);
+    s.handle(at(2), Input::SessionEnded { session_id: 10 });
+    s.handle(
+        at(2),
+        Input::OperationDone {
+            op,
+            outcome: Err(failed()),
+        },
+    );
+    drain(&mut s);
+    assert_eq!(status(&mut s).runtime_status, "idle");
+}
+
+#[test]
+fn disconnect_needs_a_session_and_core_exit_degrades() {
+    let mut s = Supervisor::new(config(), at(0), None);
+    request(&mut s, 1, 1, 1, Request::RuntimeDisconnect);
+    assert_eq!(
+        replies(&drain(&mut s)),
+        [(1, "1".into(), Some(Code::Conflict))]
+    );
+
+    let mut s = Supervisor::new(config(), at(0), Some(session(7, 2)));
+    s.handle(
+        at(1),
+        Input::CoreExited {
+            session_id: 7,
+            description: "core killed by signal 9".into(),
+        },
+    );
+    let st = status(&mut s);
+    assert_eq!(
+        (st.runtime_status.as_str(), st.pid_running),
+        ("degraded", false)
+    );
+    assert_eq!(
+        st.health.last_error.as_deref(),
+        Some("core killed by signal 9")
+    );
+    request(&mut s, 2, 1, 2, Request::RuntimeDisconnect);
+    let (op, plan) = take_op(&mut s);
+    assert_eq!(plan, Plan::Disconnect { session_id: 7 });
+    s.handle(
+        at(3),
+        Input::OperationDone {
+            op,
+            outcome: Ok(OperationOutput::Disconnected { session_id: 7 }),
+        },
+    );
+    assert!(
+        matches!(s.poll_effect(), Some(Effect::Reply { reply: Reply::Disconnected(p), .. }) if p.stopped_session == 7)
+    );
+    assert_eq!(status(&mut s).runtime_status, "idle");
+}
+
+#[test]
+fn shutdown_stops_the_session_before_exiting() {
+    let mut s = Supervisor::new(config(), at(0), Some(session(7, 2)));
+    request(&mut s, 1, 1, 1, Request::DaemonShutdown);
+    let effects = drain(&mut s);
+    assert!(
+        matches!(&effects[0], Effect::Reply { reply: Reply::Shutdown(p), .. } if p.runtime_disconnected)
+    );
+    let Effect::Operation { op, ref plan } = effects[1] else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(*plan, Plan::Disconnect { session_id: 7 });
+    assert_eq!(effects.len(), 2);
+    s.handle(
+        at(2),
+        Input::OperationDone {
+            op,
+            outcome: Ok(OperationOutput::Disconnected { session_id: 7 }),
+        },
+    );
+    assert_eq!(drain(&mut s), [Effect::Shutdown]);
+}
+
+#[test]
+fn replace_and_proxy_start_are_not_implemented_yet() {
+    let mut s = Supervisor::new(config(), at(0), None);
+    request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeReplace {
+            trigger: crate::ipc::protocol::Trigger::Manual,
+            candidate_id: None,
+        },
+    );
+    request(&mut s, 1, 1, 2, Request::ProxyStart);
+    assert_eq!(
+        replies(&drain(&mut s)),
+        [
+            (1, "1".into(), Some(Code::NotImplemented)),
+            (1, "2".into(), Some(Code::NotImplemented))
+        ]
+    );
+}
+
+#[test]
+fn a_connect_refused_before_stopping_keeps_the_old_session() {
+    let mut s = Supervisor::new(config(), at(0), Some(session(10, 3)));
+    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 99 });
+    let (op, _) = take_op(&mut s);
+    s.handle(
+        at(2),
+        Input::OperationDone {
+            op,
+            outcome: Err(failed()),
+        },
+    );
+    drain(&mut s);
+    assert_eq!(status(&mut s).session_id, Some(10));
 }

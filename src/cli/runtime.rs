@@ -1,0 +1,190 @@
+//! `xrat connect <ID>`, `xrat disconnect`, `xrat status`: the session commands.
+
+use std::time::Duration;
+
+use argh::FromArgs;
+use serde::Serialize;
+
+use super::output::{human_duration, print_aligned, print_json};
+use super::{CliError, EXIT_OK};
+use crate::ipc::client::{Client, READ_TIMEOUT_DEFAULT};
+use crate::ipc::protocol::{
+    ConnectPayload, DisconnectPayload, Request, ResponseEnvelope, RuntimeStatusPayload,
+};
+use crate::paths::Paths;
+
+/// A connect may stop the old core (grace 3 s) and wait for the new one (ready_timeout_ms).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Start a session for a stored config (replacing the running one).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "connect")]
+pub struct ConnectCommand {
+    /// the stored config's id (see `xrat config list`)
+    #[argh(positional)]
+    id: i64,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Stop the running session.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "disconnect")]
+pub struct DisconnectCommand {
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Show the running session: config, core, pid, addresses, uptime, health.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+pub struct StatusCommand {
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+fn call(paths: &Paths, request: Request, timeout: Duration) -> Result<ResponseEnvelope, CliError> {
+    let socket = paths.checked_socket()?;
+    let mut client = Client::connect(&socket, &paths.daemon_log(), timeout)?;
+    Ok(client.call(request)?)
+}
+
+fn payload<T: serde::de::DeserializeOwned>(response: ResponseEnvelope) -> Result<T, CliError> {
+    if !response.ok {
+        return Err(CliError::Refused {
+            code: response.code,
+            message: response.message,
+        });
+    }
+    serde_json::from_value(response.payload).map_err(|e| {
+        CliError::Daemon(format!(
+            "the daemon's reply has an unexpected shape ({e}); is the daemon the same version as this CLI?"
+        ))
+    })
+}
+
+/// The stored name of a config, when the database can tell.
+fn config_name(paths: &Paths, id: i64) -> Option<String> {
+    let store = crate::store::Store::open(&paths.database()).ok()?;
+    store.config(id).ok().flatten().map(|c| c.name)
+}
+
+#[derive(Serialize)]
+struct ConnectView {
+    #[serde(flatten)]
+    payload: ConnectPayload,
+    config_name: Option<String>,
+}
+
+/// `xrat connect <ID>`.
+pub fn connect(command: ConnectCommand) -> Result<i32, CliError> {
+    let paths = Paths::from_env()?;
+    let request = Request::RuntimeConnect {
+        config_id: command.id,
+    };
+    let payload: ConnectPayload = payload(call(&paths, request, CONNECT_TIMEOUT)?)?;
+    let view = ConnectView {
+        config_name: config_name(&paths, payload.config_id),
+        payload,
+    };
+    if command.json {
+        print_json(&view);
+        return Ok(EXIT_OK);
+    }
+    let p = &view.payload;
+    let name = view.config_name.as_deref().unwrap_or("?");
+    if p.already_active {
+        println!(
+            "Config #{} ({name}) is already active (session {}, pid {}).",
+            p.config_id, p.session_id, p.pid
+        );
+    } else {
+        println!(
+            "Connected config #{} ({name}): session {}, pid {}.",
+            p.config_id, p.session_id, p.pid
+        );
+        if let Some(old) = p.replaced_session_id {
+            println!("Replaced session {old}.");
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `xrat disconnect`.
+pub fn disconnect(command: DisconnectCommand) -> Result<i32, CliError> {
+    let paths = Paths::from_env()?;
+    let payload: DisconnectPayload =
+        payload(call(&paths, Request::RuntimeDisconnect, CONNECT_TIMEOUT)?)?;
+    if command.json {
+        print_json(&payload);
+    } else {
+        println!("Disconnected session {}.", payload.stopped_session);
+    }
+    Ok(EXIT_OK)
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    #[serde(flatten)]
+    payload: RuntimeStatusPayload,
+    config_name: Option<String>,
+    uptime_secs: Option<u64>,
+}
+
+/// `xrat status`.
+pub fn status(command: StatusCommand) -> Result<i32, CliError> {
+    let paths = Paths::from_env()?;
+    let payload: RuntimeStatusPayload =
+        payload(call(&paths, Request::RuntimeStatus, READ_TIMEOUT_DEFAULT)?)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let view = StatusView {
+        config_name: payload
+            .active_config_id
+            .and_then(|id| config_name(&paths, id)),
+        uptime_secs: payload.started_at.map(|t| now.saturating_sub(t)),
+        payload,
+    };
+    if command.json {
+        print_json(&view);
+        return Ok(EXIT_OK);
+    }
+    print_status(&view);
+    Ok(EXIT_OK)
+}
+
+fn print_status(view: &StatusView) {
+    let p = &view.payload;
+    println!("Runtime Status");
+    println!("--------------");
+    let Some(config_id) = p.active_config_id else {
+        print_aligned(&[("State", p.runtime_status.clone())]);
+        println!("No session is running; start one with `xrat connect <ID>`.");
+        return;
+    };
+    let dash = || "-".to_string();
+    let name = view.config_name.clone().unwrap_or_else(|| "?".into());
+    let pid = p.pid.map_or_else(dash, |pid| {
+        format!("{pid}{}", if p.pid_running { "" } else { " (exited)" })
+    });
+    let health = match (&p.health.last_error, p.health.last_latency_ms) {
+        (Some(e), _) => format!("{} failure(s); last: {e}", p.health.consecutive_failures),
+        (None, Some(ms)) => format!("ok ({ms} ms)"),
+        (None, None) => "not checked yet".into(),
+    };
+    print_aligned(&[
+        ("State", p.runtime_status.clone()),
+        ("Config", format!("#{config_id} {name}")),
+        ("Session", p.session_id.map_or_else(dash, |s| s.to_string())),
+        ("Core", p.core.clone().unwrap_or_else(dash)),
+        ("PID", pid),
+        ("SOCKS", p.socks_addr.clone().unwrap_or_else(dash)),
+        ("HTTP", p.http_addr.clone().unwrap_or_else(dash)),
+        ("Uptime", view.uptime_secs.map_or_else(dash, human_duration)),
+        ("Health", health),
+    ]);
+}
