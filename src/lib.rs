@@ -11,3 +11,4 @@ pub mod settings;
 pub mod supervisor;
 pub mod store;
 pub mod core;
+pub mod probe;

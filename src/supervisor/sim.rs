@@ -279,16 +279,12 @@ impl World {
                     self.check(busy_before || self.op_in_flight.is_some(), "423 while idle");
                 }
             }
-            Effect::Operation { op, request } => {
+            Effect::Operation { op, plan } => {
                 self.check(
                     self.op_in_flight.is_none(),
                     "two runtime operations in flight",
                 );
-                self.check(
-                    request.is_runtime_operation(),
-                    "operation for a plain request",
-                );
-                self.op_in_flight = Some(op);
+                self.op_in_flight = Some((op, plan));
             }
             Effect::Shutdown => {
                 self.check(

@@ -142,10 +142,7 @@ fn replies_wait_behind_an_operation_on_the_same_connection_only() {
     );
     assert_eq!(
         replies(&drain(&mut s)),
-        [
-            (1, "1".into(), Some(Code::NotImplemented)),
-            (1, "2".into(), None)
-        ]
+        [(1, "1".into(), Some(Code::Internal)), (1, "2".into(), None)]
     );
     assert!(!s.is_busy());
 }
