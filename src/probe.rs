@@ -118,6 +118,11 @@ impl Probe {
         }
     }
 
+    /// True once the TCP connect to the SOCKS inbound succeeded.
+    pub fn is_connected(&self) -> bool {
+        self.stage != Stage::Start
+    }
+
     /// Advances on `event`.
     pub fn on_event(&mut self, event: Event<'_>) -> Action {
         match (self.stage, event) {

@@ -270,11 +270,11 @@ impl Settings {
             ));
         }
         let h = &self.health;
-        if !(h.probe_url.starts_with("http://") || h.probe_url.starts_with("https://")) {
+        if crate::probe::ProbeTarget::parse(&h.probe_url).is_err() {
             return Err(fail(
                 "health.probe_url",
                 format!("{:?}", h.probe_url),
-                "must be an http:// or https:// URL",
+                "must be an http:// URL with a host (the probe does not speak TLS)",
             ));
         }
         if h.timeout_ms == 0 {

@@ -4,6 +4,7 @@
 mod config;
 mod daemon;
 mod output;
+mod proxy;
 mod runtime;
 
 use argh::FromArgs;
@@ -37,6 +38,7 @@ enum Command {
     Connect(runtime::ConnectCommand),
     Daemon(daemon::DaemonCommand),
     Disconnect(runtime::DisconnectCommand),
+    Proxy(proxy::ProxyCommand),
     Status(runtime::StatusCommand),
 }
 
@@ -119,6 +121,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Command::Connect(command) => runtime::connect(command),
         Command::Daemon(command) => daemon::run(command),
         Command::Disconnect(command) => runtime::disconnect(command),
+        Command::Proxy(command) => proxy::run(command),
         Command::Status(command) => runtime::status(command),
     })
 }

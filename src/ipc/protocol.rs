@@ -327,6 +327,36 @@ pub struct DisconnectPayload {
     pub stopped_session: i64,
 }
 
+/// Payload of `runtime_replace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacePayload {
+    /// What started it.
+    pub trigger: Trigger,
+    /// True when a new config now runs.
+    pub replaced: bool,
+    /// The session before the rotation.
+    pub old_session_id: i64,
+    /// The config running now (the old one when nothing better worked).
+    pub new_config_id: Option<i64>,
+    /// The session running now.
+    pub new_session_id: Option<i64>,
+    /// Its core's pid.
+    pub new_pid: Option<u32>,
+    /// Candidates probed in the batch test.
+    pub tested_candidates: u32,
+    /// `switched`, `no_working_candidate`, `restored` or `failed`.
+    pub result: String,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// Payload of `proxy_start` and `proxy_stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationPayload {
+    /// Whether automatic rotation now runs.
+    pub rotation_enabled: bool,
+}
+
 /// Payload of every failed response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorPayload {

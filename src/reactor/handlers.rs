@@ -278,6 +278,10 @@ impl Reactor {
                     }
                 }
                 Effect::Operation { op, plan } => self.start_plan(now, op, plan),
+                Effect::Probe {
+                    session_id,
+                    socks_addr,
+                } => self.probe_session(now, session_id, &socks_addr),
                 Effect::Shutdown => self.begin_shutdown(now),
             }
         }

@@ -5,8 +5,10 @@
 mod bufring;
 mod conn;
 mod handlers;
+mod probes;
 mod process;
 mod reattach;
+mod replace;
 mod reply;
 pub mod ring;
 mod runtime;
@@ -120,6 +122,7 @@ pub struct Reactor {
     conns: Slab<Conn>,
     sup: Supervisor,
     runtime: runtime::Runtime,
+    probes: probes::Probes,
     encoder: ReplyEncoder,
     batch: Vec<Completion>,
     /// Slots with replies to send after this batch.
@@ -162,7 +165,10 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         health_trigger_enabled: settings.runtime.rotation.health_trigger_enabled,
         cooldown_secs: settings.runtime.rotation.cooldown_secs,
         failure_threshold: settings.health.failure_threshold,
+        rotation_enabled: settings.runtime.rotation.enabled,
     };
+    let probe_target = crate::probe::ProbeTarget::parse(&settings.health.probe_url)
+        .expect("validated with the settings");
     let store = crate::store::Store::open(&paths.database())?;
     let mut runtime = runtime::Runtime::new(paths.clone(), settings.clone(), store);
     let reattached = reattach::reattach(&mut runtime, settings, now());
@@ -176,6 +182,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
             reattached.adopted.as_ref().map(|a| a.info.clone()),
         ),
         runtime,
+        probes: probes::Probes::new(probe_target, settings.health.timeout_ms),
         encoder: ReplyEncoder::default(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
         dirty: Vec::new(),
@@ -279,12 +286,14 @@ impl Reactor {
             Kind::Timer => self.on_timer(now, c),
             Kind::Pidfd => self.on_pidfd(now, token),
             Kind::Probe => self.on_probe(now, token, c),
+            Kind::ProbeIo => self.on_probe_io(now, token, c),
         }
     }
 
     /// Work deferred to the end of a batch: publish recycled buffers, re-arm receives, start
     /// sends, and point the timerfd at the supervisor's next deadline.
     fn after_batch(&mut self, now: Now) -> Result<(), ReactorError> {
+        self.expire_probes(now);
         self.bufs.publish();
         for slot in std::mem::take(&mut self.rearm) {
             self.arm_recv(slot);
@@ -305,6 +314,7 @@ impl Reactor {
             self.sup.poll_timeout(),
             self.shutdown_deadline,
             self.runtime.next_deadline(),
+            self.probes.next_deadline(),
         ]
         .into_iter()
         .flatten()

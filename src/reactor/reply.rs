@@ -24,6 +24,8 @@ impl ReplyEncoder {
             Reply::ProxyStatus(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Connected(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Disconnected(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::Replaced(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::Rotation(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Error { code, message } => write_error(out, id, *code, message),
         }
     }

@@ -72,9 +72,10 @@ enum Job {
 
 /// Everything checked and rendered before any process is touched.
 pub(super) struct Prepared {
-    config_id: i64,
-    core: CoreBinary,
-    rendered: String,
+    pub config_id: i64,
+    pub core: CoreBinary,
+    pub outbound: crate::links::Outbound,
+    pub rendered: String,
 }
 
 /// Executor state, owned by the reactor.
@@ -87,6 +88,8 @@ pub(super) struct Runtime {
     job: Option<Job>,
     probe: Option<Probe>,
     next_probe: u32,
+    /// The rotation in progress.
+    pub(super) replace: Option<Box<super::replace::ReplaceJob>>,
 }
 
 fn reject(code: Code, message: String) -> Rejection {
@@ -109,7 +112,52 @@ impl Runtime {
             job: None,
             probe: None,
             next_probe: 0,
+            replace: None,
         }
+    }
+
+    /// Where files live.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// `runtime.ready_timeout_ms`.
+    pub fn ready_timeout_ms(&self) -> u64 {
+        self.settings.runtime.ready_timeout_ms
+    }
+
+    /// `runtime.rotation.test_concurrency`.
+    pub fn test_concurrency(&self) -> usize {
+        self.settings.runtime.rotation.test_concurrency as usize
+    }
+
+    /// `runtime.listen`.
+    pub fn listen_addr(&self) -> IpAddr {
+        self.listen()
+    }
+
+    /// How the core of `session_id` ended, once its pidfd fired.
+    pub fn exited(&self, session_id: i64) -> Option<String> {
+        self.proc_of(session_id).and_then(|p| p.exited.clone())
+    }
+
+    /// How process `pid` ended, once its pidfd fired.
+    pub fn exited_pid(&self, pid: u32) -> Option<String> {
+        self.procs
+            .iter()
+            .find(|p| p.pid == pid)
+            .and_then(|p| p.exited.clone())
+    }
+
+    /// True while a core of `session_id` is watched.
+    pub fn is_tracked(&self, session_id: i64) -> bool {
+        self.proc_of(session_id).is_some()
+    }
+
+    /// Drops exited entries of `session_id` (the batch core's, before a new batch).
+    pub fn forget_exited(&mut self, session_id: i64) {
+        self.procs
+            .retain(|p| p.session_id != session_id || p.exited.is_none());
     }
 
     /// The store, for reattaching at startup.
@@ -129,6 +177,9 @@ impl Runtime {
 
     /// The earliest deadline the executor waits for.
     pub fn next_deadline(&self) -> Option<u64> {
+        if let Some(replace) = &self.replace {
+            return Some(replace.next_deadline());
+        }
         match self.job.as_ref()? {
             Job::Connect { step, .. } => match step {
                 ConnectStep::StoppingOld { deadline_ms, .. } => Some(*deadline_ms),
@@ -173,7 +224,7 @@ impl Runtime {
     }
 
     /// Checks the config and the core and renders the session config; nothing is touched yet.
-    fn prepare(&mut self, config_id: i64) -> Result<Prepared, Rejection> {
+    pub(super) fn prepare(&mut self, config_id: i64) -> Result<Prepared, Rejection> {
         let config = self
             .store
             .config(config_id)
@@ -200,6 +251,7 @@ impl Runtime {
         Ok(Prepared {
             config_id,
             core,
+            outbound: config.outbound,
             rendered,
         })
     }
@@ -226,7 +278,7 @@ impl Runtime {
     }
 
     /// Writes the config, records the session and spawns the core.
-    fn launch(
+    pub(super) fn launch(
         &mut self,
         prepared: &Prepared,
         now: Now,
@@ -294,7 +346,7 @@ impl Runtime {
     }
 
     /// Signals a session's core; true when it had already exited.
-    fn stop(&self, session_id: i64, signal: i32) -> bool {
+    pub(super) fn stop(&self, session_id: i64, signal: i32) -> bool {
         match self.proc_of(session_id) {
             Some(p) if p.exited.is_none() => {
                 process::signal_group(p.pid, signal);
@@ -305,7 +357,7 @@ impl Runtime {
     }
 
     /// Ends a session's row and removes its config (it holds credentials).
-    fn finish_session(&mut self, session_id: i64, now: Now, reason: &str) {
+    pub(super) fn finish_session(&mut self, session_id: i64, now: Now, reason: &str) {
         let _ = self.store.end_session(session_id, now.unix_secs, reason);
         let path = self
             .paths
@@ -323,7 +375,7 @@ impl Runtime {
 }
 
 /// Writes a file readable only by its owner (session configs carry credentials).
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(super) fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -374,6 +426,12 @@ impl Reactor {
                     self.advance_job(now);
                 }
             },
+            Plan::Replace {
+                trigger,
+                candidate_id,
+                session_id,
+                config_id,
+            } => self.start_replace(now, op, trigger, candidate_id, (session_id, config_id)),
             Plan::Disconnect { session_id } => {
                 self.runtime.stop(session_id, libc::SIGTERM);
                 self.runtime.job = Some(Job::Disconnect {
@@ -394,6 +452,7 @@ impl Reactor {
 
     /// Moves the current job forward after any event: an exit, a probe result, or time.
     pub(super) fn advance_job(&mut self, now: Now) {
+        self.advance_replace(now);
         match self.runtime.job.take() {
             None => {}
             Some(Job::Disconnect {
@@ -484,7 +543,7 @@ impl Reactor {
                 match self.runtime.launch(&prepared, now) {
                     Err(rejection) => self.finish_op(now, op, Err(rejection)),
                     Ok((session, spawned)) => {
-                        self.watch_exit(session.id, spawned);
+                        self.watch_core(session.id, spawned);
                         let step = ConnectStep::Starting {
                             session,
                             deadline_ms: now.monotonic_ms
@@ -646,7 +705,7 @@ impl Reactor {
         self.push(op, token);
     }
 
-    fn watch_exit(&mut self, session_id: i64, spawned: Spawned) {
+    pub(super) fn watch_core(&mut self, session_id: i64, spawned: Spawned) {
         let fd = spawned.pidfd.as_raw_fd();
         self.runtime.track(session_id, spawned.pid, spawned.pidfd);
         let token = Token {
@@ -660,7 +719,7 @@ impl Reactor {
 
     /// Starts watching an adopted core (reattach).
     pub(super) fn watch_adopted(&mut self, session_id: i64, pid: u32, pidfd: OwnedFd) {
-        self.watch_exit(
+        self.watch_core(
             session_id,
             Spawned {
                 pid,
@@ -692,7 +751,11 @@ impl Reactor {
                 *replacing == Some(session_id)
                     || matches!(step, ConnectStep::Starting { session, .. } if session.id == session_id)
             }
-            None => false,
+            None => self
+                .runtime
+                .replace
+                .as_ref()
+                .is_some_and(|r| r.involves(session_id)),
         };
         if !in_job {
             eprintln!("xrat: session {session_id}'s core (pid {pid}) {how}");
@@ -717,7 +780,7 @@ impl Reactor {
 }
 
 /// A socket address in the form connect(2) takes.
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(super) fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: zeroed sockaddr_storage is valid; we write a sockaddr_in/in6 into its prefix.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
@@ -750,4 +813,35 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+impl Reactor {
+    /// Probes the active session (a health tick asked for it).
+    pub(super) fn probe_session(&mut self, now: Now, session_id: i64, socks_addr: &str) {
+        let purpose = super::probes::Purpose::Health { session_id };
+        match socks_addr.parse() {
+            Ok(addr) => self.start_health_probe(now, addr, purpose),
+            Err(_) => self.probe_finished(
+                now,
+                purpose,
+                Err(format!("bad SOCKS address {socks_addr:?}")),
+            ),
+        }
+    }
+
+    /// Routes a finished probe to whoever asked for it.
+    pub(super) fn probe_finished(
+        &mut self,
+        now: Now,
+        purpose: super::probes::Purpose,
+        result: Result<u64, String>,
+    ) {
+        match purpose {
+            super::probes::Purpose::Health { session_id } => {
+                self.sup
+                    .handle(now, Input::ProbeDone { session_id, result });
+            }
+            other => self.replace_probe_done(now, other, result),
+        }
+    }
 }

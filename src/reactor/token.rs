@@ -21,6 +21,8 @@ pub enum Kind {
     Pidfd = 7,
     /// A readiness probe's connect; the slot is the probe's serial.
     Probe = 8,
+    /// A health probe's socket op; slot and generation name the probe's table entry.
+    ProbeIo = 9,
 }
 
 /// Generations wrap at 24 bits; a slot would have to be reused 16 million times while one of its
@@ -66,6 +68,7 @@ impl Token {
             6 => Kind::Timer,
             7 => Kind::Pidfd,
             8 => Kind::Probe,
+            9 => Kind::ProbeIo,
             _ => return None,
         };
         Some(Token {

@@ -11,9 +11,10 @@
 
 use std::collections::VecDeque;
 
-use crate::ipc::protocol::{Code, ProxyStatusPayload, Request, ShutdownPayload};
+use crate::ipc::protocol::{Code, Request, ShutdownPayload, Trigger};
 use crate::ipc::RawId;
 
+mod rotation;
 mod runtime;
 #[cfg(test)]
 mod sim;
@@ -72,6 +73,13 @@ pub enum Input {
         /// How it ended, for people ("killed by signal 9").
         description: String,
     },
+    /// A health probe of the session finished: latency in ms, or why it failed.
+    ProbeDone {
+        /// The session probed.
+        session_id: i64,
+        /// The verdict.
+        result: Result<u64, String>,
+    },
     /// An operation stopped a session on its way (a connect replacing the old session).
     SessionEnded {
         /// Which.
@@ -124,6 +132,36 @@ pub enum Plan {
         /// The session.
         session_id: i64,
     },
+    /// Batch-test candidates and switch the session to the best one (DESIGN §7).
+    Replace {
+        /// Why.
+        trigger: Trigger,
+        /// Only this candidate, when set.
+        candidate_id: Option<i64>,
+        /// The session being replaced.
+        session_id: i64,
+        /// Its config (excluded from candidates, restored if nothing else works).
+        config_id: i64,
+    },
+}
+
+/// How a replace ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaceOutcome {
+    /// A new session runs a new config.
+    pub replaced: bool,
+    /// The session that was running before.
+    pub old_session_id: i64,
+    /// The session running now (new config, or the restored old one), if any.
+    pub session: Option<SessionInfo>,
+    /// Candidates the batch test probed.
+    pub tested_candidates: u32,
+    /// The candidate chosen (or last tried).
+    pub candidate: Option<i64>,
+    /// `switched`, `no_working_candidate`, `restored` or `failed`.
+    pub result: &'static str,
+    /// What happened, for people and for the rotation event.
+    pub detail: String,
 }
 
 /// What a successful runtime operation returns.
@@ -141,6 +179,8 @@ pub enum OperationOutput {
         /// Which.
         session_id: i64,
     },
+    /// A replace finished (successfully or not: see `replaced`).
+    Replaced(Box<ReplaceOutcome>),
 }
 
 /// Something the reactor must do.
@@ -164,6 +204,13 @@ pub enum Effect {
         /// What to do.
         plan: Plan,
     },
+    /// Probe the session's SOCKS inbound; report with [`Input::ProbeDone`].
+    Probe {
+        /// The session.
+        session_id: i64,
+        /// Its SOCKS inbound.
+        socks_addr: String,
+    },
     /// Stop accepting, flush every reply, remove the socket and exit.
     Shutdown,
 }
@@ -186,8 +233,12 @@ pub enum Reply {
     Connected(crate::ipc::protocol::ConnectPayload),
     /// `runtime_disconnect`.
     Disconnected(crate::ipc::protocol::DisconnectPayload),
+    /// `runtime_replace`.
+    Replaced(Box<crate::ipc::protocol::ReplacePayload>),
+    /// `proxy_start` / `proxy_stop`.
+    Rotation(crate::ipc::protocol::RotationPayload),
     /// `proxy_status`.
-    ProxyStatus(Box<ProxyStatusPayload>),
+    ProxyStatus(Box<crate::ipc::protocol::ProxyStatusPayload>),
     /// Any failure.
     Error {
         /// The code.
@@ -212,6 +263,8 @@ pub struct SupervisorConfig {
     pub cooldown_secs: u64,
     /// `health.failure_threshold`.
     pub failure_threshold: u32,
+    /// `runtime.rotation.enabled`: rotation state at start.
+    pub rotation_enabled: bool,
 }
 
 /// The one in-flight runtime operation and the replies held behind it.
@@ -236,6 +289,7 @@ pub struct Supervisor {
     shutdown_announced: bool,
     pending: Option<Pending>,
     session: Option<runtime::Session>,
+    rotation: rotation::Rotation,
     next_op: u64,
     next_health_ms: u64,
     health_ticks: u64,
@@ -247,6 +301,7 @@ impl Supervisor {
     pub fn new(config: SupervisorConfig, now: Now, adopted: Option<SessionInfo>) -> Supervisor {
         Supervisor {
             session: adopted.map(runtime::Session::new),
+            rotation: rotation::Rotation::new(&config, now),
             next_health_ms: now.monotonic_ms + config.health_interval_ms,
             config,
             started_ms: now.monotonic_ms,
@@ -264,14 +319,18 @@ impl Supervisor {
         match input {
             Input::Request { conn, id, request } => self.on_request(now, conn, id, request),
             Input::ConnectionClosed { conn } => self.on_closed(conn),
-            Input::OperationDone { op, outcome } => self.on_operation_done(op, outcome),
+            Input::OperationDone { op, outcome } => self.on_operation_done(now, op, outcome),
             Input::SessionEnded { session_id } => {
                 self.session.take_if(|s| s.info.id == session_id);
             }
+            Input::ProbeDone { session_id, result } => self.on_probe_done(now, session_id, result),
             Input::CoreExited {
                 session_id,
                 description,
-            } => self.on_core_exited(session_id, description),
+            } => {
+                self.on_core_exited(session_id, description);
+                self.on_core_exit_rotation(now);
+            }
             Input::Timer => self.on_timer(now),
             Input::ShutdownSignal => self.shutting_down = true,
         }
@@ -302,7 +361,10 @@ impl Supervisor {
         if self.shutting_down {
             None
         } else {
-            Some(self.next_health_ms)
+            Some(
+                self.rotation_deadline()
+                    .map_or(self.next_health_ms, |d| d.min(self.next_health_ms)),
+            )
         }
     }
 
@@ -363,8 +425,9 @@ impl Supervisor {
                 })
             }
             Request::RuntimeStatus => Reply::RuntimeStatus(Box::new(self.runtime_status())),
-            Request::ProxyStatus => Reply::ProxyStatus(Box::new(self.proxy_status())),
-            Request::ProxyStart | Request::ProxyStop => not_implemented(request),
+            Request::ProxyStatus => Reply::ProxyStatus(Box::new(self.proxy_status(now))),
+            Request::ProxyStart => self.set_rotation(now, true),
+            Request::ProxyStop => self.set_rotation(now, false),
             Request::RuntimeConnect { .. }
             | Request::RuntimeReplace { .. }
             | Request::RuntimeDisconnect => {
@@ -388,13 +451,18 @@ impl Supervisor {
         self.effects.push_back(Effect::Operation { op, plan });
     }
 
-    fn on_operation_done(&mut self, op: OpId, outcome: Result<OperationOutput, Rejection>) {
+    fn on_operation_done(
+        &mut self,
+        now: Now,
+        op: OpId,
+        outcome: Result<OperationOutput, Rejection>,
+    ) {
         let Some(pending) = self.pending.take_if(|p| p.op == op) else {
             // A completion for an operation we no longer track is a reactor bug; ignoring it
             // keeps the invariants (one reply per request) intact.
             return;
         };
-        let reply = self.apply_outcome(&pending.plan, outcome);
+        let reply = self.apply_outcome(now, &pending.plan, outcome);
         if let (Some(conn), true) = (pending.conn, pending.conn_open) {
             self.push_reply(conn, pending.id, reply, false);
             for (id, reply, close_after) in pending.held {
@@ -414,11 +482,16 @@ impl Supervisor {
         if self.shutting_down {
             return;
         }
+        let mut tick = false;
         while now.monotonic_ms >= self.next_health_ms {
-            // Probes come with the health issue; the tick is counted so that it is observable.
             self.health_ticks += 1;
             self.next_health_ms += self.config.health_interval_ms;
+            tick = true;
         }
+        if tick {
+            self.start_health_probe();
+        }
+        self.rotation_timers(now);
     }
 
     fn reply(&mut self, conn: ConnId, id: RawId, reply: Reply, close_after: bool) {
@@ -438,33 +511,6 @@ impl Supervisor {
             reply,
             close_after,
         });
-    }
-
-    fn proxy_status(&self) -> ProxyStatusPayload {
-        let c = &self.config;
-        ProxyStatusPayload {
-            // Rotation is not built yet, so it is reported off whatever the settings say.
-            rotation_enabled: false,
-            interval_secs: c.rotation_interval_secs,
-            health_trigger_enabled: c.health_trigger_enabled,
-            cooldown_secs: c.cooldown_secs,
-            cooldown_active: false,
-            active_config_id: self.session.as_ref().map(|s| s.info.config_id),
-            last_trigger: None,
-            last_result: None,
-            last_rotation_at: None,
-            next_rotation_at: None,
-            last_candidate_config_id: None,
-            health_failure_threshold: c.failure_threshold,
-            consecutive_health_failures: self
-                .session
-                .as_ref()
-                .map_or(0, |s| s.health.consecutive_failures),
-            last_health_error: self
-                .session
-                .as_ref()
-                .and_then(|s| s.health.last_error.clone()),
-        }
     }
 }
 

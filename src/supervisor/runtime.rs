@@ -7,7 +7,7 @@ use crate::ipc::protocol::{
 use crate::ipc::RawId;
 
 use super::{
-    error, not_implemented, ConnId, OperationOutput, Plan, Rejection, Reply, SessionInfo,
+    error, not_implemented, ConnId, Now, OperationOutput, Plan, Rejection, Reply, SessionInfo,
     Supervisor,
 };
 
@@ -81,6 +81,10 @@ impl Supervisor {
                     ))
                 }
             },
+            Request::RuntimeReplace { .. } => match self.replace_plan(request) {
+                Ok(plan) => plan,
+                Err(reply) => return Some(reply),
+            },
             other => return Some(not_implemented(other)),
         };
         self.launch(Some(conn), id, plan);
@@ -104,10 +108,17 @@ impl Supervisor {
     /// Records an operation's result and builds the reply for whoever asked.
     pub(super) fn apply_outcome(
         &mut self,
-        _plan: &Plan,
+        now: Now,
+        plan: &Plan,
         outcome: Result<OperationOutput, Rejection>,
     ) -> Reply {
         match outcome {
+            Ok(OperationOutput::Replaced(outcome)) => {
+                let Plan::Replace { trigger, .. } = plan else {
+                    unreachable!("a replace outcome answers a replace plan")
+                };
+                self.apply_replace(now, *trigger, *outcome)
+            }
             Ok(OperationOutput::Connected { session, replaced }) => {
                 let payload = ConnectPayload {
                     config_id: session.config_id,
@@ -144,12 +155,13 @@ impl Supervisor {
     }
 
     pub(super) fn runtime_status(&self) -> RuntimeStatusPayload {
-        let state = match (&self.pending, &self.session) {
-            (Some(p), _) if matches!(p.plan, Plan::Connect { .. }) => "starting",
-            (Some(_), _) => "stopping",
-            (None, Some(s)) if s.pid_running => "running",
-            (None, Some(_)) => "degraded",
-            (None, None) => "idle",
+        let plan = self.pending.as_ref().map(|p| &p.plan);
+        let state = match (plan, &self.session) {
+            (Some(Plan::Connect { .. }), _) | (Some(Plan::Replace { .. }), None) => "starting",
+            (Some(Plan::Disconnect { .. }), Some(_)) => "stopping",
+            (_, Some(s)) if s.pid_running => "running",
+            (_, Some(_)) => "degraded",
+            (_, None) => "idle",
         };
         let s = self.session.as_ref();
         RuntimeStatusPayload {

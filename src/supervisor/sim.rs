@@ -51,6 +51,10 @@ struct World {
     /// The session the model expects the supervisor to track.
     session: Option<i64>,
     next_session: i64,
+    /// The active session's core exited (a health rotation may then ignore the cooldown).
+    core_dead: bool,
+    cooldown_until_ms: u64,
+    probe_in_flight: Option<i64>,
 }
 
 impl World {
@@ -58,10 +62,12 @@ impl World {
         let config = SupervisorConfig {
             pid: 1,
             health_interval_ms: 15_000,
-            rotation_interval_secs: 1800,
-            health_trigger_enabled: true,
-            cooldown_secs: 300,
+            // Short periods so that a run sees many timer and health rotations and cooldowns.
+            rotation_interval_secs: 120,
+            health_trigger_enabled: seed % 3 != 0,
+            cooldown_secs: 60,
             failure_threshold: 3,
+            rotation_enabled: seed % 2 == 0,
         };
         let now = Now::default();
         World {
@@ -76,6 +82,9 @@ impl World {
             shutdown_seen: false,
             session: None,
             next_session: 1,
+            core_dead: false,
+            cooldown_until_ms: 0,
+            probe_in_flight: None,
         }
     }
 
@@ -97,7 +106,8 @@ impl World {
             0..=59 => self.random_request(rng).into_iter().collect(),
             60..=69 => self.random_close(rng).into_iter().collect(),
             70..=81 => self.finish_operation(rng),
-            82..=84 => self.core_exit().into_iter().collect(),
+            82..=83 => self.core_exit().into_iter().collect(),
+            84 => self.probe_done(rng).into_iter().collect(),
             85..=98 => vec![Input::Timer],
             _ => (rng.below(20) == 0)
                 .then_some(Input::ShutdownSignal)
@@ -147,7 +157,8 @@ impl World {
             }),
             3 => Ok(Request::RuntimeStatus),
             4 => Ok(Request::ProxyStatus),
-            5 => Ok(Request::ProxyStart),
+            5 if rng.below(2) == 0 => Ok(Request::ProxyStart),
+            5 => Ok(Request::ProxyStop),
             6 if rng.below(50) == 0 => Ok(Request::DaemonShutdown),
             7 => {
                 let close = rng.below(4) == 0;
@@ -226,6 +237,7 @@ impl World {
                 };
                 self.next_session += 1;
                 self.session = Some(session.id);
+                self.core_dead = false;
                 Ok(OperationOutput::Connected {
                     session,
                     replaced: replacing,
@@ -239,13 +251,82 @@ impl World {
                 self.session = None;
                 Ok(OperationOutput::Disconnected { session_id })
             }
+            Plan::Replace {
+                session_id,
+                config_id,
+                ..
+            } => {
+                self.check(
+                    Some(session_id) == self.session,
+                    "replace of a session that is not active",
+                );
+                Ok(self.replace_outcome(rng, session_id, config_id, &mut inputs))
+            }
         };
         inputs.push(Input::OperationDone { op, outcome });
         inputs
     }
 
+    /// One of the four ways a rotation ends, with the session changes it implies.
+    fn replace_outcome(
+        &mut self,
+        rng: &mut Rng,
+        old: i64,
+        config_id: i64,
+        inputs: &mut Vec<Input>,
+    ) -> OperationOutput {
+        self.cooldown_until_ms = self.now.monotonic_ms + 60_000;
+        let (result, new_config) = match rng.below(4) {
+            0 => ("switched", Some(config_id + 1)),
+            1 => ("restored", Some(config_id)),
+            2 => ("failed", None),
+            _ => ("no_working_candidate", None),
+        };
+        let session = if result == "no_working_candidate" {
+            None
+        } else {
+            inputs.push(Input::SessionEnded { session_id: old });
+            self.session = None;
+            self.core_dead = false;
+            new_config.map(|config_id| {
+                let id = self.next_session;
+                self.next_session += 1;
+                self.session = Some(id);
+                SessionInfo {
+                    id,
+                    config_id,
+                    core: "v2ray".into(),
+                    pid: 100,
+                    socks_addr: "127.0.0.1:1080".into(),
+                    http_addr: None,
+                    started_at: 0,
+                }
+            })
+        };
+        OperationOutput::Replaced(Box::new(ReplaceOutcome {
+            replaced: result == "switched",
+            old_session_id: old,
+            session,
+            tested_candidates: 2,
+            candidate: new_config,
+            result,
+            detail: String::new(),
+        }))
+    }
+
+    fn probe_done(&mut self, rng: &mut Rng) -> Option<Input> {
+        let session_id = self.probe_in_flight.take()?;
+        let result = if rng.below(3) == 0 {
+            Err("timeout".into())
+        } else {
+            Ok(rng.below(500))
+        };
+        Some(Input::ProbeDone { session_id, result })
+    }
+
     fn core_exit(&mut self) -> Option<Input> {
         let session_id = self.session?;
+        self.core_dead = true;
         Some(Input::CoreExited {
             session_id,
             description: "killed by signal 9".into(),
@@ -284,7 +365,28 @@ impl World {
                     self.op_in_flight.is_none(),
                     "two runtime operations in flight",
                 );
+                if let Plan::Replace { trigger, .. } = plan {
+                    let in_cooldown = self.now.monotonic_ms < self.cooldown_until_ms;
+                    let allowed = match trigger {
+                        Trigger::Manual => true,
+                        Trigger::Timer => !in_cooldown,
+                        Trigger::HealthCheckFailed => !in_cooldown || self.core_dead,
+                    };
+                    self.check(allowed, "timer or health rotation inside the cooldown");
+                }
                 self.op_in_flight = Some((op, plan));
+            }
+            Effect::Probe { session_id, .. } => {
+                self.check(
+                    self.probe_in_flight.is_none(),
+                    "two health probes in flight",
+                );
+                self.check(
+                    Some(session_id) == self.session,
+                    "probe of a session that is not active",
+                );
+                self.check(!self.core_dead, "probe of a session whose core exited");
+                self.probe_in_flight = Some(session_id);
             }
             Effect::Shutdown => {
                 self.check(

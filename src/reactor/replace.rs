@@ -1,0 +1,699 @@
+//! Rotation (DESIGN §7): test every candidate in one batch core, then switch the session to the
+//! best one that works, falling back down the ranking and finally to the old config.
+//!
+//! Phases: the batch core starts (all its SOCKS inbounds listening) → candidates are probed, at
+//! most `test_concurrency` at once, ranked by latency then id → switching: stop the old core,
+//! start the candidate on the same ports, wait until it listens, pass one probe. The old session
+//! serves traffic until the switch begins. Every wait is a ring completion or a deadline.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::ipc::protocol::{Code, Trigger};
+use crate::store::NewRotationEvent;
+use crate::supervisor::{Input, Now, OpId, OperationOutput, ReplaceOutcome, SessionInfo};
+
+use super::probes::{ProbeResult, Purpose};
+use super::process;
+use super::runtime::{error_chain, Prepared, STOP_GRACE_MS};
+use super::Reactor;
+
+/// The `Proc` session id the batch test core is tracked under (real sessions are positive).
+pub const BATCH_SESSION: i64 = -1;
+/// Pause between checks that a starting core listens.
+const LISTEN_POLL_MS: u64 = 20;
+
+struct Candidate {
+    prepared: Prepared,
+    port: u16,
+    started_ms: Option<u64>,
+    result: Option<ProbeResult>,
+}
+
+enum Step {
+    /// The running core must exit before the next one can take its ports.
+    Stopping {
+        session_id: i64,
+        deadline_ms: u64,
+        killed: bool,
+    },
+    /// Start the next candidate (or the old config when restoring).
+    Launch,
+    /// The new core runs; its SOCKS port must listen before the deadline.
+    Starting {
+        session: SessionInfo,
+        deadline_ms: u64,
+    },
+    /// One probe through the new session decides.
+    Verifying { session: SessionInfo },
+}
+
+enum Phase {
+    BatchStarting {
+        pid: u32,
+        deadline_ms: u64,
+    },
+    BatchProbing {
+        pid: u32,
+        next: usize,
+        in_flight: usize,
+    },
+    Switching {
+        ranked: VecDeque<usize>,
+        current: Option<usize>,
+        restoring: bool,
+        step: Step,
+    },
+}
+
+/// One rotation in progress.
+pub(super) struct ReplaceJob {
+    op: OpId,
+    trigger: Trigger,
+    old_session: i64,
+    old_config: i64,
+    candidates: Vec<Candidate>,
+    notes: Vec<String>,
+    phase: Phase,
+    next_check_ms: u64,
+}
+
+impl ReplaceJob {
+    /// The earliest moment this job must look at the world again.
+    pub fn next_deadline(&self) -> u64 {
+        match &self.phase {
+            Phase::Switching {
+                step: Step::Stopping { deadline_ms, .. },
+                ..
+            } => *deadline_ms,
+            _ => self.next_check_ms,
+        }
+    }
+
+    /// True when `session_id`'s core matters to this job.
+    pub fn involves(&self, session_id: i64) -> bool {
+        session_id == BATCH_SESSION
+            || session_id == self.old_session
+            || matches!(&self.phase, Phase::Switching { step: Step::Starting { session, .. } | Step::Verifying { session }, .. } if session.id == session_id)
+            || matches!(&self.phase, Phase::Switching { step: Step::Stopping { session_id: s, .. }, .. } if *s == session_id)
+    }
+}
+
+/// Ports the kernel reports in LISTEN state (IPv4 and IPv6), from /proc/net/tcp*.
+fn listening_ports() -> Vec<u16> {
+    let mut ports = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or("");
+            let state = fields.nth(1).unwrap_or("");
+            if state == "0A" {
+                if let Some(port) = local
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    ports
+}
+
+/// Free loopback ports for the batch inbounds (bound, then released for the core to take).
+fn free_ports(listen: IpAddr, count: usize) -> std::io::Result<Vec<u16>> {
+    let held: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind((listen, 0)))
+        .collect::<Result<_, _>>()?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+impl Reactor {
+    /// Begins a rotation.
+    pub(super) fn start_replace(
+        &mut self,
+        now: Now,
+        op: OpId,
+        trigger: Trigger,
+        candidate_id: Option<i64>,
+        old: (i64, i64),
+    ) {
+        let (old_session, old_config) = old;
+        let mut notes = Vec::new();
+        let ids: Vec<i64> = match candidate_id {
+            Some(id) => vec![id],
+            None => match self.runtime.store().enabled_configs() {
+                Ok(rows) => rows
+                    .into_iter()
+                    .map(|c| c.id)
+                    .filter(|id| *id != old_config)
+                    .collect(),
+                Err(e) => return self.fail_op(now, op, Code::Internal, error_chain(&e)),
+            },
+        };
+        let mut candidates = Vec::new();
+        for id in ids {
+            match self.runtime.prepare(id) {
+                Ok(prepared) => candidates.push(Candidate {
+                    prepared,
+                    port: 0,
+                    started_ms: None,
+                    result: None,
+                }),
+                // An explicitly named candidate that cannot run is the caller's error.
+                Err(rejection) if candidate_id.is_some() => {
+                    return self.fail_op(now, op, rejection.code, rejection.message)
+                }
+                Err(rejection) => notes.push(format!("config {id} skipped: {}", rejection.message)),
+            }
+        }
+        let mut job = ReplaceJob {
+            op,
+            trigger,
+            old_session,
+            old_config,
+            candidates,
+            notes,
+            phase: Phase::BatchStarting {
+                pid: 0,
+                deadline_ms: 0,
+            },
+            next_check_ms: now.monotonic_ms,
+        };
+        if job.candidates.is_empty() {
+            job.notes
+                .push("no other enabled config to rotate to".into());
+            return self.finish_replace(now, job, None, "no_working_candidate");
+        }
+        match self.spawn_batch(now, &mut job) {
+            Ok(pid) => {
+                job.phase = Phase::BatchStarting {
+                    pid,
+                    deadline_ms: now.monotonic_ms + self.runtime.ready_timeout_ms(),
+                };
+                self.runtime.replace = Some(Box::new(job));
+            }
+            Err(why) => {
+                job.notes.push(why);
+                self.finish_replace(now, job, None, "no_working_candidate");
+            }
+        }
+    }
+
+    fn fail_op(&mut self, now: Now, op: OpId, code: Code, message: String) {
+        let rejection = crate::supervisor::Rejection {
+            code,
+            message,
+            close: false,
+        };
+        self.sup.handle(
+            now,
+            Input::OperationDone {
+                op,
+                outcome: Err(rejection),
+            },
+        );
+    }
+
+    /// Renders and starts the batch core: one SOCKS inbound per candidate.
+    fn spawn_batch(&mut self, now: Now, job: &mut ReplaceJob) -> Result<u32, String> {
+        self.runtime.forget_exited(BATCH_SESSION);
+        let listen = self.runtime.listen_addr();
+        let ports = free_ports(listen, job.candidates.len())
+            .map_err(|e| format!("no free ports for the batch test: {e}"))?;
+        for (candidate, port) in job.candidates.iter_mut().zip(ports) {
+            candidate.port = port;
+        }
+        let pairs: Vec<(u16, &crate::links::Outbound)> = job
+            .candidates
+            .iter()
+            .map(|c| (c.port, &c.prepared.outbound))
+            .collect();
+        let core = job.candidates[0].prepared.core.clone();
+        let rendered =
+            crate::core::render_batch(&core, listen, &pairs).map_err(|e| error_chain(&e))?;
+        let path = self
+            .runtime
+            .paths()
+            .runtime_dir()
+            .join(format!("batch-{}.json", job.op.0));
+        let log = self.runtime.paths().logs_dir().join("batch.log");
+        super::runtime::write_private(&path, &rendered)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let spawned = process::spawn(&core.path, &crate::core::run_args(&core, &path), &log)
+            .map_err(|e| {
+                format!(
+                    "cannot start the batch test core {}: {e}",
+                    core.path.display()
+                )
+            })?;
+        let pid = spawned.pid;
+        self.watch_core(BATCH_SESSION, spawned);
+        let _ = now;
+        Ok(pid)
+    }
+
+    /// A candidate or verification probe finished.
+    pub(super) fn replace_probe_done(&mut self, now: Now, purpose: Purpose, result: ProbeResult) {
+        let Some(mut job) = self.runtime.replace.take() else {
+            return;
+        };
+        match (purpose, &mut job.phase) {
+            (Purpose::Candidate { op, config_id }, Phase::BatchProbing { in_flight, .. })
+                if op == job.op =>
+            {
+                *in_flight -= 1;
+                if let Some(c) = job
+                    .candidates
+                    .iter_mut()
+                    .find(|c| c.prepared.config_id == config_id)
+                {
+                    c.result = Some(result);
+                }
+            }
+            (Purpose::Verify { op }, Phase::Switching { step, .. }) if op == job.op => {
+                let Step::Verifying { session } = step else {
+                    self.runtime.replace = Some(job);
+                    return;
+                };
+                let session = session.clone();
+                if result.is_ok() {
+                    return self.finish_replace(now, *job, Some(session), "switched");
+                }
+                let why = result.err().unwrap_or_default();
+                self.runtime.stop(session.id, libc::SIGTERM);
+                *step = Step::Stopping {
+                    session_id: session.id,
+                    deadline_ms: now.monotonic_ms + STOP_GRACE_MS,
+                    killed: false,
+                };
+                job.notes.push(format!(
+                    "config {} failed its probe after the switch: {why}",
+                    session.config_id
+                ));
+            }
+            _ => {
+                self.runtime.replace = Some(job);
+                return;
+            }
+        }
+        self.runtime.replace = Some(job);
+        self.advance_replace(now);
+    }
+
+    /// Moves the rotation forward after any event or tick.
+    pub(super) fn advance_replace(&mut self, now: Now) {
+        let Some(mut job) = self.runtime.replace.take() else {
+            return;
+        };
+        job.next_check_ms = now.monotonic_ms + LISTEN_POLL_MS;
+        let done = match job.phase {
+            Phase::BatchStarting { pid, deadline_ms } => {
+                self.batch_starting(now, &mut job, pid, deadline_ms)
+            }
+            Phase::BatchProbing { pid, .. } => self.batch_probing(now, &mut job, pid),
+            Phase::Switching { .. } => self.switching(now, &mut job),
+        };
+        match done {
+            None => self.runtime.replace = Some(job),
+            Some((session, result)) => self.finish_replace(now, *job, session, result),
+        }
+    }
+
+    fn batch_starting(
+        &mut self,
+        now: Now,
+        job: &mut ReplaceJob,
+        pid: u32,
+        deadline_ms: u64,
+    ) -> Option<(Option<SessionInfo>, &'static str)> {
+        let log = self.runtime.paths().logs_dir().join("batch.log");
+        if self.runtime.exited_pid(pid).is_some() {
+            job.notes.push(format!(
+                "the batch test core exited at start; batch.log ends with:\n{}",
+                process::log_tail(&log, 8)
+            ));
+            return Some((None, "no_working_candidate"));
+        }
+        let listening = listening_ports();
+        if job.candidates.iter().all(|c| listening.contains(&c.port)) {
+            job.phase = Phase::BatchProbing {
+                pid,
+                next: 0,
+                in_flight: 0,
+            };
+            return self.batch_probing(now, job, pid);
+        }
+        if now.monotonic_ms >= deadline_ms {
+            process::signal_group(pid, libc::SIGKILL);
+            job.notes.push(format!(
+                "the batch test core did not listen within {} ms",
+                self.runtime.ready_timeout_ms()
+            ));
+            return Some((None, "no_working_candidate"));
+        }
+        None
+    }
+
+    fn batch_probing(
+        &mut self,
+        now: Now,
+        job: &mut ReplaceJob,
+        pid: u32,
+    ) -> Option<(Option<SessionInfo>, &'static str)> {
+        let Phase::BatchProbing {
+            next, in_flight, ..
+        } = &mut job.phase
+        else {
+            unreachable!()
+        };
+        let limit = self.runtime.test_concurrency();
+        let listen = self.runtime.listen_addr();
+        let mut start = Vec::new();
+        while *in_flight < limit && *next < job.candidates.len() {
+            let c = &mut job.candidates[*next];
+            c.started_ms = Some(now.monotonic_ms);
+            start.push((SocketAddr::new(listen, c.port), c.prepared.config_id));
+            *next += 1;
+            *in_flight += 1;
+        }
+        let finished = *next == job.candidates.len() && (*in_flight == 0 || decided(job, now));
+        let op = job.op;
+        if !start.is_empty() {
+            // Results may arrive synchronously (a probe that cannot start), so the job must be
+            // back in place while probes start.
+            self.runtime.replace = Some(Box::new(std::mem::replace(job, placeholder(op))));
+            for (addr, config_id) in start {
+                self.start_health_probe(now, addr, Purpose::Candidate { op, config_id });
+            }
+            *job = *self.runtime.replace.take().expect("job restored");
+            let Phase::BatchProbing {
+                next, in_flight, ..
+            } = &job.phase
+            else {
+                unreachable!()
+            };
+            if !(*next == job.candidates.len() && (*in_flight == 0 || decided(job, now))) {
+                return None;
+            }
+        } else if !finished {
+            return None;
+        }
+        process::signal_group(pid, libc::SIGKILL);
+        let mut ranked: Vec<(u64, i64, usize)> = Vec::new();
+        for (index, c) in job.candidates.iter().enumerate() {
+            match &c.result {
+                Some(Ok(latency)) => ranked.push((*latency, c.prepared.config_id, index)),
+                Some(Err(why)) => job.notes.push(format!(
+                    "config {} failed the batch test: {why}",
+                    c.prepared.config_id
+                )),
+                None => job.notes.push(format!(
+                    "config {} was still being probed when a faster one had answered",
+                    c.prepared.config_id
+                )),
+            }
+        }
+        ranked.sort_unstable();
+        if ranked.is_empty() {
+            return Some((None, "no_working_candidate"));
+        }
+        let order = ranked.iter().map(|(_, _, i)| *i).collect();
+        job.phase = Phase::Switching {
+            ranked: order,
+            current: None,
+            restoring: false,
+            step: Step::Stopping {
+                session_id: job.old_session,
+                deadline_ms: now.monotonic_ms + STOP_GRACE_MS,
+                killed: false,
+            },
+        };
+        self.runtime.stop(job.old_session, libc::SIGTERM);
+        self.switching(now, job)
+    }
+}
+
+/// True when the probes still running can no longer win: every probe started together or
+/// earlier than the best success, so one still running past the best latency is slower. A dead
+/// candidate then costs nothing: the switch need not wait for its timeout.
+fn decided(job: &ReplaceJob, now: Now) -> bool {
+    let Some(best) = job
+        .candidates
+        .iter()
+        .filter_map(|c| c.result.as_ref()?.as_ref().ok())
+        .min()
+    else {
+        return false;
+    };
+    job.candidates
+        .iter()
+        .filter(|c| c.result.is_none())
+        .all(|c| {
+            c.started_ms
+                .is_some_and(|s| now.monotonic_ms.saturating_sub(s) > *best)
+        })
+}
+
+fn placeholder(op: OpId) -> ReplaceJob {
+    ReplaceJob {
+        op,
+        trigger: Trigger::Manual,
+        old_session: 0,
+        old_config: 0,
+        candidates: Vec::new(),
+        notes: Vec::new(),
+        phase: Phase::BatchStarting {
+            pid: 0,
+            deadline_ms: 0,
+        },
+        next_check_ms: 0,
+    }
+}
+
+impl Reactor {
+    /// The switching phase: stop whatever runs, start the next candidate, wait, verify.
+    fn switching(
+        &mut self,
+        now: Now,
+        job: &mut ReplaceJob,
+    ) -> Option<(Option<SessionInfo>, &'static str)> {
+        // Bounded: each pass either waits (returns) or consumes a candidate or a step.
+        for _ in 0..4 * (job.candidates.len() + 2) {
+            let Phase::Switching {
+                ranked,
+                current,
+                restoring,
+                step,
+            } = &mut job.phase
+            else {
+                unreachable!()
+            };
+            match step {
+                Step::Stopping {
+                    session_id,
+                    deadline_ms,
+                    killed,
+                } => {
+                    if self.runtime.exited(*session_id).is_none()
+                        && self.runtime.is_tracked(*session_id)
+                    {
+                        if now.monotonic_ms >= *deadline_ms && !*killed {
+                            self.runtime.stop(*session_id, libc::SIGKILL);
+                            *killed = true;
+                            *deadline_ms = now.monotonic_ms + STOP_GRACE_MS;
+                        }
+                        return None;
+                    }
+                    let ended = *session_id;
+                    let reason = if ended == job.old_session {
+                        "rotated"
+                    } else {
+                        "failed_probe"
+                    };
+                    self.runtime.finish_session(ended, now, reason);
+                    if ended == job.old_session {
+                        self.sup
+                            .handle(now, Input::SessionEnded { session_id: ended });
+                    }
+                    *step = Step::Launch;
+                }
+                Step::Launch => {
+                    if *restoring {
+                        return Some((None, "failed"));
+                    }
+                    let Some(next) = ranked.pop_front() else {
+                        *restoring = true;
+                        job.notes.push(format!(
+                            "no candidate worked; restoring config {}",
+                            job.old_config
+                        ));
+                        match self.runtime.prepare(job.old_config) {
+                            Ok(prepared) => match self.runtime.launch(&prepared, now) {
+                                Ok((session, spawned)) => {
+                                    self.watch_core(session.id, spawned);
+                                    let deadline_ms =
+                                        now.monotonic_ms + self.runtime.ready_timeout_ms();
+                                    *step = Step::Starting {
+                                        session,
+                                        deadline_ms,
+                                    };
+                                    continue;
+                                }
+                                Err(r) => job.notes.push(format!(
+                                    "restoring config {} failed: {}",
+                                    job.old_config, r.message
+                                )),
+                            },
+                            Err(r) => job.notes.push(format!(
+                                "restoring config {} failed: {}",
+                                job.old_config, r.message
+                            )),
+                        }
+                        return Some((None, "failed"));
+                    };
+                    *current = Some(next);
+                    match self.runtime.launch(&job.candidates[next].prepared, now) {
+                        Ok((session, spawned)) => {
+                            self.watch_core(session.id, spawned);
+                            let deadline_ms = now.monotonic_ms + self.runtime.ready_timeout_ms();
+                            *step = Step::Starting {
+                                session,
+                                deadline_ms,
+                            };
+                        }
+                        Err(r) => job.notes.push(format!(
+                            "config {} did not start: {}",
+                            job.candidates[next].prepared.config_id, r.message
+                        )),
+                    }
+                }
+                Step::Starting {
+                    session,
+                    deadline_ms,
+                } => {
+                    let port = session
+                        .socks_addr
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .unwrap_or(0);
+                    if let Some(how) = self.runtime.exited(session.id) {
+                        job.notes
+                            .push(format!("config {} core {how} at start", session.config_id));
+                        self.runtime.finish_session(session.id, now, "failed");
+                        *step = Step::Launch;
+                    } else if listening_ports().contains(&port) {
+                        if *restoring {
+                            return Some((Some(session.clone()), "restored"));
+                        }
+                        let (session, op) = (session.clone(), job.op);
+                        let addr = session
+                            .socks_addr
+                            .parse()
+                            .expect("rendered from a SocketAddr");
+                        *step = Step::Verifying { session };
+                        self.runtime.replace =
+                            Some(Box::new(std::mem::replace(job, placeholder(op))));
+                        self.start_health_probe(now, addr, Purpose::Verify { op });
+                        *job = *self.runtime.replace.take()?;
+                        return None;
+                    } else if now.monotonic_ms >= *deadline_ms {
+                        job.notes.push(format!(
+                            "config {} did not listen within {} ms",
+                            session.config_id,
+                            self.runtime.ready_timeout_ms()
+                        ));
+                        self.runtime.stop(session.id, libc::SIGKILL);
+                        *step = Step::Stopping {
+                            session_id: session.id,
+                            deadline_ms: now.monotonic_ms + STOP_GRACE_MS,
+                            killed: true,
+                        };
+                    } else {
+                        return None;
+                    }
+                }
+                Step::Verifying { .. } => return None,
+            }
+        }
+        None
+    }
+
+    /// Ends a rotation: records the event, tells the supervisor.
+    fn finish_replace(
+        &mut self,
+        now: Now,
+        job: ReplaceJob,
+        session: Option<SessionInfo>,
+        result: &'static str,
+    ) {
+        let replaced = result == "switched";
+        let tested = job.candidates.iter().filter(|c| c.result.is_some()).count() as u32;
+        let candidate = match &job.phase {
+            Phase::Switching {
+                current: Some(i), ..
+            } => Some(job.candidates[*i].prepared.config_id),
+            _ => None,
+        };
+        let mut detail = format!("{tested} candidate(s) tested");
+        for note in &job.notes {
+            detail.push_str("; ");
+            detail.push_str(note);
+        }
+        if replaced {
+            let id = session.as_ref().map_or(0, |s| s.config_id);
+            detail = format!(
+                "switched from config {} to config {id}; {detail}",
+                job.old_config
+            );
+        }
+        let event = NewRotationEvent {
+            at: now.unix_secs,
+            trigger: trigger_name(job.trigger).to_string(),
+            from_config_id: Some(job.old_config),
+            to_config_id: session.as_ref().map(|s| s.config_id),
+            result: result.to_string(),
+            detail: detail.clone(),
+        };
+        if let Err(e) = self.runtime.store().insert_rotation_event(&event) {
+            eprintln!(
+                "xrat: cannot record the rotation event: {}",
+                error_chain(&e)
+            );
+        }
+        eprintln!(
+            "xrat: rotation ({}) {result}: {detail}",
+            trigger_name(job.trigger)
+        );
+        let outcome = ReplaceOutcome {
+            replaced,
+            old_session_id: job.old_session,
+            session,
+            tested_candidates: tested,
+            candidate,
+            result,
+            detail,
+        };
+        let output = OperationOutput::Replaced(Box::new(outcome));
+        self.sup.handle(
+            now,
+            Input::OperationDone {
+                op: job.op,
+                outcome: Ok(output),
+            },
+        );
+    }
+}
+
+fn trigger_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Manual => "manual",
+        Trigger::Timer => "timer",
+        Trigger::HealthCheckFailed => "health_check_failed",
+    }
+}
