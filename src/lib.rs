@@ -3,12 +3,12 @@
 //! See `docs/ARCHITECTURE.md` for how the parts fit and `docs/PROTOCOL.md` for the IPC protocol.
 
 pub mod cli;
+pub mod core;
 pub mod ipc;
 pub mod links;
 pub mod paths;
+pub mod probe;
 pub mod reactor;
 pub mod settings;
-pub mod supervisor;
 pub mod store;
-pub mod core;
-pub mod probe;
+pub mod supervisor;

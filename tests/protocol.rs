@@ -98,46 +98,50 @@ fn implemented_types_answer_with_their_payloads() {
 }
 
 #[test]
-fn later_requests_answer_501_naming_the_request() {
+fn runtime_and_proxy_requests_answer_without_a_session() {
     let (root, _) = daemon();
     let mut conn = root.connect();
-    let bodies = [
+    let reply = conn.call(
+        json!(1),
         json!({"type": "runtime_connect", "config_id": 42}),
+    );
+    assert_error(&reply, 404, "not_found");
+    assert_eq!(
+        reply["message"],
+        "config 42 not found; list stored configs with `xrat config list`"
+    );
+    for (n, body) in [
         json!({"type": "RuntimeReplace", "trigger": "manual"}),
         json!({"type": "runtime_replace", "trigger": "timer", "candidate_id": 3}),
-        json!({"type": "runtime_disconnect"}),
-        json!({"type": "proxy_start"}),
-        json!({"type": "ProxyStop"}),
-    ];
-    for (n, body) in bodies.into_iter().enumerate() {
-        let name = body["type"].as_str().unwrap().to_string();
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let reply = conn.call(json!(n), body);
-        assert_error(&reply, 501, "not_implemented");
-        assert_eq!(reply["id"], n);
-        let message = reply["message"].as_str().unwrap();
-        let snake = if name.contains('_') {
-            name
-        } else {
-            snake_case(&name)
-        };
-        assert!(
-            message.starts_with(&format!(
-                "{snake} is part of protocol v1 but not implemented"
-            )),
-            "{message}"
+        assert_error(&reply, 409, "conflict");
+        assert_eq!(
+            reply["message"],
+            "no session to replace; connect one with `xrat connect <ID>`"
         );
     }
-}
-
-fn snake_case(pascal: &str) -> String {
-    let mut out = String::new();
-    for (i, ch) in pascal.chars().enumerate() {
-        if ch.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(ch.to_ascii_lowercase());
-    }
-    out
+    let reply = conn.call(json!(3), json!({"type": "runtime_disconnect"}));
+    assert_error(&reply, 409, "conflict");
+    let reply = conn.call(json!(4), json!({"type": "ProxyStart"}));
+    assert_eq!(reply["payload"], json!({"rotation_enabled": true}));
+    let reply = conn.call(json!(5), json!({"type": "proxy_status"}));
+    assert_eq!(reply["payload"]["rotation_enabled"], true);
+    assert!(reply["payload"]["next_rotation_at"].is_u64());
+    let reply = conn.call(json!(6), json!({"type": "proxy_stop"}));
+    assert_eq!(reply["payload"], json!({"rotation_enabled": false}));
+    let reply = conn.call(
+        json!(7),
+        json!({"type": "runtime_replace", "trigger": "sideways"}),
+    );
+    assert_error(&reply, 400, "bad_request");
+    assert_eq!(
+        reply["message"],
+        "unknown trigger \"sideways\"; use manual, timer or health_check_failed"
+    );
 }
 
 #[test]

@@ -76,6 +76,10 @@ pub(super) struct ReplaceJob {
     notes: Vec<String>,
     phase: Phase,
     next_check_ms: u64,
+    /// Ports that must accept a connection (checked through the ring, one at a time) before
+    /// the current phase may go on.
+    waiting: VecDeque<u16>,
+    next_ready_probe_ms: u64,
 }
 
 impl ReplaceJob {
@@ -99,27 +103,16 @@ impl ReplaceJob {
     }
 }
 
-/// Ports the kernel reports in LISTEN state (IPv4 and IPv6), from /proc/net/tcp*.
-fn listening_ports() -> Vec<u16> {
-    let mut ports = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1).unwrap_or("");
-            let state = fields.nth(1).unwrap_or("");
-            if state == "0A" {
-                if let Some(port) = local
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                {
-                    ports.push(port);
-                }
-            }
-        }
-    }
-    ports
+/// Makes the socks port of `socks_addr` the one to wait for.
+fn await_port(waiting: &mut VecDeque<u16>, next: &mut u64, socks_addr: &str, now: Now) {
+    waiting.clear();
+    waiting.extend(
+        socks_addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok()),
+    );
+    *next = now.monotonic_ms;
 }
 
 /// Free loopback ports for the batch inbounds (bound, then released for the core to take).
@@ -183,6 +176,8 @@ impl Reactor {
                 deadline_ms: 0,
             },
             next_check_ms: now.monotonic_ms,
+            waiting: VecDeque::new(),
+            next_ready_probe_ms: now.monotonic_ms,
         };
         if job.candidates.is_empty() {
             job.notes
@@ -195,6 +190,7 @@ impl Reactor {
                     pid,
                     deadline_ms: now.monotonic_ms + self.runtime.ready_timeout_ms(),
                 };
+                job.waiting = job.candidates.iter().map(|c| c.port).collect();
                 self.runtime.replace = Some(Box::new(job));
             }
             Err(why) => {
@@ -255,6 +251,34 @@ impl Reactor {
         self.watch_core(BATCH_SESSION, spawned);
         let _ = now;
         Ok(pid)
+    }
+
+    /// True once every port in `waiting` accepted a connection; otherwise starts the next
+    /// connect check through the ring when one is due.
+    fn poll_ready(&mut self, now: Now, waiting: &mut VecDeque<u16>, next: &mut u64) -> bool {
+        let Some(port) = waiting.front() else {
+            return true;
+        };
+        if !self.runtime.ready_probe_busy() && now.monotonic_ms >= *next {
+            let addr = SocketAddr::new(self.runtime.listen_addr(), *port).to_string();
+            self.start_probe(&addr);
+            *next = u64::MAX;
+        }
+        false
+    }
+
+    /// The connect check of `waiting`'s first port completed.
+    pub(super) fn replace_ready(&mut self, now: Now, accepted: bool) {
+        let Some(job) = self.runtime.replace.as_mut() else {
+            return;
+        };
+        if accepted {
+            job.waiting.pop_front();
+            job.next_ready_probe_ms = now.monotonic_ms;
+        } else {
+            job.next_ready_probe_ms = now.monotonic_ms + LISTEN_POLL_MS;
+        }
+        self.advance_replace(now);
     }
 
     /// A candidate or verification probe finished.
@@ -339,8 +363,7 @@ impl Reactor {
             ));
             return Some((None, "no_working_candidate"));
         }
-        let listening = listening_ports();
-        if job.candidates.iter().all(|c| listening.contains(&c.port)) {
+        if self.poll_ready(now, &mut job.waiting, &mut job.next_ready_probe_ms) {
             job.phase = Phase::BatchProbing {
                 pid,
                 next: 0,
@@ -472,6 +495,8 @@ fn placeholder(op: OpId) -> ReplaceJob {
             deadline_ms: 0,
         },
         next_check_ms: 0,
+        waiting: VecDeque::new(),
+        next_ready_probe_ms: 0,
     }
 }
 
@@ -538,6 +563,12 @@ impl Reactor {
                                     self.watch_core(session.id, spawned);
                                     let deadline_ms =
                                         now.monotonic_ms + self.runtime.ready_timeout_ms();
+                                    await_port(
+                                        &mut job.waiting,
+                                        &mut job.next_ready_probe_ms,
+                                        &session.socks_addr,
+                                        now,
+                                    );
                                     *step = Step::Starting {
                                         session,
                                         deadline_ms,
@@ -561,6 +592,12 @@ impl Reactor {
                         Ok((session, spawned)) => {
                             self.watch_core(session.id, spawned);
                             let deadline_ms = now.monotonic_ms + self.runtime.ready_timeout_ms();
+                            await_port(
+                                &mut job.waiting,
+                                &mut job.next_ready_probe_ms,
+                                &session.socks_addr,
+                                now,
+                            );
                             *step = Step::Starting {
                                 session,
                                 deadline_ms,
@@ -576,18 +613,12 @@ impl Reactor {
                     session,
                     deadline_ms,
                 } => {
-                    let port = session
-                        .socks_addr
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.parse::<u16>().ok())
-                        .unwrap_or(0);
                     if let Some(how) = self.runtime.exited(session.id) {
                         job.notes
                             .push(format!("config {} core {how} at start", session.config_id));
                         self.runtime.finish_session(session.id, now, "failed");
                         *step = Step::Launch;
-                    } else if listening_ports().contains(&port) {
+                    } else if self.poll_ready(now, &mut job.waiting, &mut job.next_ready_probe_ms) {
                         if *restoring {
                             return Some((Some(session.clone()), "restored"));
                         }

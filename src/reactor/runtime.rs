@@ -116,6 +116,11 @@ impl Runtime {
         }
     }
 
+    /// A readiness connect is in flight.
+    pub fn ready_probe_busy(&self) -> bool {
+        self.probe.is_some()
+    }
+
     /// Where files live.
     pub fn paths(&self) -> &Paths {
         &self.paths
@@ -639,6 +644,9 @@ impl Reactor {
             return;
         };
         drop(probe);
+        if self.runtime.replace.is_some() {
+            return self.replace_ready(now, c.result == 0);
+        }
         let Some(Job::Connect {
             step: ConnectStep::Starting { next_probe_ms, .. },
             ..
@@ -668,7 +676,7 @@ impl Reactor {
         );
     }
 
-    fn start_probe(&mut self, addr: &str) {
+    pub(super) fn start_probe(&mut self, addr: &str) {
         let Ok(addr) = addr.parse::<SocketAddr>() else {
             return;
         };

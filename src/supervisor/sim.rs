@@ -64,10 +64,10 @@ impl World {
             health_interval_ms: 15_000,
             // Short periods so that a run sees many timer and health rotations and cooldowns.
             rotation_interval_secs: 120,
-            health_trigger_enabled: seed % 3 != 0,
+            health_trigger_enabled: !seed.is_multiple_of(3),
             cooldown_secs: 60,
             failure_threshold: 3,
-            rotation_enabled: seed % 2 == 0,
+            rotation_enabled: seed.is_multiple_of(2),
         };
         let now = Now::default();
         World {

@@ -1,0 +1,565 @@
+//! `xrat config import|list|show|remove|enable|disable`: the stored proxy configs. These
+//! commands work on the database directly, so they work whether or not the daemon runs.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argh::{CommandInfo, EarlyExit, FromArgs, SubCommand};
+use serde::Serialize;
+
+use super::output::print_json;
+use super::{CliError, EXIT_ERROR, EXIT_OK};
+use crate::links::{parse_input, LineResult, ParsedLink, Security, Transport};
+use crate::paths::Paths;
+use crate::store::{ImportOutcome, Store};
+
+/// Manage stored proxy configs.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "config")]
+pub struct ConfigCommand {
+    #[argh(subcommand)]
+    action: Action,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Action {
+    Import(ImportArgs),
+    List(ListArgs),
+    Show(ShowArgs),
+    Remove(RemoveArgs),
+    Enable(EnableArgs),
+    Disable(DisableArgs),
+}
+
+/// Import share links (vmess, vless, trojan, ss, socks) or a base64 subscription.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import")]
+struct ImportOptions {
+    /// a share link, a file of links (one per line) or of a subscription, or - for stdin
+    #[argh(positional, arg_name = "LINK|FILE|-")]
+    source: String,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// `import`'s arguments. argh takes every argument starting with '-' for an option, so the
+/// conventional `-` (standard input) would be rejected; this moves a lone `-` behind `--`.
+#[derive(Debug)]
+struct ImportArgs(ImportOptions);
+
+impl FromArgs for ImportArgs {
+    fn from_args(command_name: &[&str], args: &[&str]) -> Result<Self, EarlyExit> {
+        let end = args
+            .iter()
+            .position(|&arg| arg == "--")
+            .unwrap_or(args.len());
+        let (before, after) = args.split_at(end);
+        if !before.contains(&"-") {
+            return ImportOptions::from_args(command_name, args).map(ImportArgs);
+        }
+        let mut moved: Vec<&str> = before.iter().copied().filter(|&arg| arg != "-").collect();
+        moved.push("--");
+        moved.extend(before.iter().copied().filter(|&arg| arg == "-"));
+        moved.extend(after.iter().skip(1));
+        ImportOptions::from_args(command_name, &moved).map(ImportArgs)
+    }
+}
+
+impl SubCommand for ImportArgs {
+    const COMMAND: &'static CommandInfo = ImportOptions::COMMAND;
+}
+
+/// List stored configs.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+struct ListArgs {
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Show one stored config, including its link.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+struct ShowArgs {
+    /// config id, as listed by `xrat config list`
+    #[argh(positional, arg_name = "ID")]
+    id: i64,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Remove a stored config (its session history is kept).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+struct RemoveArgs {
+    /// config id, as listed by `xrat config list`
+    #[argh(positional, arg_name = "ID")]
+    id: i64,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Let rotation and `runtime connect` use a config again.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "enable")]
+struct EnableArgs {
+    /// config id, as listed by `xrat config list`
+    #[argh(positional, arg_name = "ID")]
+    id: i64,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Keep a config stored but out of rotation and `runtime connect`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "disable")]
+struct DisableArgs {
+    /// config id, as listed by `xrat config list`
+    #[argh(positional, arg_name = "ID")]
+    id: i64,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Runs a `config` subcommand.
+pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
+    match command.action {
+        Action::Import(ImportArgs(args)) => import(&args.source, args.json),
+        Action::List(args) => list(args.json),
+        Action::Show(args) => show(args.id, args.json),
+        Action::Remove(args) => remove(args.id, args.json),
+        Action::Enable(args) => set_enabled(args.id, true, args.json),
+        Action::Disable(args) => set_enabled(args.id, false, args.json),
+    }
+}
+
+fn open_store() -> Result<Store, CliError> {
+    let paths = Paths::from_env()?;
+    paths.create_dirs()?;
+    Ok(Store::open(&paths.database())?)
+}
+
+fn not_found(id: i64) -> CliError {
+    CliError::Daemon(format!(
+        "config {id} not found; list them with `xrat config list`"
+    ))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Serialize)]
+struct IdName {
+    id: i64,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct FailedLine {
+    line: usize,
+    error: String,
+}
+
+#[derive(Default, Serialize)]
+struct ImportView {
+    imported: Vec<IdName>,
+    duplicates: Vec<IdName>,
+    failed: Vec<FailedLine>,
+}
+
+/// The import text and a description of where it came from, for messages.
+fn read_source(source: &str) -> Result<(String, String), CliError> {
+    if source.contains("://") {
+        return Ok((source.to_owned(), "the argument".to_owned()));
+    }
+    if source == "-" {
+        let text = std::io::read_to_string(std::io::stdin())
+            .map_err(|e| CliError::Daemon(format!("cannot read standard input: {e}")))?;
+        return Ok((text, "standard input".to_owned()));
+    }
+    let text = std::fs::read_to_string(source).map_err(|e| {
+        CliError::Daemon(format!(
+            "cannot read file {source}: {e}; pass a share link (scheme://...), a file of links, or - for standard input"
+        ))
+    })?;
+    Ok((text, format!("file {source}")))
+}
+
+fn import(source: &str, json: bool) -> Result<i32, CliError> {
+    let (text, origin) = read_source(source)?;
+    let lines = parse_input(&text);
+    if lines.is_empty() {
+        return Err(CliError::Daemon(format!(
+            "no share links found in {origin}; expected links such as vless://..., one per line, or a base64 subscription"
+        )));
+    }
+    let good: Vec<ParsedLink> = lines
+        .iter()
+        .filter_map(|line| line.result.as_ref().ok().cloned())
+        .collect();
+    let outcomes = open_store()?.import(&good, now())?;
+    let view = import_view(&lines, outcomes, json);
+    if json {
+        print_json(&view);
+    } else {
+        println!(
+            "Imported {}, duplicates {}, failed {}.",
+            view.imported.len(),
+            view.duplicates.len(),
+            view.failed.len()
+        );
+    }
+    Ok(if view.failed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
+}
+
+/// Pairs the store's outcomes (one per good line, in order) back with the input lines; in text
+/// mode prints each line's result as it goes, failures on stderr.
+fn import_view(lines: &[LineResult], outcomes: Vec<ImportOutcome>, json: bool) -> ImportView {
+    let mut view = ImportView::default();
+    let mut outcomes = outcomes.into_iter();
+    for line in lines {
+        if let Err(e) = &line.result {
+            if !json {
+                eprintln!("line {}: {e}", line.line);
+            }
+            let (line, error) = (line.line, e.to_string());
+            view.failed.push(FailedLine { line, error });
+            continue;
+        }
+        match outcomes.next().expect("the store answers once per link") {
+            ImportOutcome::Imported { id, name } => {
+                if !json {
+                    println!("Imported  #{id}  {}", printable(&name));
+                }
+                view.imported.push(IdName { id, name });
+            }
+            ImportOutcome::Duplicate { existing_id, name } => {
+                if !json {
+                    let shown = printable(&name);
+                    println!("Duplicate #{existing_id}  {shown} (already stored)");
+                }
+                let id = existing_id;
+                view.duplicates.push(IdName { id, name });
+            }
+        }
+    }
+    view
+}
+
+/// A config in `list --json`: the link and credentials stay out, `show` has them.
+#[derive(Serialize)]
+struct ListEntry {
+    id: i64,
+    name: String,
+    enabled: bool,
+    scheme: String,
+    server: String,
+    port: u16,
+    created_at: u64,
+}
+
+#[derive(Serialize)]
+struct ListView {
+    configs: Vec<ListEntry>,
+}
+
+fn list(json: bool) -> Result<i32, CliError> {
+    let configs = open_store()?.configs()?;
+    if json {
+        let configs = configs
+            .into_iter()
+            .map(|c| ListEntry {
+                id: c.id,
+                name: c.name,
+                enabled: c.enabled,
+                scheme: c.scheme,
+                server: c.server,
+                port: c.port,
+                created_at: c.created_at,
+            })
+            .collect();
+        print_json(&ListView { configs });
+        return Ok(EXIT_OK);
+    }
+    if configs.is_empty() {
+        println!("No configs stored. Import one with `xrat config import <LINK>`.");
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<Vec<String>> = configs
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                yes_no(c.enabled).to_owned(),
+                c.scheme.clone(),
+                host_port(&c.server, c.port),
+                printable(&c.name),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["ID", "ENABLED", "SCHEME", "SERVER", "NAME"], &rows)
+    );
+    Ok(EXIT_OK)
+}
+
+fn show(id: i64, json: bool) -> Result<i32, CliError> {
+    let config = open_store()?.config(id)?.ok_or_else(|| not_found(id))?;
+    if json {
+        print_json(&config);
+        return Ok(EXIT_OK);
+    }
+    let pairs = [
+        ("id", config.id.to_string()),
+        ("name", printable(&config.name)),
+        ("enabled", yes_no(config.enabled).to_owned()),
+        ("scheme", config.scheme.clone()),
+        ("server", config.server.clone()),
+        ("port", config.port.to_string()),
+        ("transport", describe_transport(&config.outbound.transport)),
+        ("security", describe_security(&config.outbound.security)),
+        ("created", utc_time(config.created_at)),
+        ("link", printable(&config.raw_link)),
+    ];
+    let width = pairs
+        .iter()
+        .map(|(key, _)| key.len() + 1)
+        .max()
+        .unwrap_or(0);
+    for (key, value) in pairs {
+        println!("{:width$} {value}", format!("{key}:"));
+    }
+    Ok(EXIT_OK)
+}
+
+#[derive(Serialize)]
+struct RemoveView {
+    id: i64,
+    name: String,
+    removed: bool,
+}
+
+fn remove(id: i64, json: bool) -> Result<i32, CliError> {
+    let store = open_store()?;
+    let config = store.config(id)?.ok_or_else(|| not_found(id))?;
+    if !store.remove_config(id)? {
+        return Err(not_found(id));
+    }
+    if json {
+        print_json(&RemoveView {
+            id,
+            name: config.name,
+            removed: true,
+        });
+    } else {
+        println!("Removed config #{id} ({}).", printable(&config.name));
+    }
+    Ok(EXIT_OK)
+}
+
+#[derive(Serialize)]
+struct EnableView {
+    id: i64,
+    name: String,
+    enabled: bool,
+    changed: bool,
+}
+
+fn set_enabled(id: i64, enabled: bool, json: bool) -> Result<i32, CliError> {
+    let store = open_store()?;
+    let config = store.config(id)?.ok_or_else(|| not_found(id))?;
+    if !store.set_enabled(id, enabled)? {
+        return Err(not_found(id));
+    }
+    let changed = config.enabled != enabled;
+    let name = printable(&config.name);
+    if json {
+        print_json(&EnableView {
+            id,
+            name: config.name,
+            enabled,
+            changed,
+        });
+    } else if changed {
+        let verb = if enabled { "Enabled" } else { "Disabled" };
+        println!("{verb} config #{id} ({name}).");
+    } else {
+        let state = if enabled { "enabled" } else { "disabled" };
+        println!("Config #{id} ({name}) is already {state}.");
+    }
+    Ok(EXIT_OK)
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `host:port`, with IPv6 addresses bracketed.
+fn host_port(server: &str, port: u16) -> String {
+    if server.contains(':') {
+        format!("[{server}]:{port}")
+    } else {
+        format!("{server}:{port}")
+    }
+}
+
+/// Escapes control characters: names come from link fragments, where `%0A` or an escape
+/// sequence would otherwise break the table or the terminal.
+fn printable(text: &str) -> String {
+    text.chars().fold(String::new(), |mut out, c| {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        out
+    })
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (index, cell) in row.iter().enumerate() {
+            if index == last {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<width$}  ", width = widths[index]);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn describe_transport(transport: &Transport) -> String {
+    let with_host = |kind: &str, path: &str, host: Option<&str>| match host {
+        Some(host) => format!("{kind} (path {path}, host {host})"),
+        None => format!("{kind} (path {path})"),
+    };
+    match transport {
+        Transport::Tcp => "tcp".to_owned(),
+        Transport::Ws { path, host } => with_host("ws", path, host.as_deref()),
+        Transport::HttpUpgrade { path, host } => with_host("httpupgrade", path, host.as_deref()),
+        Transport::H2 { path, host } if host.is_empty() => with_host("h2", path, None),
+        Transport::H2 { path, host } => with_host("h2", path, Some(&host.join(", "))),
+        Transport::Grpc {
+            service_name,
+            multi_mode,
+        } => {
+            let mode = if *multi_mode { ", multi" } else { "" };
+            format!("grpc (service {service_name}{mode})")
+        }
+    }
+}
+
+fn describe_security(security: &Security) -> String {
+    let mut parts = Vec::new();
+    let kind = match security {
+        Security::None => return "none".to_owned(),
+        Security::Tls(tls) => {
+            parts.extend(tls.sni.as_ref().map(|sni| format!("sni {sni}")));
+            if !tls.alpn.is_empty() {
+                parts.push(format!("alpn {}", tls.alpn.join(",")));
+            }
+            parts.extend(
+                tls.fingerprint
+                    .as_ref()
+                    .map(|fp| format!("fingerprint {fp}")),
+            );
+            if tls.allow_insecure {
+                parts.push("certificate not verified".to_owned());
+            }
+            "tls"
+        }
+        Security::Reality(reality) => {
+            parts.extend(reality.sni.as_ref().map(|sni| format!("sni {sni}")));
+            parts.extend(
+                reality
+                    .fingerprint
+                    .as_ref()
+                    .map(|fp| format!("fingerprint {fp}")),
+            );
+            if !reality.short_id.is_empty() {
+                parts.push(format!("short id {}", reality.short_id));
+            }
+            "reality"
+        }
+    };
+    if parts.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind} ({})", printable(&parts.join(", ")))
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` without a date crate (Howard Hinnant's days-to-civil algorithm).
+fn utc_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_time_matches_known_dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn table_aligns_all_but_the_last_column() {
+        let rows = vec![vec!["10".to_owned(), "x".to_owned(), "last".to_owned()]];
+        assert_eq!(
+            table(&["ID", "COL", "NAME"], &rows),
+            "ID  COL  NAME\n10  x    last\n"
+        );
+        assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
+        assert_eq!(host_port("2001:db8::1", 443), "[2001:db8::1]:443");
+    }
+}

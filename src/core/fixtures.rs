@@ -1,0 +1,232 @@
+//! Test data shared by the core tests: outbounds of every protocol, transport and security,
+//! fake `CoreBinary` values, and the real core binaries (a missing one fails the test with an
+//! install hint; it never skips).
+
+use std::path::{Path, PathBuf};
+
+use super::{detect_at, CoreBinary, CoreKind};
+use crate::links::{
+    Outbound, Protocol, RealitySettings, Security, ShadowsocksMethod, SocksAuth, TlsSettings,
+    Transport, VmessSecurity,
+};
+use crate::settings::CoreChoice;
+
+/// A user id as links carry it.
+pub(crate) const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+/// A REALITY public key (base64url x25519).
+pub(crate) const PUBLIC_KEY: &str = "SbVKOEMjK0sIlbwg4akyBg5mL5KZwwB-ed4eEE7YnRc";
+
+/// A `CoreBinary` that was never run: uTLS as the official builds have it.
+pub(crate) fn binary(kind: CoreKind, version: &str) -> CoreBinary {
+    CoreBinary {
+        kind,
+        path: PathBuf::from(format!("/usr/bin/{}", kind.name())),
+        version: version.into(),
+        utls: kind != CoreKind::V2ray4 && kind != CoreKind::V2ray5,
+    }
+}
+
+/// An outbound to `proxy.example.com:443`.
+pub(crate) fn outbound(protocol: Protocol, transport: Transport, security: Security) -> Outbound {
+    Outbound {
+        protocol,
+        server: "proxy.example.com".into(),
+        port: 443,
+        transport,
+        security,
+    }
+}
+
+/// Plain VLESS.
+pub(crate) fn vless() -> Protocol {
+    Protocol::Vless {
+        id: ID.into(),
+        flow: None,
+        encryption: "none".into(),
+    }
+}
+
+/// VLESS with the Vision flow.
+pub(crate) fn vision() -> Protocol {
+    Protocol::Vless {
+        id: ID.into(),
+        flow: Some("xtls-rprx-vision".into()),
+        encryption: "none".into(),
+    }
+}
+
+/// TLS with every field set.
+pub(crate) fn tls_full() -> Security {
+    Security::Tls(TlsSettings {
+        sni: Some("cdn.example.com".into()),
+        alpn: vec!["h2".into(), "http/1.1".into()],
+        fingerprint: Some("chrome".into()),
+        allow_insecure: true,
+    })
+}
+
+/// TLS with defaults only.
+pub(crate) fn tls_plain() -> Security {
+    Security::Tls(TlsSettings {
+        sni: None,
+        alpn: Vec::new(),
+        fingerprint: None,
+        allow_insecure: false,
+    })
+}
+
+/// REALITY as a typical link has it.
+pub(crate) fn reality() -> Security {
+    Security::Reality(RealitySettings {
+        public_key: PUBLIC_KEY.into(),
+        short_id: "6ba85179e30d4fc2".into(),
+        spider_x: Some("/".into()),
+        sni: Some("www.microsoft.com".into()),
+        fingerprint: Some("firefox".into()),
+    })
+}
+
+/// WebSocket with early data and a Host header.
+pub(crate) fn ws() -> Transport {
+    Transport::Ws {
+        path: "/ws?ed=2048".into(),
+        host: Some("cdn.example.com".into()),
+    }
+}
+
+/// The outbound used for the sample in the report: vless + ws + tls.
+pub(crate) fn vless_ws_tls() -> Outbound {
+    outbound(vless(), ws(), tls_full())
+}
+
+/// Every protocol variant the model has, with keys the cores accept (Shadowsocks 2022 keys
+/// are base64 of 16 or 32 bytes, which sing-box checks).
+pub(crate) fn all_protocols() -> Vec<Protocol> {
+    let mut protocols = vec![
+        Protocol::Vmess {
+            id: ID.into(),
+            alter_id: 0,
+            security: VmessSecurity::Auto,
+        },
+        Protocol::Vmess {
+            id: ID.into(),
+            alter_id: 0,
+            security: VmessSecurity::Zero,
+        },
+        vless(),
+        vision(),
+        Protocol::Trojan {
+            password: "tr0jan pass".into(),
+        },
+        Protocol::Socks { auth: None },
+        Protocol::Socks {
+            auth: Some(SocksAuth {
+                username: "user".into(),
+                password: "pass".into(),
+            }),
+        },
+    ];
+    let key16 = "MTIzNDU2Nzg5MDEyMzQ1Ng==";
+    let key32 = "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=";
+    for (method, password) in [
+        (ShadowsocksMethod::Aes128Gcm, "pw"),
+        (ShadowsocksMethod::Aes256Gcm, "pw"),
+        (ShadowsocksMethod::Chacha20IetfPoly1305, "pw"),
+        (ShadowsocksMethod::Xchacha20IetfPoly1305, "pw"),
+        (ShadowsocksMethod::Blake3Aes128Gcm, key16),
+        (ShadowsocksMethod::Blake3Aes256Gcm, key32),
+        (ShadowsocksMethod::Blake3Chacha20Poly1305, key32),
+    ] {
+        protocols.push(Protocol::Shadowsocks {
+            method,
+            password: password.into(),
+        });
+    }
+    protocols
+}
+
+/// Every transport.
+pub(crate) fn all_transports() -> Vec<Transport> {
+    vec![
+        Transport::Tcp,
+        ws(),
+        Transport::Ws {
+            path: "/".into(),
+            host: None,
+        },
+        Transport::Grpc {
+            service_name: "svc".into(),
+            multi_mode: true,
+        },
+        Transport::H2 {
+            path: "/h2".into(),
+            host: vec!["a.example.com".into(), "b.example.com".into()],
+        },
+        Transport::HttpUpgrade {
+            path: "/up".into(),
+            host: Some("cdn.example.com".into()),
+        },
+    ]
+}
+
+/// Every security, TLS both bare and fully specified.
+pub(crate) fn all_securities() -> Vec<Security> {
+    vec![Security::None, tls_plain(), tls_full(), reality()]
+}
+
+/// Every combination of the above.
+pub(crate) fn all_outbounds() -> Vec<Outbound> {
+    let mut all = Vec::new();
+    for protocol in all_protocols() {
+        for transport in all_transports() {
+            for security in all_securities() {
+                all.push(outbound(protocol.clone(), transport.clone(), security));
+            }
+        }
+    }
+    all
+}
+
+/// The real V2Ray: `$XRAT_V2RAY`, else `v2ray` on PATH. Panics with an install hint.
+pub(crate) fn real_v2ray() -> CoreBinary {
+    real("XRAT_V2RAY", "v2ray", CoreChoice::V2ray)
+}
+
+/// The real sing-box: `$XRAT_SING_BOX`, else PATH, else `<repo>/.cores/bin/sing-box`.
+pub(crate) fn real_sing_box() -> CoreBinary {
+    real("XRAT_SING_BOX", "sing-box", CoreChoice::SingBox)
+}
+
+/// The real Xray when `$XRAT_XRAY` or PATH has one; it is not installed by `.ci/install-cores`.
+pub(crate) fn real_xray() -> Option<CoreBinary> {
+    let path = locate("XRAT_XRAY", "xray")?;
+    Some(detect_at(&path, CoreChoice::Xray).expect("xray version"))
+}
+
+fn real(env: &str, name: &str, choice: CoreChoice) -> CoreBinary {
+    let Some(path) = locate(env, name) else {
+        panic!(
+            "{name} not found (looked at ${env}, PATH and {}); run .ci/install-cores",
+            cores_dir().display()
+        );
+    };
+    detect_at(&path, choice).unwrap_or_else(|err| panic!("{err}; run .ci/install-cores"))
+}
+
+fn locate(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&search)
+        .chain([cores_dir()])
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+fn cores_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".cores")
+        .join("bin")
+}

@@ -1,0 +1,233 @@
+//! The sing-box JSON format, as sing-box 1.14 reads it. Unknown fields are fatal there, and
+//! 1.14 removed the legacy `dns` outbound, inbound `sniff` fields, the legacy DNS server format,
+//! geoip rules and outbound `domain_strategy`, so none of those are written.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Map, Value};
+
+use super::{CoreBinary, Inbounds};
+use crate::links::{Outbound, Protocol, RealitySettings, Security, TlsSettings, Transport};
+
+/// Xray clients read early data from a `?ed=N` path suffix and send it in this header; sing-box
+/// needs both spelled out to do the same.
+const EARLY_DATA_HEADER: &str = "Sec-WebSocket-Protocol";
+
+/// The session config: SOCKS (+ HTTP) inbound, everything routed to `outbound`.
+pub(crate) fn session(core: &CoreBinary, inbounds: &Inbounds, outbound: &Outbound) -> Value {
+    let mut inbound_list = vec![inbound(
+        "socks",
+        "socks-in",
+        inbounds.listen,
+        inbounds.socks_port,
+    )];
+    if let Some(port) = inbounds.http_port {
+        inbound_list.push(inbound("http", "http-in", inbounds.listen, port));
+    }
+    json!({
+        "log": log(),
+        "inbounds": inbound_list,
+        "outbounds": [render_outbound(core, outbound, "proxy")],
+        "route": { "final": "proxy" },
+    })
+}
+
+/// The batch-test config: inbound `in-<port>` routed to outbound `out-<port>` per candidate.
+pub(crate) fn batch(core: &CoreBinary, listen: IpAddr, candidates: &[(u16, &Outbound)]) -> Value {
+    let inbounds: Vec<Value> = candidates
+        .iter()
+        .map(|(port, _)| inbound("socks", &format!("in-{port}"), listen, *port))
+        .collect();
+    let outbounds: Vec<Value> = candidates
+        .iter()
+        .map(|(port, outbound)| render_outbound(core, outbound, &format!("out-{port}")))
+        .collect();
+    let rules: Vec<Value> = candidates
+        .iter()
+        .map(|(port, _)| json!({ "inbound": [format!("in-{port}")], "outbound": format!("out-{port}") }))
+        .collect();
+    // No `final`: every inbound has its rule, and the first outbound is the default anyway.
+    json!({
+        "log": log(),
+        "inbounds": inbounds,
+        "outbounds": outbounds,
+        "route": { "rules": rules },
+    })
+}
+
+/// Warnings and errors with wall-clock times: the core log sits next to the daemon's, and
+/// sing-box otherwise stamps lines with seconds since its start.
+fn log() -> Value {
+    json!({ "level": "warn", "timestamp": true })
+}
+
+/// A SOCKS or HTTP inbound without users (so no authentication); sing-box's SOCKS inbound
+/// relays UDP without a switch.
+fn inbound(kind: &str, tag: &str, listen: IpAddr, port: u16) -> Value {
+    json!({ "type": kind, "tag": tag, "listen": listen.to_string(), "listen_port": port })
+}
+
+/// One outbound: protocol fields, then `tls` and `transport` when they apply.
+pub(crate) fn render_outbound(core: &CoreBinary, outbound: &Outbound, tag: &str) -> Value {
+    let mut out = Map::new();
+    out.insert("tag".into(), json!(tag));
+    out.insert("server".into(), json!(outbound.server));
+    out.insert("server_port".into(), json!(outbound.port));
+    protocol_fields(&outbound.protocol, &mut out);
+    match &outbound.security {
+        Security::None => {}
+        Security::Tls(tls) => {
+            out.insert("tls".into(), tls_object(core, tls));
+        }
+        Security::Reality(reality) => {
+            out.insert("tls".into(), reality_object(reality));
+        }
+    }
+    if let Some(transport) = transport_object(&outbound.transport) {
+        out.insert("transport".into(), transport);
+    }
+    Value::Object(out)
+}
+
+fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
+    let mut set = |key: &str, value: Value| {
+        out.insert(key.into(), value);
+    };
+    match protocol {
+        Protocol::Vmess {
+            id,
+            alter_id,
+            security,
+        } => {
+            set("type", json!("vmess"));
+            set("uuid", json!(id));
+            set("security", json!(security.as_str()));
+            set("alter_id", json!(alter_id));
+        }
+        Protocol::Vless { id, flow, .. } => {
+            set("type", json!("vless"));
+            set("uuid", json!(id));
+            // sing-box knows only `xtls-rprx-vision`. The `-udp443` variant differs only on
+            // the client (it lets QUIC to port 443 through), so the server accepts plain
+            // vision and the session works, with QUIC to 443 falling back to TCP.
+            if flow.is_some() {
+                set("flow", json!("xtls-rprx-vision"));
+            }
+        }
+        Protocol::Trojan { password } => {
+            set("type", json!("trojan"));
+            set("password", json!(password));
+        }
+        Protocol::Shadowsocks { method, password } => {
+            set("type", json!("shadowsocks"));
+            set("method", json!(method.as_str()));
+            set("password", json!(password));
+        }
+        Protocol::Socks { auth } => {
+            set("type", json!("socks"));
+            set("version", json!("5"));
+            if let Some(auth) = auth {
+                set("username", json!(auth.username));
+                set("password", json!(auth.password));
+            }
+        }
+    }
+}
+
+fn tls_object(core: &CoreBinary, tls: &TlsSettings) -> Value {
+    let mut object = json!({ "enabled": true });
+    if let Some(sni) = &tls.sni {
+        object["server_name"] = json!(sni);
+    }
+    if tls.allow_insecure {
+        object["insecure"] = json!(true);
+    }
+    if !tls.alpn.is_empty() {
+        object["alpn"] = json!(tls.alpn);
+    }
+    // A build without uTLS rejects any `utls` object, so the fingerprint is dropped there
+    // (see `support` for why that is a drop and not a refusal).
+    if let (Some(fingerprint), true) = (&tls.fingerprint, core.utls) {
+        object["utls"] = json!({ "enabled": true, "fingerprint": fingerprint });
+    }
+    object
+}
+
+/// REALITY rides on the `tls` object; `support` has refused it already when uTLS is missing.
+fn reality_object(reality: &RealitySettings) -> Value {
+    let fingerprint = reality.fingerprint.as_deref().unwrap_or("chrome");
+    let mut object = json!({
+        "enabled": true,
+        "utls": { "enabled": true, "fingerprint": fingerprint },
+        "reality": {
+            "enabled": true,
+            "public_key": reality.public_key,
+            "short_id": reality.short_id,
+        },
+    });
+    if let Some(sni) = &reality.sni {
+        object["server_name"] = json!(sni);
+    }
+    object
+}
+
+fn transport_object(transport: &Transport) -> Option<Value> {
+    let object = match transport {
+        Transport::Tcp => return None,
+        Transport::Ws { path, host } => {
+            let (path, early_data) = split_early_data(path);
+            let mut ws = json!({ "type": "ws", "path": path });
+            if let Some(host) = host {
+                ws["headers"] = json!({ "Host": host });
+            }
+            if let Some(bytes) = early_data {
+                ws["max_early_data"] = json!(bytes);
+                ws["early_data_header_name"] = json!(EARLY_DATA_HEADER);
+            }
+            ws
+        }
+        // No multi mode in sing-box; servers accept the single-stream method too.
+        Transport::Grpc { service_name, .. } => {
+            json!({ "type": "grpc", "service_name": service_name })
+        }
+        Transport::H2 { path, host } => {
+            let mut http = json!({ "type": "http", "path": path });
+            if !host.is_empty() {
+                http["host"] = json!(host);
+            }
+            http
+        }
+        Transport::HttpUpgrade { path, host } => {
+            let mut upgrade = json!({ "type": "httpupgrade", "path": path });
+            if let Some(host) = host {
+                upgrade["host"] = json!(host);
+            }
+            upgrade
+        }
+    };
+    Some(object)
+}
+
+/// Takes Xray's `ed=N` early-data parameter out of a WebSocket path: `/ws?ed=2048` becomes
+/// `/ws` and `Some(2048)`. Other query parameters stay; a malformed `ed` stays too, as text.
+pub(crate) fn split_early_data(path: &str) -> (String, Option<u32>) {
+    let Some((base, query)) = path.split_once('?') else {
+        return (path.to_owned(), None);
+    };
+    let mut early_data = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.strip_prefix("ed=").map(str::parse::<u32>) {
+            Some(Ok(bytes)) if early_data.is_none() => early_data = Some(bytes),
+            _ => kept.push(pair),
+        }
+    }
+    if kept.is_empty() {
+        return (base.to_owned(), early_data);
+    }
+    (format!("{base}?{}", kept.join("&")), early_data)
+}
+
+#[cfg(test)]
+#[path = "singbox_tests.rs"]
+mod tests;

