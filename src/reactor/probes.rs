@@ -61,6 +61,9 @@ pub struct Probes {
     next_serial: u32,
     target: ProbeTarget,
     timeout_ms: u64,
+    /// Probes that failed before any op was issued; reported after the batch so that a caller
+    /// never hears of its probe while still starting it.
+    failed_at_start: Vec<(Purpose, ProbeResult)>,
 }
 
 /// A probe's verdict: latency in ms, or why it failed.
@@ -74,6 +77,7 @@ impl Probes {
             next_serial: 0,
             target,
             timeout_ms,
+            failed_at_start: Vec::new(),
         }
     }
 
@@ -230,6 +234,13 @@ impl Reactor {
     fn end_probe(&mut self, now: Now, index: usize, result: Result<u64, String>) {
         let slot = self.probes.slots.remove(index);
         self.probe_finished(now, slot.purpose, result);
+    }
+
+    /// Reports the probes that could not start.
+    pub(super) fn report_failed_probes(&mut self, now: Now) {
+        for (purpose, result) in std::mem::take(&mut self.probes.failed_at_start) {
+            self.probe_finished(now, purpose, result);
+        }
     }
 
     /// Cancels the in-flight op of every probe past its deadline; its completion ends it.

@@ -517,14 +517,3 @@ impl Supervisor {
 pub(crate) fn error(code: Code, message: String) -> Reply {
     Reply::Error { code, message }
 }
-
-pub(crate) fn not_implemented(request: Request) -> Reply {
-    error(
-        Code::NotImplemented,
-        format!(
-            "{} is part of protocol v1 but not implemented in xrat {} yet",
-            request.name(),
-            env!("CARGO_PKG_VERSION")
-        ),
-    )
-}

@@ -6,10 +6,7 @@ use crate::ipc::protocol::{
 };
 use crate::ipc::RawId;
 
-use super::{
-    error, not_implemented, ConnId, Now, OperationOutput, Plan, Rejection, Reply, SessionInfo,
-    Supervisor,
-};
+use super::{error, ConnId, Now, OperationOutput, Plan, Rejection, Reply, SessionInfo, Supervisor};
 
 /// The active session and what is known of its health.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +82,7 @@ impl Supervisor {
                 Ok(plan) => plan,
                 Err(reply) => return Some(reply),
             },
-            other => return Some(not_implemented(other)),
+            other => unreachable!("{} is not a runtime operation", other.name()),
         };
         self.launch(Some(conn), id, plan);
         None

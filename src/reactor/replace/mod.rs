@@ -10,13 +10,14 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::ipc::protocol::{Code, Trigger};
-use crate::store::NewRotationEvent;
-use crate::supervisor::{Input, Now, OpId, OperationOutput, ReplaceOutcome, SessionInfo};
+use crate::supervisor::{Input, Now, OpId, SessionInfo};
 
 use super::probes::{ProbeResult, Purpose};
 use super::process;
 use super::runtime::{error_chain, Prepared, STOP_GRACE_MS};
 use super::Reactor;
+
+mod switch;
 
 /// The `Proc` session id the batch test core is tracked under (real sessions are positive).
 pub const BATCH_SESSION: i64 = -1;
@@ -405,25 +406,19 @@ impl Reactor {
             *in_flight += 1;
         }
         let finished = *next == job.candidates.len() && (*in_flight == 0 || decided(job, now));
-        let op = job.op;
-        if !start.is_empty() {
-            // Results may arrive synchronously (a probe that cannot start), so the job must be
-            // back in place while probes start.
-            self.runtime.replace = Some(Box::new(std::mem::replace(job, placeholder(op))));
-            for (addr, config_id) in start {
-                self.start_health_probe(now, addr, Purpose::Candidate { op, config_id });
-            }
-            *job = *self.runtime.replace.take().expect("job restored");
-            let Phase::BatchProbing {
-                next, in_flight, ..
-            } = &job.phase
-            else {
-                unreachable!()
-            };
-            if !(*next == job.candidates.len() && (*in_flight == 0 || decided(job, now))) {
-                return None;
-            }
-        } else if !finished {
+        // Probe results always arrive later (a probe that cannot even start is reported at the
+        // end of the batch), so starting them needs no job in place.
+        for (addr, config_id) in start {
+            self.start_health_probe(
+                now,
+                addr,
+                Purpose::Candidate {
+                    op: job.op,
+                    config_id,
+                },
+            );
+        }
+        if !finished {
             return None;
         }
         process::signal_group(pid, libc::SIGKILL);
@@ -480,245 +475,6 @@ fn decided(job: &ReplaceJob, now: Now) -> bool {
             c.started_ms
                 .is_some_and(|s| now.monotonic_ms.saturating_sub(s) > *best)
         })
-}
-
-fn placeholder(op: OpId) -> ReplaceJob {
-    ReplaceJob {
-        op,
-        trigger: Trigger::Manual,
-        old_session: 0,
-        old_config: 0,
-        candidates: Vec::new(),
-        notes: Vec::new(),
-        phase: Phase::BatchStarting {
-            pid: 0,
-            deadline_ms: 0,
-        },
-        next_check_ms: 0,
-        waiting: VecDeque::new(),
-        next_ready_probe_ms: 0,
-    }
-}
-
-impl Reactor {
-    /// The switching phase: stop whatever runs, start the next candidate, wait, verify.
-    fn switching(
-        &mut self,
-        now: Now,
-        job: &mut ReplaceJob,
-    ) -> Option<(Option<SessionInfo>, &'static str)> {
-        // Bounded: each pass either waits (returns) or consumes a candidate or a step.
-        for _ in 0..4 * (job.candidates.len() + 2) {
-            let Phase::Switching {
-                ranked,
-                current,
-                restoring,
-                step,
-            } = &mut job.phase
-            else {
-                unreachable!()
-            };
-            match step {
-                Step::Stopping {
-                    session_id,
-                    deadline_ms,
-                    killed,
-                } => {
-                    if self.runtime.exited(*session_id).is_none()
-                        && self.runtime.is_tracked(*session_id)
-                    {
-                        if now.monotonic_ms >= *deadline_ms && !*killed {
-                            self.runtime.stop(*session_id, libc::SIGKILL);
-                            *killed = true;
-                            *deadline_ms = now.monotonic_ms + STOP_GRACE_MS;
-                        }
-                        return None;
-                    }
-                    let ended = *session_id;
-                    let reason = if ended == job.old_session {
-                        "rotated"
-                    } else {
-                        "failed_probe"
-                    };
-                    self.runtime.finish_session(ended, now, reason);
-                    if ended == job.old_session {
-                        self.sup
-                            .handle(now, Input::SessionEnded { session_id: ended });
-                    }
-                    *step = Step::Launch;
-                }
-                Step::Launch => {
-                    if *restoring {
-                        return Some((None, "failed"));
-                    }
-                    let Some(next) = ranked.pop_front() else {
-                        *restoring = true;
-                        job.notes.push(format!(
-                            "no candidate worked; restoring config {}",
-                            job.old_config
-                        ));
-                        match self.runtime.prepare(job.old_config) {
-                            Ok(prepared) => match self.runtime.launch(&prepared, now) {
-                                Ok((session, spawned)) => {
-                                    self.watch_core(session.id, spawned);
-                                    let deadline_ms =
-                                        now.monotonic_ms + self.runtime.ready_timeout_ms();
-                                    await_port(
-                                        &mut job.waiting,
-                                        &mut job.next_ready_probe_ms,
-                                        &session.socks_addr,
-                                        now,
-                                    );
-                                    *step = Step::Starting {
-                                        session,
-                                        deadline_ms,
-                                    };
-                                    continue;
-                                }
-                                Err(r) => job.notes.push(format!(
-                                    "restoring config {} failed: {}",
-                                    job.old_config, r.message
-                                )),
-                            },
-                            Err(r) => job.notes.push(format!(
-                                "restoring config {} failed: {}",
-                                job.old_config, r.message
-                            )),
-                        }
-                        return Some((None, "failed"));
-                    };
-                    *current = Some(next);
-                    match self.runtime.launch(&job.candidates[next].prepared, now) {
-                        Ok((session, spawned)) => {
-                            self.watch_core(session.id, spawned);
-                            let deadline_ms = now.monotonic_ms + self.runtime.ready_timeout_ms();
-                            await_port(
-                                &mut job.waiting,
-                                &mut job.next_ready_probe_ms,
-                                &session.socks_addr,
-                                now,
-                            );
-                            *step = Step::Starting {
-                                session,
-                                deadline_ms,
-                            };
-                        }
-                        Err(r) => job.notes.push(format!(
-                            "config {} did not start: {}",
-                            job.candidates[next].prepared.config_id, r.message
-                        )),
-                    }
-                }
-                Step::Starting {
-                    session,
-                    deadline_ms,
-                } => {
-                    if let Some(how) = self.runtime.exited(session.id) {
-                        job.notes
-                            .push(format!("config {} core {how} at start", session.config_id));
-                        self.runtime.finish_session(session.id, now, "failed");
-                        *step = Step::Launch;
-                    } else if self.poll_ready(now, &mut job.waiting, &mut job.next_ready_probe_ms) {
-                        if *restoring {
-                            return Some((Some(session.clone()), "restored"));
-                        }
-                        let (session, op) = (session.clone(), job.op);
-                        let addr = session
-                            .socks_addr
-                            .parse()
-                            .expect("rendered from a SocketAddr");
-                        *step = Step::Verifying { session };
-                        self.runtime.replace =
-                            Some(Box::new(std::mem::replace(job, placeholder(op))));
-                        self.start_health_probe(now, addr, Purpose::Verify { op });
-                        *job = *self.runtime.replace.take()?;
-                        return None;
-                    } else if now.monotonic_ms >= *deadline_ms {
-                        job.notes.push(format!(
-                            "config {} did not listen within {} ms",
-                            session.config_id,
-                            self.runtime.ready_timeout_ms()
-                        ));
-                        self.runtime.stop(session.id, libc::SIGKILL);
-                        *step = Step::Stopping {
-                            session_id: session.id,
-                            deadline_ms: now.monotonic_ms + STOP_GRACE_MS,
-                            killed: true,
-                        };
-                    } else {
-                        return None;
-                    }
-                }
-                Step::Verifying { .. } => return None,
-            }
-        }
-        None
-    }
-
-    /// Ends a rotation: records the event, tells the supervisor.
-    fn finish_replace(
-        &mut self,
-        now: Now,
-        job: ReplaceJob,
-        session: Option<SessionInfo>,
-        result: &'static str,
-    ) {
-        let replaced = result == "switched";
-        let tested = job.candidates.iter().filter(|c| c.result.is_some()).count() as u32;
-        let candidate = match &job.phase {
-            Phase::Switching {
-                current: Some(i), ..
-            } => Some(job.candidates[*i].prepared.config_id),
-            _ => None,
-        };
-        let mut detail = format!("{tested} candidate(s) tested");
-        for note in &job.notes {
-            detail.push_str("; ");
-            detail.push_str(note);
-        }
-        if replaced {
-            let id = session.as_ref().map_or(0, |s| s.config_id);
-            detail = format!(
-                "switched from config {} to config {id}; {detail}",
-                job.old_config
-            );
-        }
-        let event = NewRotationEvent {
-            at: now.unix_secs,
-            trigger: trigger_name(job.trigger).to_string(),
-            from_config_id: Some(job.old_config),
-            to_config_id: session.as_ref().map(|s| s.config_id),
-            result: result.to_string(),
-            detail: detail.clone(),
-        };
-        if let Err(e) = self.runtime.store().insert_rotation_event(&event) {
-            eprintln!(
-                "xrat: cannot record the rotation event: {}",
-                error_chain(&e)
-            );
-        }
-        eprintln!(
-            "xrat: rotation ({}) {result}: {detail}",
-            trigger_name(job.trigger)
-        );
-        let outcome = ReplaceOutcome {
-            replaced,
-            old_session_id: job.old_session,
-            session,
-            tested_candidates: tested,
-            candidate,
-            result,
-            detail,
-        };
-        let output = OperationOutput::Replaced(Box::new(outcome));
-        self.sup.handle(
-            now,
-            Input::OperationDone {
-                op: job.op,
-                outcome: Ok(output),
-            },
-        );
-    }
 }
 
 fn trigger_name(trigger: Trigger) -> &'static str {
