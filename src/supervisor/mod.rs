@@ -15,6 +15,8 @@ use crate::ipc::protocol::{Code, Request, ShutdownPayload, Trigger};
 use crate::ipc::RawId;
 
 mod rotation;
+#[cfg(test)]
+mod rotation_tests;
 mod runtime;
 #[cfg(test)]
 mod sim;

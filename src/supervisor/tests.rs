@@ -2,9 +2,8 @@
 
 use super::*;
 use crate::ipc::decode_request;
-use crate::ipc::protocol::Trigger;
 
-fn config() -> SupervisorConfig {
+pub(super) fn config() -> SupervisorConfig {
     SupervisorConfig {
         pid: 77,
         health_interval_ms: 15_000,
@@ -16,19 +15,19 @@ fn config() -> SupervisorConfig {
     }
 }
 
-fn at(ms: u64) -> Now {
+pub(super) fn at(ms: u64) -> Now {
     Now {
         monotonic_ms: ms,
         unix_secs: 1_700_000_000 + ms / 1000,
     }
 }
 
-fn id(n: u32) -> RawId {
+pub(super) fn id(n: u32) -> RawId {
     let line = format!(r#"{{"protocol_version":1,"id":{n},"request":{{"type":"daemon_ping"}}}}"#);
     decode_request(line.as_bytes()).unwrap().0
 }
 
-fn request(s: &mut Supervisor, ms: u64, conn: u64, n: u32, request: Request) {
+pub(super) fn request(s: &mut Supervisor, ms: u64, conn: u64, n: u32, request: Request) {
     s.handle(
         at(ms),
         Input::Request {
@@ -39,7 +38,7 @@ fn request(s: &mut Supervisor, ms: u64, conn: u64, n: u32, request: Request) {
     );
 }
 
-fn failed() -> Rejection {
+pub(super) fn failed() -> Rejection {
     Rejection {
         code: Code::Internal,
         message: "spawn failed".into(),
@@ -47,7 +46,7 @@ fn failed() -> Rejection {
     }
 }
 
-fn session(id: i64, config_id: i64) -> SessionInfo {
+pub(super) fn session(id: i64, config_id: i64) -> SessionInfo {
     SessionInfo {
         id,
         config_id,
@@ -59,14 +58,14 @@ fn session(id: i64, config_id: i64) -> SessionInfo {
     }
 }
 
-fn take_op(s: &mut Supervisor) -> (OpId, Plan) {
+pub(super) fn take_op(s: &mut Supervisor) -> (OpId, Plan) {
     match s.poll_effect() {
         Some(Effect::Operation { op, plan }) => (op, plan),
         other => panic!("expected an operation, got {other:?}"),
     }
 }
 
-fn status(s: &mut Supervisor) -> crate::ipc::protocol::RuntimeStatusPayload {
+pub(super) fn status(s: &mut Supervisor) -> crate::ipc::protocol::RuntimeStatusPayload {
     request(s, 0, 99, 99, Request::RuntimeStatus);
     match s.poll_effect() {
         Some(Effect::Reply {
@@ -77,11 +76,11 @@ fn status(s: &mut Supervisor) -> crate::ipc::protocol::RuntimeStatusPayload {
     }
 }
 
-fn drain(s: &mut Supervisor) -> Vec<Effect> {
+pub(super) fn drain(s: &mut Supervisor) -> Vec<Effect> {
     std::iter::from_fn(|| s.poll_effect()).collect()
 }
 
-fn replies(effects: &[Effect]) -> Vec<(u64, String, Option<Code>)> {
+pub(super) fn replies(effects: &[Effect]) -> Vec<(u64, String, Option<Code>)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -409,212 +408,4 @@ fn a_connect_refused_before_stopping_keeps_the_old_session() {
     );
     drain(&mut s);
     assert_eq!(status(&mut s).session_id, Some(10));
-}
-
-fn replace_of(s: &mut Supervisor) -> (OpId, Trigger) {
-    match take_op(s) {
-        (op, Plan::Replace { trigger, .. }) => (op, trigger),
-        (_, plan) => panic!("expected a replace, got {plan:?}"),
-    }
-}
-
-fn rotated(s: &mut Supervisor, ms: u64, op: OpId, old: i64, new: SessionInfo) {
-    s.handle(at(ms), Input::SessionEnded { session_id: old });
-    let outcome = ReplaceOutcome {
-        replaced: true,
-        old_session_id: old,
-        session: Some(new),
-        tested_candidates: 2,
-        candidate: Some(9),
-        result: "switched",
-        detail: String::new(),
-    };
-    s.handle(
-        at(ms),
-        Input::OperationDone {
-            op,
-            outcome: Ok(OperationOutput::Replaced(Box::new(outcome))),
-        },
-    );
-    drain(s);
-}
-
-fn rotating() -> SupervisorConfig {
-    SupervisorConfig {
-        rotation_enabled: true,
-        rotation_interval_secs: 100,
-        cooldown_secs: 50,
-        ..config()
-    }
-}
-
-#[test]
-fn replace_needs_a_session() {
-    let mut s = Supervisor::new(config(), at(0), None);
-    request(
-        &mut s,
-        1,
-        1,
-        1,
-        Request::RuntimeReplace {
-            trigger: Trigger::Manual,
-            candidate_id: None,
-        },
-    );
-    assert_eq!(
-        replies(&drain(&mut s)),
-        [(1, "1".into(), Some(Code::Conflict))]
-    );
-}
-
-#[test]
-fn the_timer_rotates_and_the_cooldown_skips_one() {
-    let mut s = Supervisor::new(rotating(), at(0), Some(session(1, 1)));
-    assert_eq!(
-        s.poll_timeout(),
-        Some(15_000),
-        "the health tick comes first"
-    );
-    s.handle(at(100_000), Input::Timer);
-    let effects = drain(&mut s);
-    let (op, trigger) = effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::Operation {
-                op,
-                plan: Plan::Replace { trigger, .. },
-            } => Some((*op, *trigger)),
-            _ => None,
-        })
-        .expect("a timer rotation");
-    assert_eq!(trigger, Trigger::Timer);
-    rotated(&mut s, 100_500, op, 1, session(2, 9));
-    // A manual rotation inside the cooldown runs; its completion restarts the cooldown.
-    request(
-        &mut s,
-        101_000,
-        1,
-        1,
-        Request::RuntimeReplace {
-            trigger: Trigger::Manual,
-            candidate_id: Some(3),
-        },
-    );
-    let (op, trigger) = replace_of(&mut s);
-    assert_eq!(trigger, Trigger::Manual);
-    rotated(&mut s, 190_000, op, 2, session(3, 3));
-    // The next timer (due 290 s) is outside the cooldown (until 240 s) and fires.
-    s.handle(at(290_000), Input::Timer);
-    assert!(drain(&mut s).iter().any(|e| matches!(
-        e,
-        Effect::Operation {
-            plan: Plan::Replace {
-                trigger: Trigger::Timer,
-                ..
-            },
-            ..
-        }
-    )));
-    let st = s.proxy_status(at(290_000));
-    assert_eq!(
-        (st.last_trigger.as_deref(), st.last_result.as_deref()),
-        (Some("manual"), Some("switched"))
-    );
-}
-
-#[test]
-fn health_failures_rotate_but_wait_for_the_cooldown() {
-    let mut s = Supervisor::new(rotating(), at(0), Some(session(1, 1)));
-    let fail = |s: &mut Supervisor, ms: u64| {
-        s.handle(at(ms), Input::Timer);
-        assert!(drain(s)
-            .iter()
-            .any(|e| matches!(e, Effect::Probe { session_id: 1, .. })));
-        s.handle(
-            at(ms + 10),
-            Input::ProbeDone {
-                session_id: 1,
-                result: Err("timeout".into()),
-            },
-        );
-    };
-    fail(&mut s, 15_000);
-    fail(&mut s, 30_000);
-    assert_eq!(drain(&mut s), []);
-    fail(&mut s, 45_000);
-    let (op, trigger) = replace_of(&mut s);
-    assert_eq!(trigger, Trigger::HealthCheckFailed);
-    let outcome = ReplaceOutcome {
-        replaced: false,
-        old_session_id: 1,
-        session: None,
-        tested_candidates: 2,
-        candidate: None,
-        result: "no_working_candidate",
-        detail: "all dead".into(),
-    };
-    s.handle(
-        at(46_000),
-        Input::OperationDone {
-            op,
-            outcome: Ok(OperationOutput::Replaced(Box::new(outcome))),
-        },
-    );
-    drain(&mut s);
-    assert_eq!(
-        status(&mut s).session_id,
-        Some(1),
-        "the old session is kept"
-    );
-    // Still failing inside the cooldown: the trigger waits for its end (46 s + 50 s).
-    fail(&mut s, 60_000);
-    assert_eq!(drain(&mut s), []);
-    assert_eq!(s.poll_timeout(), Some(75_000));
-    s.handle(at(96_000), Input::Timer);
-    assert!(drain(&mut s).iter().any(|e| matches!(
-        e,
-        Effect::Operation {
-            plan: Plan::Replace {
-                trigger: Trigger::HealthCheckFailed,
-                ..
-            },
-            ..
-        }
-    )));
-}
-
-#[test]
-fn a_dead_core_rotates_at_once_even_in_cooldown_but_only_when_enabled() {
-    let mut s = Supervisor::new(rotating(), at(0), Some(session(1, 1)));
-    request(
-        &mut s,
-        1,
-        1,
-        1,
-        Request::RuntimeReplace {
-            trigger: Trigger::Manual,
-            candidate_id: None,
-        },
-    );
-    let (op, _) = replace_of(&mut s);
-    rotated(&mut s, 2, op, 1, session(2, 5));
-    s.handle(
-        at(3),
-        Input::CoreExited {
-            session_id: 2,
-            description: "core killed by signal 9".into(),
-        },
-    );
-    assert_eq!(replace_of(&mut s).1, Trigger::HealthCheckFailed);
-
-    let mut s = Supervisor::new(config(), at(0), Some(session(1, 1)));
-    s.handle(
-        at(3),
-        Input::CoreExited {
-            session_id: 1,
-            description: "core killed by signal 9".into(),
-        },
-    );
-    assert_eq!(drain(&mut s), []);
-    assert_eq!(status(&mut s).runtime_status, "degraded");
 }
