@@ -2,8 +2,10 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the parts fit and `docs/PROTOCOL.md` for the IPC protocol.
 
+pub mod api;
 pub mod cli;
 pub mod core;
+pub mod install;
 pub mod ipc;
 pub mod links;
 pub mod paths;

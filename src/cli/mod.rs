@@ -1,8 +1,10 @@
 //! The command line. Each command builds one Serialize view: `--json` prints it as JSON, text
 //! mode prints aligned lines. Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable.
 
+mod api;
 mod config;
 mod daemon;
+mod install;
 mod output;
 mod proxy;
 mod runtime;
@@ -34,6 +36,7 @@ struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum Command {
+    Api(api::ApiCommand),
     Config(config::ConfigCommand),
     Connect(runtime::ConnectCommand),
     Daemon(daemon::DaemonCommand),
@@ -117,6 +120,7 @@ pub fn main(args: Vec<String>) -> i32 {
         }
     };
     finish(match cli.command {
+        Command::Api(command) => api::run(command),
         Command::Config(command) => config::run(command),
         Command::Connect(command) => runtime::connect(command),
         Command::Daemon(command) => daemon::run(command),
