@@ -39,6 +39,8 @@ enum Action {
     Start(StartArgs),
     Status(StatusArgs),
     Stop(StopArgs),
+    Install(super::install::InstallArgs),
+    Uninstall(super::install::UninstallArgs),
 }
 
 /// Start the daemon in the background and wait until it answers.
@@ -75,6 +77,8 @@ pub fn run(command: DaemonCommand) -> Result<i32, CliError> {
         Action::Start(args) => start(&paths, args.json),
         Action::Status(args) => status(&paths, args.json),
         Action::Stop(args) => stop(&paths, args.json),
+        Action::Install(args) => super::install::install(args),
+        Action::Uninstall(args) => super::install::uninstall(args),
     }
 }
 

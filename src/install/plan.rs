@@ -1,0 +1,285 @@
+//! The steps that install or remove the units, built without touching the system.
+
+use std::path::{Path, PathBuf};
+
+use super::render::{render, RenderError};
+use super::Unit;
+
+/// Mode of a written unit file: systemd and the user read it, only the user writes it.
+pub const UNIT_FILE_MODE: u32 = 0o644;
+
+/// What `xrat daemon install` was asked to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Start the units now, not only enable them for the next login.
+    pub start: bool,
+    /// Install the API unit as well.
+    pub with_api: bool,
+}
+
+/// The facts an install plan depends on, gathered by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallEnv {
+    /// The xrat executable the units run (absolute).
+    pub exe: PathBuf,
+    /// The XRAT root the units get as `XRAT_ROOT` (absolute).
+    pub root: PathBuf,
+    /// The systemd user unit directory the files go to.
+    pub unit_dir: PathBuf,
+}
+
+/// One thing to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Write `contents` to `path` with permissions `mode`, creating the directory.
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// Its text.
+        contents: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Run a command (found on PATH).
+    Run {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// The line reported once it succeeded ("Enabled: xrat-daemon.service").
+        done: String,
+        /// When set, a failure is reported with this line and the plan goes on; when unset, a
+        /// failure stops the plan.
+        tolerated: Option<String>,
+    },
+    /// Remove a file; one that is already gone counts as removed.
+    RemoveFile {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl Step {
+    /// The line reported once the step succeeded.
+    pub fn done_line(&self) -> String {
+        match self {
+            Step::WriteFile { path, .. } => format!("Written: {}", path.display()),
+            Step::Run { done, .. } => done.clone(),
+            Step::RemoveFile { path } => format!("Removed: {}", path.display()),
+        }
+    }
+
+    /// The line a dry run prints for the step (a file's contents are printed apart).
+    pub fn planned_line(&self) -> String {
+        match self {
+            Step::WriteFile { path, mode, .. } => {
+                format!("Would write: {} (mode {mode:04o})", path.display())
+            }
+            Step::Run { argv, .. } => format!("Would run: {}", shell_words(argv)),
+            Step::RemoveFile { path } => format!("Would remove: {}", path.display()),
+        }
+    }
+}
+
+/// An ordered list of steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The steps, in the order they run.
+    pub steps: Vec<Step>,
+}
+
+/// Writes the unit files, reloads systemd, then enables (and with `start`, starts) the daemon
+/// unit and, with `with_api`, the API unit after it.
+pub fn install_plan(options: &InstallOptions, env: &InstallEnv) -> Result<Plan, RenderError> {
+    let units: &[Unit] = match options.with_api {
+        true => &Unit::ALL,
+        false => &[Unit::Daemon],
+    };
+    let mut steps = Vec::new();
+    for unit in units {
+        steps.push(Step::WriteFile {
+            path: env.unit_dir.join(unit.name()),
+            contents: render(unit.template(), &env.exe, &env.root)?,
+            mode: UNIT_FILE_MODE,
+        });
+    }
+    // systemd reads new or changed files only on a reload; enable would act on the old ones.
+    steps.push(reload());
+    for unit in units {
+        steps.push(systemctl("enable", *unit, "Enabled"));
+        if options.start {
+            steps.push(systemctl("start", *unit, "Started"));
+        }
+    }
+    Ok(Plan { steps })
+}
+
+/// Stops, disables and removes each of `installed` (the API first, as it depends on the daemon),
+/// then reloads systemd. Nothing installed gives an empty plan.
+pub fn uninstall_plan(unit_dir: &Path, installed: &[Unit]) -> Plan {
+    let mut steps = Vec::new();
+    for unit in Unit::ALL.iter().rev().filter(|u| installed.contains(u)) {
+        // A unit that is not loaded cannot be stopped, and that must not block its removal.
+        let mut stop = systemctl("stop", *unit, "Stopped");
+        if let Step::Run { tolerated, .. } = &mut stop {
+            *tolerated = Some(format!("Not stopped: {}", unit.name()));
+        }
+        steps.push(stop);
+        steps.push(systemctl("disable", *unit, "Disabled"));
+        steps.push(Step::RemoveFile {
+            path: unit_dir.join(unit.name()),
+        });
+    }
+    if !steps.is_empty() {
+        // Drops the removed units from the manager's memory.
+        steps.push(reload());
+    }
+    Plan { steps }
+}
+
+fn reload() -> Step {
+    Step::Run {
+        argv: argv(&["daemon-reload"]),
+        done: "Reloaded systemd user daemon.".into(),
+        tolerated: None,
+    }
+}
+
+fn systemctl(verb: &str, unit: Unit, done: &str) -> Step {
+    Step::Run {
+        argv: argv(&[verb, unit.name()]),
+        done: format!("{done}: {}", unit.name()),
+        tolerated: None,
+    }
+}
+
+fn argv(args: &[&str]) -> Vec<String> {
+    ["systemctl", "--user"]
+        .iter()
+        .chain(args)
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// `argv` as a line a shell would split back into the same words.
+pub(crate) fn shell_words(argv: &[String]) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c);
+    argv.iter()
+        .map(|a| match !a.is_empty() && a.chars().all(plain) {
+            true => a.clone(),
+            false => format!("'{}'", a.replace('\'', r"'\''")),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> InstallEnv {
+        InstallEnv {
+            exe: "/opt/xrat/bin/xrat".into(),
+            root: "/home/u/.config/xrat".into(),
+            unit_dir: "/home/u/.config/systemd/user".into(),
+        }
+    }
+
+    /// The plan as the lines a dry run and a real run report, in order.
+    fn summary(plan: &Plan) -> Vec<String> {
+        plan.steps.iter().map(Step::planned_line).collect()
+    }
+
+    #[test]
+    fn install_writes_reloads_and_enables() {
+        let plan = install_plan(&InstallOptions::default(), &env()).unwrap();
+        assert_eq!(
+            summary(&plan),
+            [
+                "Would write: /home/u/.config/systemd/user/xrat-daemon.service (mode 0644)",
+                "Would run: systemctl --user daemon-reload",
+                "Would run: systemctl --user enable xrat-daemon.service",
+            ]
+        );
+        let Step::WriteFile { contents, mode, .. } = &plan.steps[0] else {
+            panic!("first step writes the unit")
+        };
+        assert_eq!(*mode, 0o644);
+        assert!(contents.contains("\nExecStart=/opt/xrat/bin/xrat daemon run-server\n"));
+        assert!(contents.contains("\nEnvironment=XRAT_ROOT=/home/u/.config/xrat\n"));
+        assert_eq!(plan.steps[2].done_line(), "Enabled: xrat-daemon.service");
+    }
+
+    #[test]
+    fn start_and_with_api_extend_the_plan() {
+        let options = InstallOptions {
+            start: true,
+            with_api: true,
+        };
+        let plan = install_plan(&options, &env()).unwrap();
+        assert_eq!(
+            summary(&plan),
+            [
+                "Would write: /home/u/.config/systemd/user/xrat-daemon.service (mode 0644)",
+                "Would write: /home/u/.config/systemd/user/xrat-api.service (mode 0644)",
+                "Would run: systemctl --user daemon-reload",
+                "Would run: systemctl --user enable xrat-daemon.service",
+                "Would run: systemctl --user start xrat-daemon.service",
+                "Would run: systemctl --user enable xrat-api.service",
+                "Would run: systemctl --user start xrat-api.service",
+            ]
+        );
+        let with_api_only = InstallOptions {
+            start: false,
+            with_api: true,
+        };
+        let plan = install_plan(&with_api_only, &env()).unwrap();
+        assert!(!summary(&plan).iter().any(|l| l.contains(" start ")));
+        assert_eq!(plan.steps.len(), 5);
+    }
+
+    #[test]
+    fn install_refuses_unrenderable_paths() {
+        let mut bad = env();
+        bad.root = "relative".into();
+        assert!(install_plan(&InstallOptions::default(), &bad).is_err());
+    }
+
+    #[test]
+    fn uninstall_removes_the_api_first_and_tolerates_stop_failures() {
+        let dir = Path::new("/u");
+        let plan = uninstall_plan(dir, &[Unit::Daemon, Unit::Api]);
+        assert_eq!(
+            summary(&plan),
+            [
+                "Would run: systemctl --user stop xrat-api.service",
+                "Would run: systemctl --user disable xrat-api.service",
+                "Would remove: /u/xrat-api.service",
+                "Would run: systemctl --user stop xrat-daemon.service",
+                "Would run: systemctl --user disable xrat-daemon.service",
+                "Would remove: /u/xrat-daemon.service",
+                "Would run: systemctl --user daemon-reload",
+            ]
+        );
+        let tolerated: Vec<bool> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                matches!(
+                    s,
+                    Step::Run {
+                        tolerated: Some(_),
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(tolerated, [true, false, false, true, false, false, false]);
+        assert_eq!(uninstall_plan(dir, &[Unit::Daemon]).steps.len(), 4);
+        assert!(uninstall_plan(dir, &[]).steps.is_empty());
+    }
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split() {
+        let argv = ["a b".to_string(), "it's".into(), "plain-1.x".into()];
+        assert_eq!(shell_words(&argv), r"'a b' 'it'\''s' plain-1.x");
+    }
+}

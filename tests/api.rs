@@ -1,0 +1,433 @@
+//! `xrat api serve` against the real binary: the token, browser protection, binding rules,
+//! HTTP errors, and every endpoint against a live daemon with a real V2Ray session. Everything
+//! listens on and dials 127.0.0.1; every child is killed on drop; every wait is bounded.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use common::cores::{free_port, socks5_get, Core, HttpTarget, Proto, RemoteServer};
+use common::{text, wait_until, Root};
+use serde_json::{json, Value};
+
+/// How long the API may take to print its start line, or a refused start to exit.
+const START_LIMIT: Duration = Duration::from_secs(10);
+/// Read timeout of the test's HTTP client: a rotation batch-tests candidates first.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `xrat api serve`, killed on drop.
+struct Api {
+    child: Child,
+    lines: Receiver<String>,
+    port: u16,
+    token: String,
+}
+
+impl Api {
+    /// Serves on a port the kernel picks (port 0: no race for a "free" port); the start line
+    /// tells which.
+    fn start(root: &Root) -> Api {
+        Api::start_on(root, "127.0.0.1:0")
+    }
+
+    fn start_on(root: &Root, listen: &str) -> Api {
+        let log = std::fs::File::create(root.path().join("api.log")).unwrap();
+        let mut child = root
+            .command(&["api", "serve", "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut api = Api {
+            child,
+            lines,
+            port: 0,
+            token: String::new(),
+        };
+        let line = api.lines.recv_timeout(START_LIMIT).unwrap_or_else(|_| {
+            let log = std::fs::read_to_string(root.path().join("api.log")).unwrap_or_default();
+            panic!("no start line from `xrat api serve`; stderr:\n{log}")
+        });
+        let token_path = root.path().join("api.token");
+        let rest = line.strip_prefix("API listening on http://").expect(&line);
+        let (addr, tail) = rest.split_once(' ').expect(&line);
+        assert_eq!(tail, format!("(token in {})", token_path.display()));
+        api.port = addr.parse::<SocketAddr>().expect(&line).port();
+        api.token = std::fs::read_to_string(token_path).unwrap();
+        api.token.truncate(api.token.trim_end().len());
+        api
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[("Authorization", &self.auth())], "")
+    }
+
+    fn post(&self, path: &str, body: &str) -> Reply {
+        self.send("POST", path, &[("Authorization", &self.auth())], body)
+    }
+
+    fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let stream = self.open();
+        (&stream)
+            .write_all(&raw_request(method, path, headers, body))
+            .unwrap();
+        read_reply(&mut BufReader::new(stream))
+    }
+
+    fn open(&self) -> TcpStream {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+        stream
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request; HTTP/1.1 keeps the connection open, and the client drops it when done.
+fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    head.into_bytes()
+}
+
+/// One parsed response.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        let found = self.headers.iter().find(|(n, _)| n == name);
+        found.map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the status, that the body is an envelope with the same `ok`, and returns the body.
+    fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.body["ok"], status == 200, "{self:?}");
+        assert_eq!(self.body["protocol_version"], 1, "{self:?}");
+        &self.body
+    }
+
+    fn payload(&self) -> &Value {
+        &self.expect(200)["payload"]
+    }
+}
+
+/// Reads one response: status line, headers, a Content-Length JSON body.
+fn read_reply(reader: &mut impl BufRead) -> Reply {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).and_then(|s| s.parse().ok());
+    let status = status.unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            break;
+        };
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let body = Value::Null;
+    let mut reply = Reply {
+        status,
+        headers,
+        body,
+    };
+    let mut body = vec![0; reply.header("content-length").unwrap().parse().unwrap()];
+    reader.read_exact(&mut body).unwrap();
+    reply.body = serde_json::from_slice(&body).unwrap();
+    reply
+}
+
+/// Runs `xrat ARGS` to completion, killed after [`START_LIMIT`].
+fn run_bounded(root: &Root, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = root.command(args);
+    let child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+    let mut child = common::cores::ChildGuard::new(child.unwrap());
+    let status = wait_until(START_LIMIT, || matches!(child.0.try_wait(), Ok(Some(_))));
+    assert!(status, "`xrat {}` still running", args.join(" "));
+    let (mut stderr, mut pipe) = (String::new(), child.0.stderr.take().unwrap());
+    pipe.read_to_string(&mut stderr).unwrap();
+    (child.0.wait().unwrap().code(), stderr)
+}
+
+#[test]
+fn the_token_is_required_and_browsers_are_refused() {
+    let root = Root::new();
+    let api = Api::start(&root);
+    let meta = std::fs::metadata(root.path().join("api.token")).unwrap();
+    let mode = meta.permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(api.token.len(), 64);
+    assert!(api.token.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let none = api.send("GET", "/v1/daemon", &[], "");
+    assert_eq!(none.expect(401)["payload"]["error"], "unauthorized");
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    let flipped = if api.token.starts_with('0') { "1" } else { "0" };
+    let wrong = format!("Bearer {flipped}{}", &api.token[1..]);
+    for value in [wrong.as_str(), "Bearer", &format!("Basic {}", api.token)] {
+        let reply = api.send("GET", "/v1/runtime", &[("Authorization", value)], "");
+        reply.expect(401);
+    }
+    let auth = api.auth();
+    for header in ["Origin", "Referer"] {
+        let headers = [
+            ("Authorization", auth.as_str()),
+            (header, "http://example.test/"),
+        ];
+        let reply = api.send("GET", "/v1/daemon", &headers, "");
+        assert_eq!(reply.expect(403)["payload"]["error"], "forbidden");
+        // Browser requests are refused before the token is even looked at.
+        api.send("POST", "/v1/proxy/stop", &[(header, "null")], "")
+            .expect(403);
+    }
+
+    let token = api.token.clone();
+    drop(api);
+    assert_eq!(
+        Api::start(&root).token,
+        token,
+        "the token is kept across starts"
+    );
+}
+
+#[test]
+fn daemon_down_and_bad_requests_get_clear_errors() {
+    let root = Root::new();
+    let api = Api::start(&root);
+    let socket = root.socket().display().to_string();
+    for (method, path, body) in [
+        ("GET", "/v1/daemon", ""),
+        ("GET", "/v1/runtime", ""),
+        ("GET", "/v1/proxy", ""),
+        ("POST", "/v1/runtime/connect", r#"{"config_id": 1}"#),
+        ("POST", "/v1/runtime/disconnect", ""),
+        ("POST", "/v1/proxy/start", ""),
+        ("POST", "/v1/proxy/stop", "{}"),
+        ("POST", "/v1/proxy/rotate", ""),
+    ] {
+        let reply = api.send(method, path, &[("Authorization", &api.auth())], body);
+        let message = reply.expect(503)["message"].as_str().unwrap().to_owned();
+        assert_eq!(
+            message,
+            format!("daemon not running at {socket}; start it with `xrat daemon start`")
+        );
+    }
+    // The store answers without the daemon.
+    assert_eq!(api.get("/v1/configs").payload()["configs"], json!([]));
+
+    assert_eq!(
+        api.get("/v1/nope").expect(404)["payload"]["error"],
+        "not_found"
+    );
+    let reply = api.post("/v1/daemon", "");
+    assert_eq!(reply.expect(405)["payload"]["error"], "method_not_allowed");
+    assert_eq!(reply.header("allow"), Some("GET"));
+    assert_eq!(api.get("/v1/proxy/rotate").header("allow"), Some("POST"));
+    for body in ["{", "[1]", r#"{"config_id": "x"}"#, r#"{"id": 1}"#, ""] {
+        api.post("/v1/runtime/connect", body).expect(400);
+    }
+    api.post("/v1/proxy/rotate", r#"{"config_id": 1, "extra": 2}"#)
+        .expect(400);
+    let big = format!(
+        "{{\"config_id\": 1, \"pad\": \"{}\"}}",
+        "x".repeat(64 * 1024)
+    );
+    assert_eq!(
+        api.post("/v1/proxy/rotate", &big).expect(413)["payload"]["error"],
+        "body_too_large"
+    );
+
+    // Keep-alive: two requests on one connection.
+    let stream = api.open();
+    let auth = api.auth();
+    let get = raw_request("GET", "/v1/configs", &[("Authorization", &auth)], "");
+    (&stream).write_all(&get).unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(
+        read_reply(&mut reader).header("connection"),
+        Some("keep-alive")
+    );
+    reader.get_ref().write_all(&get).unwrap();
+    read_reply(&mut reader).expect(200);
+}
+
+#[test]
+fn only_loopback_binds_without_allow_remote() {
+    let root = Root::new();
+    let port = free_port();
+    for addr in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+        let (code, stderr) = run_bounded(&root, &["api", "serve", "--listen", &addr]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("refusing to listen on {addr}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--allow-remote"), "{stderr}");
+    }
+    let (code, stderr) = run_bounded(&root, &["api", "serve", "--listen", "localhost"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("IP:PORT"), "{stderr}");
+    // All of 127.0.0.0/8 is loopback.
+    let api = Api::start_on(&root, "127.0.0.2:0");
+    let addr = SocketAddr::from(([127, 0, 0, 2], api.port));
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(5)).is_ok());
+}
+
+#[test]
+fn connections_over_the_limit_get_503_and_sigterm_stops_cleanly() {
+    let root = Root::new();
+    let mut api = Api::start(&root);
+    let idle: Vec<TcpStream> = (0..64).map(|_| api.open()).collect();
+    // The 65th is answered at once, before it sends anything.
+    let mut reader = BufReader::new(api.open());
+    let reply = read_reply(&mut reader);
+    assert_eq!(reply.expect(503)["payload"]["error"], "unavailable");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    drop(idle);
+    assert!(
+        wait_until(Duration::from_secs(5), || api.get("/v1/configs").status
+            == 200),
+        "slots come back when clients leave"
+    );
+
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(api.child.id() as i32, libc::SIGTERM) };
+    let exited = wait_until(START_LIMIT, || matches!(api.child.try_wait(), Ok(Some(_))));
+    assert!(exited, "SIGTERM did not stop the API");
+    assert!(api.child.wait().unwrap().success());
+    let last = api.lines.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(last, "API stopped (SIGTERM).");
+}
+
+/// Two V2Ray SOCKS remotes imported, a daemon with the V2Ray core, the API in front.
+struct Live {
+    root: Root,
+    http: HttpTarget,
+    _remotes: Vec<RemoteServer>,
+    ids: Vec<i64>,
+    socks_port: u16,
+    daemon_pid: u32,
+}
+
+fn live() -> Live {
+    let root = Root::new();
+    let http = HttpTarget::start();
+    let socks_port = free_port();
+    root.write_settings(&format!(
+        "[runtime]\n{}socks_port = {socks_port}\n[health]\nprobe_url = \"{}\"\ntimeout_ms = 2000\n",
+        Core::V2ray.runtime_settings(),
+        http.url("/probe"),
+    ));
+    let remotes: Vec<RemoteServer> = (0..2)
+        .map(|_| RemoteServer::start_on(Proto::Socks, Core::V2ray))
+        .collect();
+    let ids = remotes
+        .iter()
+        .map(|remote| {
+            let out = root.run(&["config", "import", &remote.link(), "--json"]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+            view["imported"][0]["id"].as_i64().unwrap()
+        })
+        .collect();
+    let daemon_pid = root.start();
+    Live {
+        daemon_pid,
+        root,
+        http,
+        _remotes: remotes,
+        ids,
+        socks_port,
+    }
+}
+
+#[test]
+fn every_endpoint_works_against_a_live_daemon() {
+    let live = live();
+    let (a, b) = (live.ids[0], live.ids[1]);
+    let api = Api::start(&live.root);
+    let ping = api.get("/v1/daemon");
+    assert_eq!(ping.payload()["daemon_ready"], true);
+    assert_eq!(ping.payload()["pid"], live.daemon_pid);
+
+    let configs = api.get("/v1/configs");
+    let listed = configs.payload()["configs"].as_array().unwrap();
+    let listed_ids: Vec<i64> = listed.iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    assert_eq!(listed_ids, vec![a, b]);
+    for config in listed {
+        assert!(config.get("raw_link").is_none() && config.get("outbound").is_none());
+        assert_eq!(config["scheme"], "socks");
+        assert_eq!(config["enabled"], true);
+    }
+    assert_eq!(api.get("/v1/runtime").payload()["runtime_status"], "idle");
+    assert_eq!(api.get("/v1/proxy").payload()["rotation_enabled"], false);
+    api.post("/v1/proxy/rotate", "").expect(409);
+
+    let connected = api.post("/v1/runtime/connect", &format!(r#"{{"config_id": {a}}}"#));
+    assert_eq!(connected.payload()["config_id"], a);
+    let status = api.get("/v1/runtime");
+    assert_eq!(status.payload()["runtime_status"], "running");
+    assert_eq!(status.payload()["active_config_id"], a);
+    assert_eq!(status.payload()["core"], "v2ray");
+    let fetched = socks5_get(live.socks_port, live.http.port(), "/through-api");
+    assert_eq!(fetched.as_deref(), Ok(live.http.body()));
+    let missing = api.post("/v1/runtime/connect", r#"{"config_id": 999999}"#);
+    assert_eq!(missing.expect(404)["payload"]["error"], "not_found");
+
+    assert_eq!(
+        api.post("/v1/proxy/start", "").payload()["rotation_enabled"],
+        true
+    );
+    assert_eq!(api.get("/v1/proxy").payload()["rotation_enabled"], true);
+    assert_eq!(
+        api.post("/v1/proxy/stop", "{}").payload()["rotation_enabled"],
+        false
+    );
+    assert_eq!(api.get("/v1/proxy").payload()["rotation_enabled"], false);
+
+    let rotated = api.post("/v1/proxy/rotate", "");
+    assert_eq!(rotated.payload()["replaced"], true, "{rotated:?}");
+    assert_eq!(rotated.payload()["trigger"], "manual");
+    assert_eq!(rotated.payload()["new_config_id"], b);
+    assert_eq!(api.get("/v1/runtime").payload()["active_config_id"], b);
+    let back = api.post("/v1/proxy/rotate", &format!(r#"{{"config_id": {a}}}"#));
+    assert_eq!(back.payload()["new_config_id"], a, "{back:?}");
+    assert_eq!(api.get("/v1/proxy").payload()["last_trigger"], "manual");
+
+    let stopped = api.post("/v1/runtime/disconnect", "");
+    assert!(stopped.payload()["stopped_session"].as_i64().is_some());
+    assert_eq!(api.get("/v1/runtime").payload()["runtime_status"], "idle");
+    api.post("/v1/runtime/disconnect", "").expect(409);
+}
