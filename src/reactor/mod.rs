@@ -35,6 +35,8 @@ use token::{Kind, Token};
 
 /// The provided-buffer group that connection receives draw from.
 const RECV_BUFFER_GROUP: u16 = 0;
+/// Batches with at most this many connections to answer try a direct `send` first.
+pub const DIRECT_SEND_CONNECTIONS_MAX: usize = 2;
 /// How long shutdown waits for clients to take their last replies.
 pub const SHUTDOWN_FLUSH_MS: u64 = 2_000;
 
@@ -282,6 +284,11 @@ impl Reactor {
             Kind::Recv => self.on_recv(now, token, c),
             Kind::Send => self.on_send(token, c),
             Kind::Cancel => {}
+            Kind::Close if c.result < 0 => {
+                let e = std::io::Error::from_raw_os_error(-c.result);
+                eprintln!("xrat: closing a client socket failed: {e}");
+            }
+            Kind::Close => {}
             Kind::Signal => self.on_signal(now, c),
             Kind::Timer => self.on_timer(now, c),
             Kind::Pidfd => self.on_pidfd(now, token),
@@ -299,8 +306,11 @@ impl Reactor {
             self.arm_recv(slot);
         }
         let mut dirty = std::mem::take(&mut self.dirty);
+        // One connection waiting for its reply is latency: send it now. Many are throughput:
+        // one io_uring_enter carries all their sends.
+        let direct = dirty.len() <= DIRECT_SEND_CONNECTIONS_MAX;
         for slot in dirty.drain(..) {
-            self.flush(slot);
+            self.flush(slot, direct);
         }
         self.dirty = dirty;
         if self.shutdown_deadline.is_some() {

@@ -64,6 +64,11 @@ pub enum Op {
         /// Its length.
         len: libc::socklen_t,
     },
+    /// Close a file descriptor (batched into the next submit instead of its own syscall).
+    Close {
+        /// The file.
+        fd: RawFd,
+    },
     /// Cancel the operation issued with `user_data`.
     Cancel {
         /// The target's token.
@@ -211,6 +216,7 @@ fn build(op: Op, bgid: u16) -> squeue::Entry {
         Op::Read { fd, ptr, len } => opcode::Read::new(types::Fd(fd), ptr, len).build(),
         Op::PollIn { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build(),
         Op::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
+        Op::Close { fd } => opcode::Close::new(types::Fd(fd)).build(),
         Op::Cancel { user_data } => opcode::AsyncCancel::new(user_data).build(),
         Op::CancelFd { fd } => {
             opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build()

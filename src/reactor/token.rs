@@ -23,6 +23,8 @@ pub enum Kind {
     Probe = 8,
     /// A health probe's socket op; slot and generation name the probe's table entry.
     ProbeIo = 9,
+    /// A connection's close; nothing waits for it.
+    Close = 10,
 }
 
 /// Generations wrap at 24 bits; a slot would have to be reused 16 million times while one of its
@@ -69,6 +71,7 @@ impl Token {
             7 => Kind::Pidfd,
             8 => Kind::Probe,
             9 => Kind::ProbeIo,
+            10 => Kind::Close,
             _ => return None,
         };
         Some(Token {
