@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cores::{free_port, socks5_get, Core, HttpTarget, Proto, RemoteServer};
-use common::{alive, text, wait_until, Root};
+use common::{alive, core_processes, text, wait_until, Root};
 use serde_json::{json, Value};
 
 /// A rotation_events row: trigger, from, to, result, detail.
@@ -72,6 +72,15 @@ impl Rig {
 
     fn active(&self) -> Option<i64> {
         self.status()["active_config_id"].as_i64()
+    }
+
+    /// Exactly one core runs for the session: a rotation or rollback never leaves two, and
+    /// the batch test core is gone.
+    fn one_core(&self) {
+        let ok = wait_until(Duration::from_secs(3), || {
+            core_processes(&self.root).len() == 1
+        });
+        assert!(ok, "core processes: {:?}", core_processes(&self.root));
     }
 
     fn traffic_flows(&self) -> bool {
@@ -150,6 +159,7 @@ fn manual_rotation_with_and_without_a_config_id() {
     );
     assert_ne!(view["new_config_id"], a);
     assert!(rig.traffic_flows());
+    rig.one_core();
 
     let out = rig
         .root
@@ -166,6 +176,7 @@ fn manual_rotation_with_and_without_a_config_id() {
     );
     assert_eq!(rig.active(), Some(c));
     assert!(rig.traffic_flows());
+    rig.one_core();
     let reply =
         rig.call(json!({"type": "runtime_replace", "trigger": "manual", "candidate_id": 999}));
     assert_eq!(reply["code"], 404, "{reply}");
@@ -219,6 +230,7 @@ fn when_all_candidates_are_dead_the_old_session_stays() {
     assert_eq!(p["new_session_id"], session, "the old session is kept");
     assert_eq!(rig.active(), Some(a));
     assert!(rig.traffic_flows());
+    rig.one_core();
     let (trigger, from, to, result, detail) = rig.events().pop().unwrap();
     assert_eq!(
         (trigger.as_str(), from, to, result.as_str()),

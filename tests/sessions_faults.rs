@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alive, text, wait_until, Root};
+use common::{alive, core_processes, text, wait_until, Root};
 use serde_json::{json, Value};
 
 /// The V2Ray binary: `$XRAT_V2RAY`, else PATH. Missing is a failure with the fix, never a skip.
@@ -166,20 +166,6 @@ fn status(root: &Root) -> Value {
     conn.call(json!(1), json!({"type": "runtime_status"}))["payload"].clone()
 }
 
-/// Core processes started for this root that are still alive.
-fn cores_of(root: &Root) -> Vec<u32> {
-    let marker = root.path().join("runtime/sessions").display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-                && alive(*pid)
-        })
-        .collect()
-}
-
 #[test]
 fn a_killed_daemon_leaves_traffic_flowing_and_reattaches() {
     let remote = Remote::start();
@@ -279,7 +265,10 @@ fn a_taken_port_is_504_with_the_reason_and_no_orphan() {
         )),
         "{message}"
     );
-    assert!(cores_of(&root).is_empty(), "no core may be left running");
+    assert!(
+        core_processes(&root).is_empty(),
+        "no core may be left running"
+    );
     assert_eq!(status(&root)["runtime_status"], "idle");
 }
 
@@ -325,7 +314,7 @@ fn a_core_that_never_listens_is_504_and_killed() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
-        wait_until(Duration::from_secs(2), || cores_of(&root).is_empty()),
+        wait_until(Duration::from_secs(2), || core_processes(&root).is_empty()),
         "the core was not killed"
     );
 }

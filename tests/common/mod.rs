@@ -154,3 +154,18 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 pub mod cores;
+
+/// Live core processes started for `root`, session and batch-test cores alike (their command
+/// line names a config in its runtime directory).
+pub fn core_processes(root: &Root) -> Vec<u32> {
+    let marker = format!("{}/", root.path().join("runtime").display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+                && alive(*pid)
+        })
+        .collect()
+}

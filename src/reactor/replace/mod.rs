@@ -17,6 +17,7 @@ use super::process;
 use super::runtime::{error_chain, Prepared, STOP_GRACE_MS};
 use super::Reactor;
 
+mod rank;
 mod switch;
 
 /// The `Proc` session id the batch test core is tracked under (real sessions are positive).
@@ -422,25 +423,22 @@ impl Reactor {
             return None;
         }
         process::signal_group(pid, libc::SIGKILL);
-        let mut ranked: Vec<(u64, i64, usize)> = Vec::new();
-        for (index, c) in job.candidates.iter().enumerate() {
+        for c in &job.candidates {
+            let id = c.prepared.config_id;
             match &c.result {
-                Some(Ok(latency)) => ranked.push((*latency, c.prepared.config_id, index)),
-                Some(Err(why)) => job.notes.push(format!(
-                    "config {} failed the batch test: {why}",
-                    c.prepared.config_id
-                )),
+                Some(Ok(_)) => {}
+                Some(Err(why)) => job
+                    .notes
+                    .push(format!("config {id} failed the batch test: {why}")),
                 None => job.notes.push(format!(
-                    "config {} was still being probed when a faster one had answered",
-                    c.prepared.config_id
+                    "config {id} was still being probed when a faster one had answered"
                 )),
             }
         }
-        ranked.sort_unstable();
-        if ranked.is_empty() {
+        let order: VecDeque<usize> = rank::rank(&trials(job)).into();
+        if order.is_empty() {
             return Some((None, "no_working_candidate"));
         }
-        let order = ranked.iter().map(|(_, _, i)| *i).collect();
         job.phase = Phase::Switching {
             ranked: order,
             current: None,
@@ -456,25 +454,19 @@ impl Reactor {
     }
 }
 
-/// True when the probes still running can no longer win: every probe started together or
-/// earlier than the best success, so one still running past the best latency is slower. A dead
-/// candidate then costs nothing: the switch need not wait for its timeout.
 fn decided(job: &ReplaceJob, now: Now) -> bool {
-    let Some(best) = job
-        .candidates
-        .iter()
-        .filter_map(|c| c.result.as_ref()?.as_ref().ok())
-        .min()
-    else {
-        return false;
-    };
+    rank::decided(&trials(job), now.monotonic_ms)
+}
+
+fn trials(job: &ReplaceJob) -> Vec<rank::Trial<'_>> {
     job.candidates
         .iter()
-        .filter(|c| c.result.is_none())
-        .all(|c| {
-            c.started_ms
-                .is_some_and(|s| now.monotonic_ms.saturating_sub(s) > *best)
+        .map(|c| rank::Trial {
+            config_id: c.prepared.config_id,
+            started_ms: c.started_ms,
+            result: c.result.as_ref(),
         })
+        .collect()
 }
 
 fn trigger_name(trigger: Trigger) -> &'static str {
