@@ -10,9 +10,10 @@ use argh::FromArgs;
 use serde::Serialize;
 
 use super::output::print_json;
+use super::rpc::{call, payload};
 use super::{CliError, EXIT_OK, EXIT_UNREACHABLE};
 use crate::ipc::client::{Client, ClientError, READ_TIMEOUT_DEFAULT};
-use crate::ipc::protocol::{PingPayload, Request, ResponseEnvelope};
+use crate::ipc::protocol::{PingPayload, Request};
 use crate::paths::Paths;
 use crate::settings::Settings;
 
@@ -96,20 +97,7 @@ pub fn run_server(extra: &[String]) -> Result<i32, CliError> {
 }
 
 fn ping(paths: &Paths) -> Result<PingPayload, CliError> {
-    let socket = paths.checked_socket()?;
-    let mut client = Client::connect(&socket, &paths.daemon_log(), READ_TIMEOUT_DEFAULT)?;
-    let response = client.call(Request::DaemonPing)?;
-    payload(response)
-}
-
-fn payload<T: serde::de::DeserializeOwned>(response: ResponseEnvelope) -> Result<T, CliError> {
-    if !response.ok {
-        return Err(CliError::Refused {
-            code: response.code,
-            message: response.message,
-        });
-    }
-    serde_json::from_value(response.payload).map_err(|e| CliError::Daemon(format!("the daemon's reply has an unexpected shape ({e}); is the daemon the same version as this CLI?")))
+    payload(call(paths, Request::DaemonPing, READ_TIMEOUT_DEFAULT)?)
 }
 
 #[derive(Serialize)]

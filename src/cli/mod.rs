@@ -7,6 +7,7 @@ mod daemon;
 mod install;
 mod output;
 mod proxy;
+mod rpc;
 mod runtime;
 
 use argh::FromArgs;

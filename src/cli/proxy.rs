@@ -6,11 +6,10 @@ use argh::FromArgs;
 use serde::Serialize;
 
 use super::output::{human_duration, print_aligned, print_json};
+use super::rpc::{call, payload};
 use super::{CliError, EXIT_ERROR, EXIT_OK};
-use crate::ipc::client::{Client, READ_TIMEOUT_DEFAULT};
-use crate::ipc::protocol::{
-    ProxyStatusPayload, ReplacePayload, Request, ResponseEnvelope, RotationPayload, Trigger,
-};
+use crate::ipc::client::READ_TIMEOUT_DEFAULT;
+use crate::ipc::protocol::{ProxyStatusPayload, ReplacePayload, Request, RotationPayload, Trigger};
 use crate::paths::Paths;
 
 /// A rotation tests every candidate and may try several; it is bounded by the daemon's deadlines.
@@ -70,26 +69,6 @@ struct RotateArgs {
     /// print the result as JSON
     #[argh(switch)]
     json: bool,
-}
-
-fn call(paths: &Paths, request: Request, timeout: Duration) -> Result<ResponseEnvelope, CliError> {
-    let socket = paths.checked_socket()?;
-    let mut client = Client::connect(&socket, &paths.daemon_log(), timeout)?;
-    Ok(client.call(request)?)
-}
-
-fn payload<T: serde::de::DeserializeOwned>(response: ResponseEnvelope) -> Result<T, CliError> {
-    if !response.ok {
-        return Err(CliError::Refused {
-            code: response.code,
-            message: response.message,
-        });
-    }
-    serde_json::from_value(response.payload).map_err(|e| {
-        CliError::Daemon(format!(
-            "the daemon's reply has an unexpected shape ({e}); is the daemon the same version as this CLI?"
-        ))
-    })
 }
 
 /// Runs a `proxy` subcommand.
