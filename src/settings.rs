@@ -204,90 +204,87 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Range checks toml cannot express. The first violation is reported.
     fn validate(&self, path: &Path) -> Result<(), SettingsError> {
-        let fail = |key, value: String, reason| SettingsError::Value {
-            path: path.to_path_buf(),
-            key,
-            value,
-            reason,
-        };
-        let d = &self.daemon;
-        if d.health_interval_secs == 0 {
-            return Err(fail(
+        let (d, r, h) = (&self.daemon, &self.runtime, &self.health);
+        const AT_LEAST_ONE: &str = "must be at least 1";
+        let checks: [(&'static str, bool, String, &'static str); 11] = [
+            (
                 "daemon.health_interval_secs",
+                d.health_interval_secs == 0,
                 "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if d.max_connections == 0 || d.max_connections > MAX_CONNECTIONS_LIMIT {
-            return Err(fail(
+                AT_LEAST_ONE,
+            ),
+            (
                 "daemon.max_connections",
+                d.max_connections == 0 || d.max_connections > MAX_CONNECTIONS_LIMIT,
                 d.max_connections.to_string(),
                 "must be between 1 and 65536",
-            ));
-        }
-        let r = &self.runtime;
-        if r.listen.parse::<std::net::IpAddr>().is_err() {
-            return Err(fail(
+            ),
+            (
                 "runtime.listen",
+                r.listen.parse::<std::net::IpAddr>().is_err(),
                 format!("{:?}", r.listen),
                 "must be an IP address such as 127.0.0.1",
-            ));
-        }
-        if r.socks_port == 0 {
-            return Err(fail(
+            ),
+            (
                 "runtime.socks_port",
+                r.socks_port == 0,
                 "0".into(),
                 "must be a port between 1 and 65535",
-            ));
-        }
-        if r.http_port != 0 && r.http_port == r.socks_port {
-            return Err(fail(
+            ),
+            (
                 "runtime.http_port",
+                r.http_port != 0 && r.http_port == r.socks_port,
                 r.http_port.to_string(),
                 "must differ from runtime.socks_port (or be 0 for no HTTP inbound)",
-            ));
-        }
-        if r.ready_timeout_ms == 0 {
-            return Err(fail(
+            ),
+            (
                 "runtime.ready_timeout_ms",
+                r.ready_timeout_ms == 0,
                 "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if r.rotation.interval_secs == 0 {
-            return Err(fail(
+                AT_LEAST_ONE,
+            ),
+            (
                 "runtime.rotation.interval_secs",
+                r.rotation.interval_secs == 0,
                 "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if r.rotation.test_concurrency == 0 {
-            return Err(fail(
+                AT_LEAST_ONE,
+            ),
+            (
                 "runtime.rotation.test_concurrency",
+                r.rotation.test_concurrency == 0,
                 "0".into(),
-                "must be at least 1",
-            ));
-        }
-        let h = &self.health;
-        if crate::probe::ProbeTarget::parse(&h.probe_url).is_err() {
-            return Err(fail(
+                AT_LEAST_ONE,
+            ),
+            (
                 "health.probe_url",
+                crate::probe::ProbeTarget::parse(&h.probe_url).is_err(),
                 format!("{:?}", h.probe_url),
                 "must be an http:// URL with a host (the probe does not speak TLS)",
-            ));
-        }
-        if h.timeout_ms == 0 {
-            return Err(fail("health.timeout_ms", "0".into(), "must be at least 1"));
-        }
-        if h.failure_threshold == 0 {
-            return Err(fail(
-                "health.failure_threshold",
+            ),
+            (
+                "health.timeout_ms",
+                h.timeout_ms == 0,
                 "0".into(),
-                "must be at least 1",
-            ));
+                AT_LEAST_ONE,
+            ),
+            (
+                "health.failure_threshold",
+                h.failure_threshold == 0,
+                "0".into(),
+                AT_LEAST_ONE,
+            ),
+        ];
+        match checks.into_iter().find(|(_, bad, _, _)| *bad) {
+            Some((key, _, value, reason)) => Err(SettingsError::Value {
+                path: path.to_path_buf(),
+                key,
+                value,
+                reason,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
