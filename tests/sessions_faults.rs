@@ -390,3 +390,73 @@ fn removed_and_disabled_configs_are_404() {
         text(&out.stderr).contains("no session is running; connect one with `xrat connect <ID>`")
     );
 }
+
+/// Kills the daemon and then its core, so the next daemon finds a stale session.
+fn orphan_a_stale_session(root: &Root, socks_port: u16, remote: &Remote) -> (i64, u32) {
+    let id = import(root, &remote.link());
+    let connected = connect(root, id);
+    let core_pid = connected["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        fetch_via_socks(socks_port, remote.http_port).unwrap(),
+        "xrat-page"
+    );
+    let daemon_pid = status_pid(root);
+    // SAFETY: signalling processes this test started.
+    unsafe {
+        libc::kill(daemon_pid as i32, libc::SIGKILL);
+        libc::kill(core_pid as i32, libc::SIGKILL);
+    }
+    assert!(wait_until(Duration::from_secs(5), || !alive(daemon_pid)
+        && !alive(core_pid)));
+    (connected["session_id"].as_i64().unwrap(), core_pid)
+}
+
+fn session_row(root: &Root, id: i64) -> (Option<u64>, Option<String>) {
+    let db = rusqlite::Connection::open(root.path().join("xrat.db")).unwrap();
+    db.query_row(
+        "SELECT ended_at, end_reason FROM runtime_sessions WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_stale_session_is_ended_and_its_config_reconnected() {
+    let remote = Remote::start();
+    let (root, socks_port) = daemon_with("");
+    let (old_session, old_pid) = orphan_a_stale_session(&root, socks_port, &remote);
+    root.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || status(&root)["runtime_status"]
+            == "running"),
+        "{}\n{}",
+        status(&root),
+        root.log()
+    );
+    let st = status(&root);
+    assert_ne!(
+        st["session_id"], old_session,
+        "a new session runs the old config"
+    );
+    assert_ne!(st["pid"], old_pid);
+    let (ended, reason) = session_row(&root, old_session);
+    assert!(ended.is_some());
+    assert_eq!(reason.as_deref(), Some("stale"));
+    assert!(root.log().contains("reconnecting config"), "{}", root.log());
+    assert_eq!(
+        fetch_via_socks(socks_port, remote.http_port).unwrap(),
+        "xrat-page"
+    );
+}
+
+#[test]
+fn without_reconnect_on_start_a_stale_session_is_only_ended() {
+    let remote = Remote::start();
+    let (root, socks_port) = daemon_with("reconnect_on_start = false\n");
+    let (old_session, _) = orphan_a_stale_session(&root, socks_port, &remote);
+    root.start();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&root)["runtime_status"], "idle");
+    assert_eq!(session_row(&root, old_session).1.as_deref(), Some("stale"));
+}
