@@ -5,102 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cores::{free_port, socks5_get, Core, HttpTarget, Proto, RemoteServer};
-use common::{alive, core_processes, text, wait_until, Root};
+use common::{alive, text, wait_until};
 use serde_json::{json, Value};
 
-/// A rotation_events row: trigger, from, to, result, detail.
-type Event = (String, Option<i64>, Option<i64>, String, String);
-
-struct Rig {
-    root: Root,
-    http: HttpTarget,
-    servers: Vec<RemoteServer>,
-    ids: Vec<i64>,
-    socks_port: u16,
-}
-
-/// Three remotes, their configs imported, a daemon with `settings` (health and rotation) running.
-fn rig(count: usize, settings: &str) -> Rig {
-    let root = Root::new();
-    let http = HttpTarget::start();
-    let socks_port = free_port();
-    root.write_settings(&format!(
-        "[daemon]\nhealth_interval_secs = 1\n[runtime]\n{}socks_port = {socks_port}\n[health]\nprobe_url = \"{}\"\ntimeout_ms = 800\n{settings}",
-        Core::V2ray.runtime_settings(),
-        http.url("/probe"),
-    ));
-    let servers: Vec<RemoteServer> = (0..count)
-        .map(|_| RemoteServer::start_on(Proto::Socks, Core::V2ray))
-        .collect();
-    let ids = servers.iter().map(|s| import(&root, &s.link())).collect();
-    root.start();
-    Rig {
-        root,
-        http,
-        servers,
-        ids,
-        socks_port,
-    }
-}
-
-fn import(root: &Root, link: &str) -> i64 {
-    let out = root.run(&["config", "import", link, "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
-    view["imported"][0]["id"].as_i64().unwrap()
-}
-
-impl Rig {
-    fn call(&self, body: Value) -> Value {
-        self.root.connect().call(json!(1), body)
-    }
-
-    fn connect(&self, id: i64) -> Value {
-        let reply = self.call(json!({"type": "runtime_connect", "config_id": id}));
-        assert_eq!(reply["code"], 200, "{reply}\n{}", self.root.log());
-        reply["payload"].clone()
-    }
-
-    fn status(&self) -> Value {
-        self.call(json!({"type": "runtime_status"}))["payload"].clone()
-    }
-
-    fn proxy(&self) -> Value {
-        self.call(json!({"type": "proxy_status"}))["payload"].clone()
-    }
-
-    fn active(&self) -> Option<i64> {
-        self.status()["active_config_id"].as_i64()
-    }
-
-    /// Exactly one core runs for the session: a rotation or rollback never leaves two, and
-    /// the batch test core is gone.
-    fn one_core(&self) {
-        let ok = wait_until(Duration::from_secs(3), || {
-            core_processes(&self.root).len() == 1
-        });
-        assert!(ok, "core processes: {:?}", core_processes(&self.root));
-    }
-
-    fn traffic_flows(&self) -> bool {
-        socks5_get(self.socks_port, self.http.port(), "/page")
-            .is_ok_and(|body| body == self.http.body())
-    }
-
-    fn events(&self) -> Vec<Event> {
-        let db = rusqlite::Connection::open(self.root.path().join("xrat.db")).unwrap();
-        let mut stmt = db
-            .prepare("SELECT trigger, from_config_id, to_config_id, result, detail FROM rotation_events ORDER BY id")
-            .unwrap();
-        stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-    }
-}
+use common::rig::rig;
 
 #[test]
 fn a_dead_remote_fails_over_to_a_live_one() {
@@ -296,49 +204,4 @@ fn a_killed_core_is_reported_when_rotation_is_disabled() {
         text(&out.stdout)
     );
     assert!(!alive(core));
-}
-
-#[test]
-fn pings_stay_fast_while_twenty_candidates_are_tested() {
-    let rig = rig(21, "");
-    rig.connect(rig.ids[0]);
-    let root_path = rig.root.path().to_path_buf();
-    let rotation = std::thread::spawn(move || {
-        let out = std::process::Command::new(common::xrat_bin())
-            .args(["proxy", "rotate", "--json"])
-            .env("XRAT_ROOT", root_path)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    });
-    let mut conn = rig.root.connect();
-    let mut rtts = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !rotation.is_finished() && Instant::now() < deadline && rtts.len() < 100_000 {
-        let sent = Instant::now();
-        assert_eq!(
-            conn.call(json!(1), json!({"type": "daemon_ping"}))["code"],
-            200
-        );
-        rtts.push(sent.elapsed());
-    }
-    let view = rotation.join().unwrap();
-    assert_eq!(view["replaced"], true, "{view}");
-    assert!(view["tested_candidates"].as_u64().unwrap() >= 1);
-    assert!(
-        rtts.len() >= 20,
-        "too few pings during the rotation ({})",
-        rtts.len()
-    );
-    rtts.sort();
-    let p99 = rtts[rtts.len() * 99 / 100];
-    eprintln!(
-        "ping during a 20-candidate rotation: {} pings, p50 {:?}, p99 {p99:?}",
-        rtts.len(),
-        rtts[rtts.len() / 2]
-    );
-    assert!(
-        p99 < Duration::from_millis(5),
-        "ping p99 {p99:?} during the batch test"
-    );
 }
