@@ -11,16 +11,25 @@ use super::ring::{Completion, Op};
 use super::token::{Kind, Token};
 use super::{Reactor, SHUTDOWN_FLUSH_MS};
 
+/// Where received bytes are.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A provided buffer the kernel filled.
+    Ring { bid: u16, len: usize },
+    /// The reactor's scratch buffer (a direct `recv`).
+    Scratch(usize),
+}
+
 /// The one-line answer for a client past the connection limit (it never sent a request).
 const CONNECTION_LIMIT_REPLY: &[u8] = b"{\"protocol_version\":1,\"id\":null,\"ok\":false,\"code\":503,\"message\":\"connection limit reached (daemon.max_connections); close idle connections or raise the limit in config.toml\",\"payload\":{\"error\":\"unavailable\"}}\n";
 
 impl Reactor {
-    pub(super) fn on_accept(&mut self, c: &Completion) {
+    pub(super) fn on_accept(&mut self, now: Now, c: &Completion) {
         if !c.more() {
             self.accept_armed = false;
         }
         if c.result >= 0 {
-            self.admit(c.result);
+            self.admit(now, c.result);
         } else {
             match -c.result {
                 // Shutdown cancelled it: nothing more to accept.
@@ -45,7 +54,7 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, fd: i32) {
+    fn admit(&mut self, now: Now, fd: i32) {
         if self.shutdown_deadline.is_some() || self.conns.len() >= self.connections_max {
             // A fresh socket's send buffer is empty, so this non-blocking send cannot stall.
             // SAFETY: `fd` is the accepted socket we own; the buffer is a static slice.
@@ -62,7 +71,29 @@ impl Reactor {
         }
         self.next_serial = self.next_serial.wrapping_add(1);
         let slot = self.conns.insert(Conn::new(fd, self.next_serial));
+        self.read_at_once(now, slot);
         self.arm_recv(slot);
+    }
+
+    /// A client usually writes its request right after connecting: reading it now, with one
+    /// non-blocking `recv`, answers in this batch instead of after the multishot receive has
+    /// been submitted and has completed.
+    fn read_at_once(&mut self, now: Now, slot: usize) {
+        let fd = self.conns[slot].fd;
+        // SAFETY: `scratch` is ours and outlives this synchronous call.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                self.scratch.as_mut_ptr().cast(),
+                self.scratch.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n > 0 {
+            self.feed(now, slot, Source::Scratch(n as usize));
+        } else if n == 0 {
+            self.drain(slot);
+        }
     }
 
     pub(super) fn arm_recv(&mut self, slot: usize) {
@@ -92,7 +123,14 @@ impl Reactor {
         }
         if c.result > 0 {
             let bid = c.buffer_id().expect("a receive with data names its buffer");
-            self.feed(now, slot, bid, c.result as usize);
+            self.feed(
+                now,
+                slot,
+                Source::Ring {
+                    bid,
+                    len: c.result as usize,
+                },
+            );
             self.bufs.recycle(bid);
         } else if c.result == 0 {
             // The client finished sending; it may still read its replies (`socat`, shutdown(WR)).
@@ -121,13 +159,16 @@ impl Reactor {
     }
 
     /// Frames and answers the bytes of one receive buffer.
-    fn feed(&mut self, now: Now, slot: usize, bid: u16, len: usize) {
+    fn feed(&mut self, now: Now, slot: usize, source: Source) {
         let conn = &mut self.conns[slot];
         if conn.phase != Phase::Open {
             return;
         }
         let conn_id = conn.conn_id(slot);
-        let data = self.bufs.filled(bid, len);
+        let data = match source {
+            Source::Ring { bid, len } => self.bufs.filled(bid, len),
+            Source::Scratch(len) => &self.scratch[..len],
+        };
         let mut pos = 0;
         loop {
             let input = match conn.decoder.next_frame(data, &mut pos) {

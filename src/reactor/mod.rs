@@ -126,6 +126,8 @@ pub struct Reactor {
     runtime: runtime::Runtime,
     probes: probes::Probes,
     encoder: ReplyEncoder,
+    /// For the direct `recv` right after accept.
+    scratch: Box<[u8]>,
     batch: Vec<Completion>,
     /// Slots with replies to send after this batch.
     dirty: Vec<usize>,
@@ -186,6 +188,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         runtime,
         probes: probes::Probes::new(probe_target, settings.health.timeout_ms),
         encoder: ReplyEncoder::default(),
+        scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
         dirty: Vec::new(),
         rearm: Vec::new(),
@@ -280,7 +283,7 @@ impl Reactor {
             return;
         };
         match token.kind {
-            Kind::Accept => self.on_accept(c),
+            Kind::Accept => self.on_accept(now, c),
             Kind::Recv => self.on_recv(now, token, c),
             Kind::Send => self.on_send(token, c),
             Kind::Cancel => {}
