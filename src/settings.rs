@@ -74,7 +74,7 @@ impl Default for DaemonSettings {
 /// Which proxy core runs sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoreChoice {
-    /// First of xray, v2ray, sing-box found on PATH.
+    /// First of xray, v2ray, sing-box, mihomo found on PATH.
     #[serde(rename = "auto")]
     Auto,
     /// Xray-core.
@@ -86,6 +86,46 @@ pub enum CoreChoice {
     /// sing-box.
     #[serde(rename = "sing-box")]
     SingBox,
+    /// mihomo (Clash.Meta).
+    #[serde(rename = "mihomo")]
+    Mihomo,
+}
+
+/// A core family named in `runtime.core_preference`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CoreName {
+    /// Xray-core.
+    #[serde(rename = "xray")]
+    Xray,
+    /// V2Ray (4 or 5).
+    #[serde(rename = "v2ray")]
+    V2ray,
+    /// sing-box.
+    #[serde(rename = "sing-box")]
+    SingBox,
+    /// mihomo (Clash.Meta).
+    #[serde(rename = "mihomo")]
+    Mihomo,
+}
+
+impl CoreName {
+    /// Every family, in the default preference order.
+    pub const DEFAULT_PREFERENCE: [CoreName; 4] = [
+        CoreName::Xray,
+        CoreName::SingBox,
+        CoreName::Mihomo,
+        CoreName::V2ray,
+    ];
+
+    /// The name as settings and messages write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoreName::Xray => "xray",
+            CoreName::V2ray => "v2ray",
+            CoreName::SingBox => "sing-box",
+            CoreName::Mihomo => "mihomo",
+        }
+    }
 }
 
 /// `[runtime]`.
@@ -94,6 +134,9 @@ pub enum CoreChoice {
 pub struct RuntimeSettings {
     /// Which core.
     pub core: CoreChoice,
+    /// With `core = "auto"`, the order in which installed cores are tried for a config: the
+    /// first that supports every feature of it runs it.
+    pub core_preference: Vec<CoreName>,
     /// Explicit core binary; empty means search PATH.
     pub core_path: String,
     /// Address of the inbounds.
@@ -114,6 +157,7 @@ impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
             core: CoreChoice::Auto,
+            core_preference: CoreName::DEFAULT_PREFERENCE.to_vec(),
             core_path: String::new(),
             listen: "127.0.0.1".into(),
             socks_port: 1080,
@@ -208,7 +252,12 @@ impl Settings {
     fn validate(&self, path: &Path) -> Result<(), SettingsError> {
         let (d, r, h) = (&self.daemon, &self.runtime, &self.health);
         const AT_LEAST_ONE: &str = "must be at least 1";
-        let checks: [(&'static str, bool, String, &'static str); 11] = [
+        let preference = &r.core_preference;
+        let duplicate = preference
+            .iter()
+            .enumerate()
+            .any(|(i, name)| preference[..i].contains(name));
+        let checks: [(&'static str, bool, String, &'static str); 13] = [
             (
                 "daemon.health_interval_secs",
                 d.health_interval_secs == 0,
@@ -220,6 +269,25 @@ impl Settings {
                 d.max_connections == 0 || d.max_connections > MAX_CONNECTIONS_LIMIT,
                 d.max_connections.to_string(),
                 "must be between 1 and 65536",
+            ),
+            (
+                "runtime.core_preference",
+                preference.is_empty(),
+                "[]".into(),
+                "must name at least one of xray, sing-box, mihomo, v2ray",
+            ),
+            (
+                "runtime.core_preference",
+                duplicate,
+                format!(
+                    "[{}]",
+                    preference
+                        .iter()
+                        .map(|name| format!("{:?}", name.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "names a core twice; list each of xray, sing-box, mihomo, v2ray at most once",
             ),
             (
                 "runtime.listen",
@@ -292,6 +360,49 @@ impl Settings {
 mod tests {
     use super::*;
 
+    #[test]
+    fn core_choice_and_preference() {
+        let s = parse("[runtime]\ncore = \"mihomo\"\n").unwrap();
+        assert_eq!(s.runtime.core, CoreChoice::Mihomo);
+        assert_eq!(
+            s.runtime.core_preference,
+            [
+                CoreName::Xray,
+                CoreName::SingBox,
+                CoreName::Mihomo,
+                CoreName::V2ray
+            ]
+        );
+        let s = parse("[runtime]\ncore_preference = [\"mihomo\", \"v2ray\"]\n").unwrap();
+        assert_eq!(
+            s.runtime.core_preference,
+            [CoreName::Mihomo, CoreName::V2ray]
+        );
+        let err = parse("[runtime]\ncore_preference = [\"mihomo\", \"clash\"]\n").unwrap_err();
+        assert!(
+            err.starts_with("invalid settings in /r/config.toml: "),
+            "{err}"
+        );
+        assert!(err.contains("core_preference"), "{err}");
+        assert!(
+            err.contains(
+                "unknown variant `clash`, expected one of `xray`, `v2ray`, `sing-box`, `mihomo`"
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            parse("[runtime]\ncore_preference = []\n").unwrap_err(),
+            "invalid settings in /r/config.toml: `runtime.core_preference` = []: must name at \
+             least one of xray, sing-box, mihomo, v2ray"
+        );
+        assert_eq!(
+            parse("[runtime]\ncore_preference = [\"xray\", \"mihomo\", \"xray\"]\n").unwrap_err(),
+            "invalid settings in /r/config.toml: `runtime.core_preference` = [\"xray\", \
+             \"mihomo\", \"xray\"]: names a core twice; list each of xray, sing-box, mihomo, \
+             v2ray at most once"
+        );
+    }
+
     fn parse(text: &str) -> Result<Settings, String> {
         Settings::parse(text, Path::new("/r/config.toml")).map_err(|e| e.to_string())
     }
@@ -318,6 +429,8 @@ mod tests {
         assert!(err.contains("socks_port") && err.contains("70000"), "{err}");
         let err = parse("[runtime]\ncore = \"clash\"\n").unwrap_err();
         assert!(err.contains("clash") && err.contains("sing-box"), "{err}");
+        let err = parse("[runtime]\ncore = \"clash\"\n").unwrap_err();
+        assert!(err.contains("mihomo"), "{err}");
         let err = parse("[daemon]\nhealth_interval_secs = 0\n").unwrap_err();
         assert_eq!(
             err,

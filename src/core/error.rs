@@ -63,6 +63,26 @@ pub enum CoreError {
         /// What to do, e.g. `use xray or sing-box (set runtime.core)`.
         fix: String,
     },
+    /// No installed core in `runtime.core_preference` can run the config, but another core
+    /// could ([`super::choose_core`]).
+    #[error("{feature} needs the {capable} core; install one, see docs/CORES.md ({installed})")]
+    NoCapableCore {
+        /// What the first preferred installed core refused, e.g. `REALITY (vless reality)`.
+        feature: String,
+        /// The cores that would run it, e.g. `sing-box or mihomo`.
+        capable: String,
+        /// What is installed and why it cannot, e.g. `installed: v2ray 4.34.0`.
+        installed: String,
+    },
+    /// `choose_core` was given no installed core of a preferred family.
+    #[error(
+        "no proxy core of runtime.core_preference ({preference}) is installed; install one, see \
+         docs/CORES.md"
+    )]
+    NoCore {
+        /// The preference list, comma-separated.
+        preference: String,
+    },
     /// The render request itself is unusable (no candidates, a port used twice).
     #[error("cannot render core config: {0}")]
     Render(String),

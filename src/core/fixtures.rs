@@ -197,6 +197,11 @@ pub(crate) fn real_sing_box() -> CoreBinary {
     real("XRAT_SING_BOX", "sing-box", CoreChoice::SingBox)
 }
 
+/// The real mihomo: `$XRAT_MIHOMO`, else PATH, else `<repo>/.cores/bin/mihomo`.
+pub(crate) fn real_mihomo() -> CoreBinary {
+    real("XRAT_MIHOMO", "mihomo", CoreChoice::Mihomo)
+}
+
 /// The real Xray when `$XRAT_XRAY` or PATH has one; it is not installed by `.ci/install-cores`.
 pub(crate) fn real_xray() -> Option<CoreBinary> {
     let path = locate("XRAT_XRAY", "xray")?;

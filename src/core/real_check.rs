@@ -243,3 +243,101 @@ fn check_failures_carry_the_core_output() {
         .to_string();
     assert!(err.starts_with("v2ray rejected the config"), "{err}");
 }
+
+#[test]
+fn mihomo_checks_every_supported_combination() {
+    let core = real_mihomo();
+    let passed = check_every_supported_session(&core);
+    assert_eq!(passed, 112, "the support matrix changed");
+    check_batch(&core, &three_candidates());
+    let all: Vec<Outbound> = all_outbounds()
+        .into_iter()
+        .filter(|out| check_support(&core, out).is_ok())
+        .collect();
+    check_batch(&core, &all);
+}
+
+/// `mihomo -t` builds every proxy, so what mihomo validates while building shows there (bad
+/// REALITY keys, unknown ciphers and types); most of what it cannot carry it ignores silently
+/// (unknown keys pass), which is why `support` refuses up front.
+#[test]
+fn mihomo_check_sees_what_it_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = real_mihomo();
+    let mut out = outbound(vision(), Transport::Tcp, reality());
+    if let crate::links::Security::Reality(reality) = &mut out.security {
+        reality.public_key = "not-a-key".into();
+    }
+    let value = mihomo::session(&inbounds(0), &out);
+    let path = write(dir.path(), "key.json", &value.to_string());
+    let err = check_config(&core, &path, CHECK_TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("mihomo rejected the config"), "{err}");
+    assert!(err.contains("invalid REALITY public key"), "{err}");
+    let path = write(
+        dir.path(),
+        "bad.json",
+        r#"{"proxies":[{"name":"p","type":"ss","server":"a","port":1,"cipher":"nope","password":"x"}]}"#,
+    );
+    let err = check_config(&core, &path, CHECK_TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown method: nope"), "{err}");
+}
+
+/// A rendered session runs offline: mihomo starts, accepts on its SOCKS listener and writes
+/// nothing into its home directory (no Country.mmdb or geodata download, no cache.db).
+#[test]
+fn mihomo_session_starts_offline_and_writes_nothing() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let core = real_mihomo();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let inbounds = Inbounds {
+        listen: IpAddr::from([127, 0, 0, 1]),
+        socks_port: port,
+        http_port: None,
+    };
+    let text = render_session(&core, &inbounds, &vless_ws_tls()).unwrap();
+    let path = write(dir.path(), "7.json", &text);
+    let mut child = Command::new(&core.path)
+        .args(run_args(&core, &path))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ready = false;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            ready = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Give a start-up download, were there one, the time to begin writing.
+    thread::sleep(Duration::from_millis(300));
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ready && exited.is_none(),
+        "mihomo did not stay up on {port}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["7.json"]);
+}

@@ -6,18 +6,27 @@
 //! Support matrix (beyond what every core runs: vmess, vless, trojan, AEAD shadowsocks, socks
 //! over tcp/ws with none/tls):
 //!
-//! | feature | xray | v2ray 4 | v2ray 5 | sing-box |
-//! |---|---|---|---|---|
-//! | REALITY | yes, over tcp/grpc/h2 | no | no | with uTLS only |
-//! | Vision flow | yes | no | no | yes (`-udp443` runs as plain vision) |
-//! | VLESS encryption other than none | yes | no | no | no |
-//! | grpc | yes | no | yes | yes |
-//! | httpupgrade | yes | no | no | yes |
-//! | h2 | before 24.11.30 | with TLS | with TLS | yes |
-//! | Shadowsocks 2022, xchacha20 | yes | no | no | yes |
-//! | TLS without verification | before 26.1.31 | yes | yes | yes |
-//! | uTLS fingerprint | yes | dropped | dropped | dropped without uTLS |
-//! | shadowsocks/socks over a transport or TLS | yes | yes | yes | no |
+//! | feature | xray | v2ray 4 | v2ray 5 | sing-box | mihomo |
+//! |---|---|---|---|---|---|
+//! | REALITY | yes, over tcp/grpc/h2 | no | no | with uTLS only | vless over tcp/grpc |
+//! | Vision flow | yes | no | no | yes (`-udp443` runs as plain vision) | yes (same) |
+//! | VLESS encryption other than none | yes | no | no | no | yes |
+//! | grpc | yes | no | yes | yes | with tls or reality |
+//! | httpupgrade | yes | no | no | yes | vmess, vless |
+//! | h2 | before 24.11.30 | with TLS | with TLS | yes | vmess, vless with tls |
+//! | Shadowsocks 2022, xchacha20 | yes | no | no | yes | yes |
+//! | TLS without verification | before 26.1.31 | yes | yes | yes | yes |
+//! | uTLS fingerprint | yes | dropped | dropped | dropped without uTLS | yes |
+//! | shadowsocks/socks over a transport or TLS | yes | yes | yes | no | ss over ws only |
+//! | trojan without TLS | yes | yes | yes | yes | no |
+//!
+//! mihomo's transports are per protocol: vmess and vless take tcp, ws, httpupgrade (a ws
+//! option), h2 and grpc; trojan takes tcp, ws and grpc and always speaks TLS; Shadowsocks
+//! reaches ws (with or without TLS) only through its v2ray-plugin, which speaks the same plain
+//! WebSocket as an Xray `ss` + `ws` server; socks takes none. h2 and grpc without TLS are
+//! refused: older mihomo releases rejected them for vmess ("TLS must be true with h2/grpc
+//! network"), and 1.19.32, whose check accepts them, has not been run against such a server
+//! here.
 //!
 //! h2 without TLS is left to sing-box although its `http` transport then speaks HTTP/1.1:
 //! that matches a sing-box server, the likely source of such a link, not an Xray h2c one.
@@ -32,8 +41,8 @@
 use super::{CoreBinary, CoreError, CoreKind};
 use crate::links::{Outbound, Protocol, Security, ShadowsocksMethod, Transport};
 
-/// The fix when only Xray or sing-box can run a feature.
-const USE_XRAY_OR_SING_BOX: &str = "use xray or sing-box (set runtime.core)";
+/// The fix when only Xray, sing-box or mihomo can run a feature.
+const USE_XRAY_OR_SING_BOX: &str = "use xray, sing-box or mihomo (set runtime.core)";
 
 /// Xray turned the h2 transport into an XHTTP mode that old h2 servers do not speak
 /// (XTLS/Xray-core PR #4071, merged 2024-11-27). Xray 24.12.15 is reported to reject h2
@@ -64,6 +73,7 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
         CoreKind::Xray => xray_lacks(core, outbound),
         CoreKind::V2ray4 | CoreKind::V2ray5 => v2ray_lacks(core.kind, outbound),
         CoreKind::SingBox => sing_box_lacks(core, outbound),
+        CoreKind::Mihomo => mihomo_lacks(outbound),
     };
     match refusal {
         Some((feature, fix)) => Err(refuse(feature, fix)),
@@ -111,7 +121,7 @@ fn xray_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
     {
         return Some((
             "the HTTP/2 transport (h2), which Xray 24.11.30 and later replaced with XHTTP".into(),
-            "use v2ray or sing-box (set runtime.core)",
+            "use v2ray, sing-box or mihomo (set runtime.core)",
         ));
     }
     let insecure = matches!(&outbound.security, Security::Tls(tls) if tls.allow_insecure);
@@ -120,7 +130,8 @@ fn xray_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
             "TLS without certificate verification (allowInsecure), which Xray 26.1.31 and \
              later removed"
                 .into(),
-            "use v2ray or sing-box (set runtime.core), or a server with a valid certificate",
+            "use v2ray, sing-box or mihomo (set runtime.core), or a server with a valid \
+             certificate",
         ));
     }
     None
@@ -154,7 +165,7 @@ fn v2ray_lacks(kind: CoreKind, outbound: &Outbound) -> Refusal {
     match (&outbound.transport, &outbound.security) {
         (Transport::Grpc { .. }, _) if kind == CoreKind::V2ray4 => Some((
             "the gRPC transport (grpc)".into(),
-            "use xray, sing-box or V2Ray 5 (set runtime.core)",
+            "use xray, sing-box, mihomo or V2Ray 5 (set runtime.core)",
         )),
         (Transport::HttpUpgrade { .. }, _) => Some((
             "the HTTPUpgrade transport (httpupgrade)".into(),
@@ -174,7 +185,8 @@ fn sing_box_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
         return Some((
             format!("REALITY ({protocol} reality)"),
             "this sing-box build lacks uTLS (built without the with_utls tag), which REALITY \
-             needs; use xray or a sing-box release build (set runtime.core or runtime.core_path)",
+             needs; use xray, mihomo or a sing-box release build (set runtime.core or \
+             runtime.core_path)",
         ));
     }
     if let Some(encryption) = vless_encryption(outbound) {
@@ -193,6 +205,86 @@ fn sing_box_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
             "sing-box's shadowsocks and socks outbounds take no transport or TLS; use xray or \
              v2ray (set runtime.core)",
         ));
+    }
+    None
+}
+
+fn mihomo_lacks(outbound: &Outbound) -> Refusal {
+    let protocol = protocol_name(outbound);
+    let transport = transport_name(&outbound.transport);
+    let security = security_name(&outbound.security);
+    let reality = matches!(outbound.security, Security::Reality(_));
+    if reality && !matches!(outbound.protocol, Protocol::Vless { .. }) {
+        return Some((
+            format!("REALITY for {protocol} ({protocol} reality)"),
+            "mihomo runs REALITY only for vless; use xray or sing-box (set runtime.core)",
+        ));
+    }
+    if reality && !matches!(outbound.transport, Transport::Tcp | Transport::Grpc { .. }) {
+        return Some((
+            format!("REALITY over {transport} ({protocol} reality {transport})"),
+            "mihomo runs REALITY only over tcp or grpc; use xray (set runtime.core)",
+        ));
+    }
+    let h2_or_grpc = matches!(
+        outbound.transport,
+        Transport::H2 { .. } | Transport::Grpc { .. }
+    );
+    if h2_or_grpc && outbound.security == Security::None {
+        return Some((
+            format!("{transport} without TLS ({protocol} {transport}, security none)"),
+            "mihomo runs h2 and grpc only with tls; use xray or sing-box (set runtime.core)",
+        ));
+    }
+    let refused = match &outbound.protocol {
+        Protocol::Vmess { .. } | Protocol::Vless { .. } => None,
+        Protocol::Trojan { .. } => match (&outbound.transport, &outbound.security) {
+            (_, Security::None) => Some((
+                format!("trojan without TLS (trojan {transport}, security none)"),
+                "mihomo's trojan always speaks TLS; use xray, sing-box or v2ray (set \
+                 runtime.core)",
+            )),
+            (Transport::H2 { .. } | Transport::HttpUpgrade { .. }, _) => Some((
+                format!("trojan over {transport}"),
+                "mihomo's trojan takes tcp, ws or grpc; use xray or sing-box (set runtime.core)",
+            )),
+            _ => None,
+        },
+        Protocol::Shadowsocks { .. } => match (&outbound.transport, &outbound.security) {
+            (Transport::Tcp, Security::None) | (Transport::Ws { .. }, _) => None,
+            _ => Some((
+                format!("shadowsocks over {transport} with security {security}"),
+                "mihomo carries shadowsocks bare or over ws (v2ray-plugin) only; use xray or \
+                 v2ray (set runtime.core)",
+            )),
+        },
+        Protocol::Socks { .. } => match (&outbound.transport, &outbound.security) {
+            (Transport::Tcp, Security::None) => None,
+            _ => Some((
+                format!("socks over {transport} with security {security}"),
+                "mihomo's socks outbound takes no transport or TLS here; use xray or v2ray (set \
+                 runtime.core)",
+            )),
+        },
+    };
+    if refused.is_some() {
+        return refused;
+    }
+    // The Shadowsocks v2ray-plugin has no ALPN or uTLS setting, so those are dropped (as a
+    // fingerprint is on cores without uTLS); its `host` is both the ws Host header and the TLS
+    // server name, so a server name other than the ws host cannot be carried.
+    if let (Protocol::Shadowsocks { .. }, Transport::Ws { host, .. }, Security::Tls(tls)) =
+        (&outbound.protocol, &outbound.transport, &outbound.security)
+    {
+        if let (Some(sni), Some(host)) = (&tls.sni, host) {
+            if sni != host {
+                return Some((
+                    "shadowsocks over ws with a TLS server name other than the ws host".into(),
+                    "mihomo's v2ray-plugin sends the ws host as the server name; use xray or \
+                     v2ray (set runtime.core)",
+                ));
+            }
+        }
     }
     None
 }

@@ -31,12 +31,12 @@ fn v2ray_refusals() {
     let core = v2ray4();
     assert_eq!(
         refusal(&core, &outbound(vless(), Transport::Tcp, reality())),
-        "v2ray 4.34.0 cannot run REALITY (vless reality); use xray or sing-box (set runtime.core)"
+        "v2ray 4.34.0 cannot run REALITY (vless reality); use xray, sing-box or mihomo (set runtime.core)"
     );
     assert_eq!(
         refusal(&core, &outbound(vision(), Transport::Tcp, tls_plain())),
         "v2ray 4.34.0 cannot run the XTLS flow xtls-rprx-vision (vless flow); \
-         use xray or sing-box (set runtime.core)"
+         use xray, sing-box or mihomo (set runtime.core)"
     );
     let grpc = Transport::Grpc {
         service_name: "s".into(),
@@ -45,7 +45,7 @@ fn v2ray_refusals() {
     assert_eq!(
         refusal(&core, &outbound(vless(), grpc.clone(), tls_plain())),
         "v2ray 4.34.0 cannot run the gRPC transport (grpc); \
-         use xray, sing-box or V2Ray 5 (set runtime.core)"
+         use xray, sing-box, mihomo or V2Ray 5 (set runtime.core)"
     );
     let upgrade = Transport::HttpUpgrade {
         path: "/".into(),
@@ -54,17 +54,17 @@ fn v2ray_refusals() {
     assert_eq!(
         refusal(&core, &outbound(vless(), upgrade.clone(), Security::None)),
         "v2ray 4.34.0 cannot run the HTTPUpgrade transport (httpupgrade); \
-         use xray or sing-box (set runtime.core)"
+         use xray, sing-box or mihomo (set runtime.core)"
     );
     assert_eq!(
         refusal(&core, &ss(ShadowsocksMethod::Blake3Aes128Gcm)),
         "v2ray 4.34.0 cannot run Shadowsocks 2022-blake3-aes-128-gcm; \
-         use xray or sing-box (set runtime.core)"
+         use xray, sing-box or mihomo (set runtime.core)"
     );
     assert_eq!(
         refusal(&core, &ss(ShadowsocksMethod::Xchacha20IetfPoly1305)),
         "v2ray 4.34.0 cannot run Shadowsocks xchacha20-ietf-poly1305; \
-         use xray or sing-box (set runtime.core)"
+         use xray, sing-box or mihomo (set runtime.core)"
     );
     let h2 = Transport::H2 {
         path: "/".into(),
@@ -92,7 +92,7 @@ fn v2ray_refusals() {
     assert_eq!(
         refusal(&v5, &outbound(vless(), upgrade, Security::None)),
         "v2ray 5.16.1 cannot run the HTTPUpgrade transport (httpupgrade); \
-         use xray or sing-box (set runtime.core)"
+         use xray, sing-box or mihomo (set runtime.core)"
     );
 }
 
@@ -102,7 +102,7 @@ fn sing_box_refusals() {
     assert_eq!(
         refusal(&core, &outbound(vless(), Transport::Tcp, reality())),
         "sing-box 1.14.4 cannot run REALITY (vless reality); this sing-box build lacks uTLS \
-         (built without the with_utls tag), which REALITY needs; use xray or a sing-box release \
+         (built without the with_utls tag), which REALITY needs; use xray, mihomo or a sing-box release \
          build (set runtime.core or runtime.core_path)"
     );
     let release = binary(CoreKind::SingBox, "1.14.4");
@@ -160,7 +160,7 @@ fn xray_refusals_depend_on_version() {
     assert_eq!(
         refusal(&new, &h2),
         "xray 26.3.27 cannot run the HTTP/2 transport (h2), which Xray 24.11.30 and later \
-         replaced with XHTTP; use v2ray or sing-box (set runtime.core)"
+         replaced with XHTTP; use v2ray, sing-box or mihomo (set runtime.core)"
     );
     assert!(check_support(&old, &h2).is_ok());
     let insecure = Security::Tls(TlsSettings {
@@ -173,8 +173,8 @@ fn xray_refusals_depend_on_version() {
     assert_eq!(
         refusal(&new, &out),
         "xray 26.3.27 cannot run TLS without certificate verification (allowInsecure), which \
-         Xray 26.1.31 and later removed; use v2ray or sing-box (set runtime.core), or a server \
-         with a valid certificate"
+         Xray 26.1.31 and later removed; use v2ray, sing-box or mihomo (set runtime.core), or a \
+         server with a valid certificate"
     );
     assert!(check_support(&binary(CoreKind::Xray, "25.10.15"), &out).is_ok());
     assert_eq!(

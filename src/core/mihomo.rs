@@ -1,0 +1,293 @@
+//! The mihomo (Clash.Meta) config, as mihomo 1.19 reads it. Its format is YAML; it is
+//! written here as JSON, which YAML 1.2 parsers (mihomo's included) read as YAML, so no YAML
+//! dependency is needed and the file looks like the other cores' to a person reading it.
+//!
+//! mihomo ignores keys it does not know, and `mihomo -t` does not even check that a
+//! listener's `proxy:` names an existing proxy, so the shapes here are pinned by the unit tests
+//! and by sessions run end to end; `-t` catches only what mihomo validates while building the
+//! proxies (unknown types and ciphers, bad REALITY keys).
+//!
+//! What the config leaves out on purpose:
+//! - No external controller (`external-controller` and friends unset), no `port`,
+//!   `socks-port` or `mixed-port`: the only ports are the `listeners` rendered here.
+//! - No geodata: no GEOIP/GEOSITE rule, no DNS section (so no fallback filter), and
+//!   `geo-auto-update: false`, so mihomo neither loads nor downloads Country.mmdb or
+//!   geosite/geoip files (checked offline with strace: no connect at start).
+//! - `profile.store-selected` and `store-fake-ip` off: otherwise mihomo creates `cache.db` in
+//!   its home directory (the config's directory, see `run_args`), which sessions and batch
+//!   cores would share.
+//! - `find-process-mode: off`: no per-connection scan of `/proc` for the owning process.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Map, Value};
+
+use super::singbox::split_early_data;
+use super::Inbounds;
+use crate::links::{Outbound, Protocol, RealitySettings, Security, TlsSettings, Transport};
+
+/// Xray clients read early data from a `?ed=N` path suffix and send it in this header; mihomo
+/// needs both spelled out to do the same.
+const EARLY_DATA_HEADER: &str = "Sec-WebSocket-Protocol";
+
+/// The session config: SOCKS (+ HTTP) listeners, everything sent to `outbound`.
+pub(crate) fn session(inbounds: &Inbounds, outbound: &Outbound) -> Value {
+    let mut listeners = vec![listener(
+        "socks",
+        "socks-in",
+        inbounds.listen,
+        inbounds.socks_port,
+        "proxy",
+    )];
+    if let Some(port) = inbounds.http_port {
+        listeners.push(listener("http", "http-in", inbounds.listen, port, "proxy"));
+    }
+    config(listeners, vec![render_proxy(outbound, "proxy")], "proxy")
+}
+
+/// The batch-test config: listener `in-<port>` sends to proxy `out-<port>` per candidate.
+/// Traffic that somehow reached the rules instead would be rejected, never sent through
+/// another candidate, so a broken listener binding shows as a failed probe.
+pub(crate) fn batch(listen: IpAddr, candidates: &[(u16, &Outbound)]) -> Value {
+    let listeners = candidates
+        .iter()
+        .map(|(port, _)| {
+            listener(
+                "socks",
+                &format!("in-{port}"),
+                listen,
+                *port,
+                &format!("out-{port}"),
+            )
+        })
+        .collect();
+    let proxies = candidates
+        .iter()
+        .map(|(port, outbound)| render_proxy(outbound, &format!("out-{port}")))
+        .collect();
+    config(listeners, proxies, "REJECT")
+}
+
+/// The top level: rule mode with one `MATCH` rule (each listener names its proxy anyway).
+fn config(listeners: Vec<Value>, proxies: Vec<Value>, fallback: &str) -> Value {
+    json!({
+        "log-level": "warning",
+        "mode": "rule",
+        "ipv6": true,
+        "find-process-mode": "off",
+        "geo-auto-update": false,
+        "profile": { "store-selected": false, "store-fake-ip": false },
+        "listeners": listeners,
+        "proxies": proxies,
+        "rules": [format!("MATCH,{fallback}")],
+    })
+}
+
+/// A SOCKS or HTTP listener without users (so no authentication), with UDP for SOCKS.
+fn listener(kind: &str, name: &str, listen: IpAddr, port: u16, proxy: &str) -> Value {
+    let mut value = json!({
+        "name": name,
+        "type": kind,
+        "listen": listen.to_string(),
+        "port": port,
+        "proxy": proxy,
+    });
+    if kind == "socks" {
+        value["udp"] = json!(true);
+    }
+    value
+}
+
+/// One entry of `proxies`: protocol fields, then TLS/REALITY and transport where they apply.
+/// `support` has refused what mihomo cannot carry, so every arm here is one mihomo runs.
+pub(crate) fn render_proxy(outbound: &Outbound, name: &str) -> Value {
+    let mut out = Map::new();
+    out.insert("name".into(), json!(name));
+    out.insert("server".into(), json!(outbound.server));
+    out.insert("port".into(), json!(outbound.port));
+    out.insert("udp".into(), json!(true));
+    protocol_fields(&outbound.protocol, &mut out);
+    if let Protocol::Shadowsocks { .. } = &outbound.protocol {
+        if let Transport::Ws { path, host } = &outbound.transport {
+            out.insert("plugin".into(), json!("v2ray-plugin"));
+            out.insert(
+                "plugin-opts".into(),
+                v2ray_plugin(path, host.as_deref(), &outbound.security),
+            );
+        }
+        return Value::Object(out);
+    }
+    // Trojan names the server name `sni`; vmess and vless call it `servername` and need
+    // `tls: true` (trojan always speaks TLS).
+    let trojan = matches!(outbound.protocol, Protocol::Trojan { .. });
+    let sni_key = if trojan { "sni" } else { "servername" };
+    match &outbound.security {
+        Security::None => {}
+        Security::Tls(tls) => {
+            if !trojan {
+                out.insert("tls".into(), json!(true));
+            }
+            tls_fields(tls, sni_key, &mut out);
+        }
+        Security::Reality(reality) => {
+            out.insert("tls".into(), json!(true));
+            reality_fields(reality, sni_key, &mut out);
+        }
+    }
+    if !matches!(outbound.protocol, Protocol::Socks { .. }) {
+        transport_fields(&outbound.transport, &mut out);
+    }
+    Value::Object(out)
+}
+
+fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
+    let mut set = |key: &str, value: Value| {
+        out.insert(key.into(), value);
+    };
+    match protocol {
+        Protocol::Vmess {
+            id,
+            alter_id,
+            security,
+        } => {
+            set("type", json!("vmess"));
+            set("uuid", json!(id));
+            set("alterId", json!(alter_id));
+            set("cipher", json!(security.as_str()));
+        }
+        Protocol::Vless {
+            id,
+            flow,
+            encryption,
+        } => {
+            set("type", json!("vless"));
+            set("uuid", json!(id));
+            // mihomo knows `xtls-rprx-vision` (it cuts longer names to their first 16
+            // characters); `-udp443` differs only on the client, as for sing-box.
+            if flow.is_some() {
+                set("flow", json!("xtls-rprx-vision"));
+            }
+            if !encryption.eq_ignore_ascii_case("none") {
+                set("encryption", json!(encryption));
+            }
+        }
+        Protocol::Trojan { password } => {
+            set("type", json!("trojan"));
+            set("password", json!(password));
+        }
+        Protocol::Socks { auth } => {
+            set("type", json!("socks5"));
+            if let Some(auth) = auth {
+                set("username", json!(auth.username));
+                set("password", json!(auth.password));
+            }
+        }
+        Protocol::Shadowsocks { method, password } => {
+            set("type", json!("ss"));
+            set("cipher", json!(method.as_str()));
+            set("password", json!(password));
+        }
+    }
+}
+
+fn tls_fields(tls: &TlsSettings, sni_key: &str, out: &mut Map<String, Value>) {
+    if let Some(sni) = &tls.sni {
+        out.insert(sni_key.into(), json!(sni));
+    }
+    if !tls.alpn.is_empty() {
+        out.insert("alpn".into(), json!(tls.alpn));
+    }
+    if let Some(fingerprint) = &tls.fingerprint {
+        out.insert("client-fingerprint".into(), json!(fingerprint));
+    }
+    if tls.allow_insecure {
+        out.insert("skip-cert-verify".into(), json!(true));
+    }
+}
+
+/// REALITY needs a uTLS fingerprint; links without one get Chrome's, as on the other cores.
+/// `spider_x` has no mihomo field: it only shapes the client's probing, not the handshake.
+fn reality_fields(reality: &RealitySettings, sni_key: &str, out: &mut Map<String, Value>) {
+    if let Some(sni) = &reality.sni {
+        out.insert(sni_key.into(), json!(sni));
+    }
+    let fingerprint = reality.fingerprint.as_deref().unwrap_or("chrome");
+    out.insert("client-fingerprint".into(), json!(fingerprint));
+    out.insert(
+        "reality-opts".into(),
+        json!({ "public-key": reality.public_key, "short-id": reality.short_id }),
+    );
+}
+
+fn transport_fields(transport: &Transport, out: &mut Map<String, Value>) {
+    let (network, options) = match transport {
+        Transport::Tcp => return,
+        Transport::Ws { path, host } => ("ws", ws_options(path, host.as_deref())),
+        Transport::HttpUpgrade { path, host } => {
+            let mut options = json!({ "path": path, "v2ray-http-upgrade": true });
+            if let Some(host) = host {
+                options["headers"] = json!({ "Host": host });
+            }
+            ("ws", options)
+        }
+        // No multi mode in mihomo; servers accept the single-stream method too.
+        Transport::Grpc { service_name, .. } => {
+            ("grpc", json!({ "grpc-service-name": service_name }))
+        }
+        Transport::H2 { path, host } => {
+            let mut options = json!({ "path": path });
+            if !host.is_empty() {
+                options["host"] = json!(host);
+            }
+            ("h2", options)
+        }
+    };
+    let key = match network {
+        "grpc" => "grpc-opts",
+        "h2" => "h2-opts",
+        _ => "ws-opts",
+    };
+    out.insert("network".into(), json!(network));
+    out.insert(key.into(), options);
+}
+
+fn ws_options(path: &str, host: Option<&str>) -> Value {
+    let (path, early_data) = split_early_data(path);
+    let mut options = json!({ "path": path });
+    if let Some(host) = host {
+        options["headers"] = json!({ "Host": host });
+    }
+    if let Some(bytes) = early_data {
+        options["max-early-data"] = json!(bytes);
+        options["early-data-header-name"] = json!(EARLY_DATA_HEADER);
+    }
+    options
+}
+
+/// Shadowsocks over WebSocket through mihomo's built-in v2ray-plugin: plain WebSocket (mux
+/// off), which is what an Xray or V2Ray `shadowsocks` + `ws` server speaks. Its `host` is
+/// both the Host header and the TLS server name (`support` refused links where they differ).
+/// It has no early data, ALPN or uTLS setting, so those are left out.
+fn v2ray_plugin(path: &str, host: Option<&str>, security: &Security) -> Value {
+    let (path, _early_data) = split_early_data(path);
+    let mut options = json!({ "mode": "websocket", "path": path, "mux": false });
+    let tls = match security {
+        Security::Tls(tls) => Some(tls),
+        _ => None,
+    };
+    let host = host.or(tls.and_then(|tls| tls.sni.as_deref()));
+    if let Some(host) = host {
+        options["host"] = json!(host);
+    }
+    if let Some(tls) = tls {
+        options["tls"] = json!(true);
+        if tls.allow_insecure {
+            options["skip-cert-verify"] = json!(true);
+        }
+    }
+    options
+}
+
+#[cfg(test)]
+#[path = "mihomo_tests.rs"]
+mod tests;
