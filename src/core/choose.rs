@@ -28,8 +28,9 @@ fn reference(family: CoreName) -> CoreBinary {
 /// The first core of `installed` whose family comes first in `preference` and that supports
 /// every feature of `outbound`. Cores of a family missing from `preference` are never
 /// chosen. When none can, the error names what the first preferred installed core refused
-/// and which families would run it, e.g. "REALITY (vless reality) needs the xray, sing-box or
-/// mihomo core; install one, see docs/CORES.md (installed: v2ray 4.34.0)". A config no core
+/// and which families would run it, e.g. "REALITY (vless reality) is not supported by the
+/// installed cores (v2ray 4.34.0); it needs the xray, sing-box or mihomo core; install one,
+/// see docs/CORES.md". A config no core
 /// runs (Vision over ws) keeps its own refusal, whose fix is to correct the link.
 pub fn choose_core<'a>(
     installed: &'a [CoreBinary],
@@ -84,7 +85,7 @@ pub fn choose_core<'a>(
     Err(CoreError::NoCapableCore {
         feature: feature.clone(),
         capable: either(&capable),
-        installed: format!("installed: {installed}"),
+        installed,
     })
 }
 
@@ -169,8 +170,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "REALITY (vless reality) needs the sing-box, xray or mihomo core; install one, see \
-             docs/CORES.md (installed: v2ray 4.34.0, sing-box 1.14.4)"
+            "REALITY (vless reality) is not supported by the installed cores (v2ray 4.34.0, \
+             sing-box 1.14.4); it needs the sing-box, xray or mihomo core; install one, see \
+             docs/CORES.md"
         );
     }
 
@@ -188,8 +190,8 @@ mod tests {
         let err = choose_core(&only_v2ray, &DEFAULT, &grpc_reality).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "REALITY (vless reality) needs the xray, sing-box or mihomo core; install one, see \
-             docs/CORES.md (installed: v2ray 4.34.0)"
+            "REALITY (vless reality) is not supported by the installed cores (v2ray 4.34.0); it \
+             needs the xray, sing-box or mihomo core; install one, see docs/CORES.md"
         );
         // Trojan over REALITY: not mihomo (vless only), but Xray and a sing-box release.
         let trojan = outbound(
@@ -202,8 +204,32 @@ mod tests {
         let err = choose_core(&this_machine(), &DEFAULT, &trojan).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "REALITY (trojan reality) needs the xray or sing-box core; install one, see \
-             docs/CORES.md (installed: sing-box 1.14.4, mihomo 1.19.32, v2ray 4.34.0)"
+            "REALITY (trojan reality) is not supported by the installed cores (sing-box 1.14.4, \
+             mihomo 1.19.32, v2ray 4.34.0); it needs the xray or sing-box core; install one, see \
+             docs/CORES.md"
+        );
+    }
+
+    #[test]
+    fn quic_protocols_go_to_sing_box_or_mihomo() {
+        let hy2 = crate::links::parse_link("hy2://pw@hy.example.com:443?sni=a.example.com")
+            .unwrap()
+            .outbound;
+        let only_v2ray = [binary(CoreKind::V2ray4, "4.34.0")];
+        assert_eq!(
+            choose_core(&only_v2ray, &DEFAULT, &hy2)
+                .unwrap_err()
+                .to_string(),
+            "hysteria2 (hysteria2 link) is not supported by the installed cores (v2ray 4.34.0); \
+             it needs the sing-box or mihomo core; install one, see docs/CORES.md"
+        );
+        let installed = this_machine();
+        let chosen = choose_core(&installed, &DEFAULT, &hy2).unwrap();
+        assert_eq!(chosen.kind, CoreKind::SingBox);
+        let order = [CoreName::Mihomo, CoreName::SingBox];
+        assert_eq!(
+            choose_core(&installed, &order, &hy2).unwrap().kind,
+            CoreKind::Mihomo
         );
     }
 

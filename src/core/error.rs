@@ -65,13 +65,16 @@ pub enum CoreError {
     },
     /// No installed core in `runtime.core_preference` can run the config, but another core
     /// could ([`super::choose_core`]).
-    #[error("{feature} needs the {capable} core; install one, see docs/CORES.md ({installed})")]
+    #[error(
+        "{feature} is not supported by the installed cores ({installed}); it needs the {capable} \
+         core; install one, see docs/CORES.md"
+    )]
     NoCapableCore {
         /// What the first preferred installed core refused, e.g. `REALITY (vless reality)`.
         feature: String,
         /// The cores that would run it, e.g. `sing-box or mihomo`.
         capable: String,
-        /// What is installed and why it cannot, e.g. `installed: v2ray 4.34.0`.
+        /// The installed cores that were tried, e.g. `v2ray 4.34.0, sing-box 1.14.4`.
         installed: String,
     },
     /// `choose_core` was given no installed core of a preferred family.

@@ -187,6 +187,69 @@ pub(crate) fn all_outbounds() -> Vec<Outbound> {
     all
 }
 
+/// Hysteria 2, TUIC and AnyTLS outbounds as their parsers build them (own stream, TLS), with
+/// every optional field both set and unset.
+pub(crate) fn newer_outbounds() -> Vec<Outbound> {
+    let quic_tls = Security::Tls(TlsSettings {
+        sni: Some("quic.example.com".into()),
+        alpn: vec!["h3".into()],
+        fingerprint: None,
+        allow_insecure: true,
+    });
+    let protocols = [
+        (
+            Protocol::Hysteria2 {
+                password: "hy2 pass".into(),
+                obfs_password: None,
+            },
+            tls_plain(),
+        ),
+        (
+            Protocol::Hysteria2 {
+                password: "hy2 pass".into(),
+                obfs_password: Some("salamander pass".into()),
+            },
+            quic_tls.clone(),
+        ),
+        (
+            Protocol::Tuic {
+                uuid: ID.into(),
+                password: "tuic pass".into(),
+                congestion_control: None,
+                udp_relay_mode: None,
+                zero_rtt: false,
+            },
+            tls_plain(),
+        ),
+        (
+            Protocol::Tuic {
+                uuid: ID.into(),
+                password: "tuic pass".into(),
+                congestion_control: Some("bbr".into()),
+                udp_relay_mode: Some("quic".into()),
+                zero_rtt: true,
+            },
+            quic_tls,
+        ),
+        (
+            Protocol::Anytls {
+                password: "anytls pass".into(),
+            },
+            tls_plain(),
+        ),
+        (
+            Protocol::Anytls {
+                password: "anytls pass".into(),
+            },
+            tls_full(),
+        ),
+    ];
+    protocols
+        .into_iter()
+        .map(|(protocol, security)| outbound(protocol, Transport::Tcp, security))
+        .collect()
+}
+
 /// The real V2Ray: `$XRAT_V2RAY`, else `v2ray` on PATH. Panics with an install hint.
 pub(crate) fn real_v2ray() -> CoreBinary {
     real("XRAT_V2RAY", "v2ray", CoreChoice::V2ray)

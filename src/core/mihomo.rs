@@ -117,14 +117,20 @@ pub(crate) fn render_proxy(outbound: &Outbound, name: &str) -> Value {
         }
         return Value::Object(out);
     }
-    // Trojan names the server name `sni`; vmess and vless call it `servername` and need
-    // `tls: true` (trojan always speaks TLS).
-    let trojan = matches!(outbound.protocol, Protocol::Trojan { .. });
-    let sni_key = if trojan { "sni" } else { "servername" };
+    // Trojan, hysteria2, tuic and anytls name the server name `sni` and always speak TLS;
+    // vmess, vless and socks5 call it `servername` and need `tls: true`.
+    let always_tls = matches!(
+        outbound.protocol,
+        Protocol::Trojan { .. }
+            | Protocol::Hysteria2 { .. }
+            | Protocol::Tuic { .. }
+            | Protocol::Anytls { .. }
+    );
+    let sni_key = if always_tls { "sni" } else { "servername" };
     match &outbound.security {
         Security::None => {}
         Security::Tls(tls) => {
-            if !trojan {
+            if !always_tls {
                 out.insert("tls".into(), json!(true));
             }
             tls_fields(tls, sni_key, &mut out);
@@ -185,6 +191,41 @@ fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
         Protocol::Shadowsocks { method, password } => {
             set("type", json!("ss"));
             set("cipher", json!(method.as_str()));
+            set("password", json!(password));
+        }
+        Protocol::Hysteria2 {
+            password,
+            obfs_password,
+        } => {
+            set("type", json!("hysteria2"));
+            set("password", json!(password));
+            if let Some(obfs) = obfs_password {
+                set("obfs", json!("salamander"));
+                set("obfs-password", json!(obfs));
+            }
+        }
+        Protocol::Tuic {
+            uuid,
+            password,
+            congestion_control,
+            udp_relay_mode,
+            zero_rtt,
+        } => {
+            set("type", json!("tuic"));
+            set("uuid", json!(uuid));
+            set("password", json!(password));
+            if let Some(congestion) = congestion_control {
+                set("congestion-controller", json!(congestion));
+            }
+            if let Some(mode) = udp_relay_mode {
+                set("udp-relay-mode", json!(mode));
+            }
+            if *zero_rtt {
+                set("reduce-rtt", json!(true));
+            }
+        }
+        Protocol::Anytls { password } => {
+            set("type", json!("anytls"));
             set("password", json!(password));
         }
     }

@@ -398,3 +398,39 @@ fn support_matrix_counted() {
         "the support matrix changed; update docs/CORES.md"
     );
 }
+
+#[test]
+fn quic_and_anytls_proxies() {
+    let newer = newer_outbounds();
+    assert_eq!(
+        proxy(&newer[1]),
+        json!({ "name": "p", "type": "hysteria2", "server": "proxy.example.com", "port": 443,
+                "udp": true, "password": "hy2 pass", "obfs": "salamander",
+                "obfs-password": "salamander pass", "sni": "quic.example.com",
+                "alpn": ["h3"], "skip-cert-verify": true })
+    );
+    assert_eq!(
+        proxy(&newer[3]),
+        json!({ "name": "p", "type": "tuic", "server": "proxy.example.com", "port": 443,
+                "udp": true, "uuid": ID, "password": "tuic pass",
+                "congestion-controller": "bbr", "udp-relay-mode": "quic", "reduce-rtt": true,
+                "sni": "quic.example.com", "alpn": ["h3"], "skip-cert-verify": true })
+    );
+    assert_eq!(
+        proxy(&newer[5]),
+        json!({ "name": "p", "type": "anytls", "server": "proxy.example.com", "port": 443,
+                "udp": true, "password": "anytls pass", "sni": "cdn.example.com",
+                "alpn": ["h2", "http/1.1"], "client-fingerprint": "chrome",
+                "skip-cert-verify": true })
+    );
+    for out in &newer {
+        assert!(check_support(&mihomo(), out).is_ok(), "{out:?}");
+    }
+    let mut broken = newer[0].clone();
+    broken.transport = ws();
+    assert_eq!(
+        refusal(&broken),
+        "mihomo 1.19.32 cannot run hysteria2 over ws with security tls; it runs only on its own \
+         stream with its own TLS; fix the link"
+    );
+}

@@ -341,3 +341,22 @@ fn mihomo_session_starts_offline_and_writes_nothing() {
     names.sort();
     assert_eq!(names, ["7.json"]);
 }
+
+/// Hysteria 2, TUIC and AnyTLS: each renders for sing-box and mihomo, as a session and all
+/// together as a batch, and passes the real check; V2Ray refuses them up front.
+#[test]
+fn newer_protocols_pass_sing_box_and_mihomo_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let newer = newer_outbounds();
+    let v2ray = binary(CoreKind::V2ray4, "4.34.0");
+    for core in [real_sing_box(), real_mihomo()] {
+        for (i, out) in newer.iter().enumerate() {
+            assert!(check_support(&v2ray, out).is_err(), "{out:?}");
+            let text = render_session(&core, &inbounds(i), out).unwrap();
+            let path = write(dir.path(), &format!("{}-{i}.json", core.kind), &text);
+            check_config(&core, &path, CHECK_TIMEOUT)
+                .unwrap_or_else(|e| panic!("{out:?}\n{e}\n{text}"));
+        }
+        check_batch(&core, &newer);
+    }
+}

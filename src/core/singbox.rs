@@ -131,6 +131,40 @@ fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
                 set("password", json!(auth.password));
             }
         }
+        Protocol::Hysteria2 {
+            password,
+            obfs_password,
+        } => {
+            set("type", json!("hysteria2"));
+            set("password", json!(password));
+            if let Some(obfs) = obfs_password {
+                set("obfs", json!({ "type": "salamander", "password": obfs }));
+            }
+        }
+        Protocol::Tuic {
+            uuid,
+            password,
+            congestion_control,
+            udp_relay_mode,
+            zero_rtt,
+        } => {
+            set("type", json!("tuic"));
+            set("uuid", json!(uuid));
+            set("password", json!(password));
+            if let Some(congestion) = congestion_control {
+                set("congestion_control", json!(congestion));
+            }
+            if let Some(mode) = udp_relay_mode {
+                set("udp_relay_mode", json!(mode));
+            }
+            if *zero_rtt {
+                set("zero_rtt_handshake", json!(true));
+            }
+        }
+        Protocol::Anytls { password } => {
+            set("type", json!("anytls"));
+            set("password", json!(password));
+        }
     }
 }
 

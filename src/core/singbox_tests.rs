@@ -250,3 +250,30 @@ fn batch_routes_each_inbound_to_its_outbound() {
         ] })
     );
 }
+
+#[test]
+fn quic_and_anytls_outbounds() {
+    let newer = newer_outbounds();
+    assert_eq!(
+        render_outbound(&wheel(), &newer[1], "proxy"),
+        json!({ "tag": "proxy", "server": "proxy.example.com", "server_port": 443,
+                "type": "hysteria2", "password": "hy2 pass",
+                "obfs": { "type": "salamander", "password": "salamander pass" },
+                "tls": { "enabled": true, "server_name": "quic.example.com", "insecure": true,
+                         "alpn": ["h3"] } })
+    );
+    assert_eq!(
+        render_outbound(&wheel(), &newer[3], "proxy"),
+        json!({ "tag": "proxy", "server": "proxy.example.com", "server_port": 443,
+                "type": "tuic", "uuid": ID, "password": "tuic pass",
+                "congestion_control": "bbr", "udp_relay_mode": "quic",
+                "zero_rtt_handshake": true,
+                "tls": { "enabled": true, "server_name": "quic.example.com", "insecure": true,
+                         "alpn": ["h3"] } })
+    );
+    assert_eq!(
+        render_outbound(&wheel(), &newer[4], "proxy"),
+        json!({ "tag": "proxy", "server": "proxy.example.com", "server_port": 443,
+                "type": "anytls", "password": "anytls pass", "tls": { "enabled": true } })
+    );
+}

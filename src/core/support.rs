@@ -69,6 +69,23 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
             "Vision needs the tcp transport with tls or reality; fix the link",
         ));
     }
+    if let Some(feature) = malformed_newer(outbound) {
+        return Err(refuse(
+            feature,
+            "it runs only on its own stream with its own TLS; fix the link",
+        ));
+    }
+    let xray_family = matches!(
+        core.kind,
+        CoreKind::Xray | CoreKind::V2ray4 | CoreKind::V2ray5
+    );
+    if xray_family && newer_protocol(outbound) {
+        let protocol = protocol_name(outbound);
+        return Err(refuse(
+            format!("{protocol} ({protocol} link)"),
+            "use sing-box or mihomo (set runtime.core)",
+        ));
+    }
     let refusal = match core.kind {
         CoreKind::Xray => xray_lacks(core, outbound),
         CoreKind::V2ray4 | CoreKind::V2ray5 => v2ray_lacks(core.kind, outbound),
@@ -237,7 +254,11 @@ fn mihomo_lacks(outbound: &Outbound) -> Refusal {
         ));
     }
     let refused = match &outbound.protocol {
-        Protocol::Vmess { .. } | Protocol::Vless { .. } => None,
+        Protocol::Vmess { .. }
+        | Protocol::Vless { .. }
+        | Protocol::Hysteria2 { .. }
+        | Protocol::Tuic { .. }
+        | Protocol::Anytls { .. } => None,
         Protocol::Trojan { .. } => match (&outbound.transport, &outbound.security) {
             (_, Security::None) => Some((
                 format!("trojan without TLS (trojan {transport}, security none)"),
@@ -324,7 +345,34 @@ pub(crate) fn protocol_name(outbound: &Outbound) -> &'static str {
         Protocol::Trojan { .. } => "trojan",
         Protocol::Shadowsocks { .. } => "shadowsocks",
         Protocol::Socks { .. } => "socks",
+        Protocol::Hysteria2 { .. } => "hysteria2",
+        Protocol::Tuic { .. } => "tuic",
+        Protocol::Anytls { .. } => "anytls",
     }
+}
+
+/// Hysteria 2, TUIC and AnyTLS: protocols with their own stream and TLS, which only sing-box
+/// and mihomo run here. (Xray 25.x has a hysteria2 outbound of its own design, not checked
+/// here, so Xray is not offered.)
+fn newer_protocol(outbound: &Outbound) -> bool {
+    matches!(
+        outbound.protocol,
+        Protocol::Hysteria2 { .. } | Protocol::Tuic { .. } | Protocol::Anytls { .. }
+    )
+}
+
+/// The new protocols as the parsers build them: the protocol's own stream (`Tcp`) and TLS.
+fn malformed_newer(outbound: &Outbound) -> Option<String> {
+    let well_formed =
+        outbound.transport == Transport::Tcp && matches!(outbound.security, Security::Tls(_));
+    (newer_protocol(outbound) && !well_formed).then(|| {
+        format!(
+            "{} over {} with security {}",
+            protocol_name(outbound),
+            transport_name(&outbound.transport),
+            security_name(&outbound.security)
+        )
+    })
 }
 
 /// The transport as written in links, for messages.

@@ -217,3 +217,21 @@ fn every_combination_has_an_answer_per_core() {
     // (tcp 3 + ws 2 + ws 2 + grpc 3 + httpupgrade 2), vision over tcp with tls or reality.
     assert_eq!(count(&binary(CoreKind::Xray, "26.3.27")), 13 * 12 + 2);
 }
+
+#[test]
+fn quic_and_anytls_need_sing_box_or_mihomo() {
+    for out in newer_outbounds() {
+        for core in [v2ray4(), binary(CoreKind::Xray, "25.10.15")] {
+            let name = crate::core::support::protocol_name(&out);
+            assert_eq!(
+                refusal(&core, &out),
+                format!(
+                    "{} {} cannot run {name} ({name} link); use sing-box or mihomo (set \
+                     runtime.core)",
+                    core.kind, core.version
+                )
+            );
+        }
+        assert!(check_support(&wheel_sing_box(), &out).is_ok(), "{out:?}");
+    }
+}

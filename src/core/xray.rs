@@ -168,6 +168,10 @@ fn protocol_settings(outbound: &Outbound) -> (&'static str, Value) {
             }
             ("socks", json!({ "servers": [server] }))
         }
+        // Refused by `support` before any render; never written to a file.
+        Protocol::Hysteria2 { .. } | Protocol::Tuic { .. } | Protocol::Anytls { .. } => {
+            ("blackhole", json!({}))
+        }
     }
 }
 

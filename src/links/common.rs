@@ -162,7 +162,7 @@ fn url_error(scheme: Scheme, line: &str, err: ParseError) -> LinkError {
 
 /// Finds the port text for the error message only: `url` reports a bad port without saying
 /// what it was. The link has already been rejected, so this need not be exact.
-fn port_text(line: &str) -> &str {
+pub(crate) fn port_text(line: &str) -> &str {
     let rest = line.split_once("://").map_or(line, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     // `url` splits userinfo at the last '@', and IPv6 hosts contain ':' inside brackets.

@@ -24,7 +24,10 @@ pub enum LinkError {
         input: String,
     },
     /// The scheme is not one we parse.
-    #[error("unknown scheme \"{scheme}\"; supported: vmess, vless, trojan, ss, socks")]
+    #[error(
+        "unknown scheme \"{scheme}\"; supported: vmess, vless, trojan, ss, socks, hysteria2 (hy2), \
+         tuic, anytls"
+    )]
     UnknownScheme {
         /// The text before `://`.
         scheme: String,
@@ -64,6 +67,16 @@ pub enum LinkError {
     Json {
         /// serde_json's description, shortened.
         detail: String,
+    },
+    /// A part that parses but that no core xrat runs can carry; never silently dropped.
+    #[error("{scheme}: {what} is not supported; {fix}")]
+    Unsupported {
+        /// Link scheme.
+        scheme: Scheme,
+        /// What, with its value where that helps, e.g. `port hopping (ports "443-448")`.
+        what: String,
+        /// What to do instead.
+        fix: &'static str,
     },
     /// The `url` crate rejected the link's syntax for a reason not covered above.
     #[error("{scheme}: cannot parse link: {detail}")]

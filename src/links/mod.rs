@@ -1,4 +1,5 @@
-//! Share links (`vmess://`, `vless://`, `trojan://`, `ss://`, `socks://`) and subscription blobs,
+//! Share links (`vmess://`, `vless://`, `trojan://`, `ss://`, `socks://`, `hysteria2://` or
+//! `hy2://`, `tuic://`, `anytls://`) and subscription blobs,
 //! parsed into a typed [`Outbound`] that the store persists as JSON and the config generator
 //! turns into a core's outbound.
 //!
@@ -6,14 +7,17 @@
 //! subscription and reports per line, so the CLI can import the good lines and print
 //! `line 3: vless: missing port` for the rest.
 
+mod anytls;
 mod common;
 mod error;
+mod hysteria2;
 mod model;
 mod params;
 mod socks;
 mod ss;
 mod subscription;
 mod trojan;
+mod tuic;
 mod vless;
 mod vmess;
 
@@ -39,6 +43,9 @@ pub fn parse_link(line: &str) -> Result<ParsedLink, LinkError> {
         Some(Scheme::Trojan) => trojan::parse(line),
         Some(Scheme::Shadowsocks) => ss::parse(line),
         Some(Scheme::Socks) => socks::parse(line),
+        Some(Scheme::Hysteria2) => hysteria2::parse(line),
+        Some(Scheme::Tuic) => tuic::parse(line),
+        Some(Scheme::Anytls) => anytls::parse(line),
         None => Err(LinkError::UnknownScheme {
             scheme: error::quote(scheme),
         }),
@@ -66,11 +73,13 @@ mod tests {
     fn scheme_errors() {
         assert_eq!(
             err("http://example.com/sub"),
-            "unknown scheme \"http\"; supported: vmess, vless, trojan, ss, socks"
+            "unknown scheme \"http\"; supported: vmess, vless, trojan, ss, socks, hysteria2 \
+             (hy2), tuic, anytls"
         );
         assert_eq!(
-            err("hysteria2://pw@example.com:443"),
-            "unknown scheme \"hysteria2\"; supported: vmess, vless, trojan, ss, socks"
+            err("wireguard://key@example.com:51820"),
+            "unknown scheme \"wireguard\"; supported: vmess, vless, trojan, ss, socks, \
+             hysteria2 (hy2), tuic, anytls"
         );
         assert_eq!(err(""), "not a share link: \"\"; expected <scheme>://...");
         assert_eq!(

@@ -21,6 +21,12 @@ pub enum Scheme {
     Shadowsocks,
     /// `socks://` or `socks5://`.
     Socks,
+    /// `hysteria2://` or `hy2://`.
+    Hysteria2,
+    /// `tuic://` (TUIC v5).
+    Tuic,
+    /// `anytls://`.
+    Anytls,
 }
 
 impl Scheme {
@@ -32,10 +38,14 @@ impl Scheme {
             Scheme::Trojan => "trojan",
             Scheme::Shadowsocks => "ss",
             Scheme::Socks => "socks",
+            Scheme::Hysteria2 => "hysteria2",
+            Scheme::Tuic => "tuic",
+            Scheme::Anytls => "anytls",
         }
     }
 
-    /// Looks up the text before `://`, ignoring case; `socks5` is an alias of `socks`.
+    /// Looks up the text before `://`, ignoring case; `socks5` is an alias of `socks`, `hy2`
+    /// of `hysteria2`.
     pub fn from_name(name: &str) -> Option<Scheme> {
         let scheme = match name.to_ascii_lowercase().as_str() {
             "vmess" => Scheme::Vmess,
@@ -43,6 +53,9 @@ impl Scheme {
             "trojan" => Scheme::Trojan,
             "ss" => Scheme::Shadowsocks,
             "socks" | "socks5" => Scheme::Socks,
+            "hysteria2" | "hy2" => Scheme::Hysteria2,
+            "tuic" => Scheme::Tuic,
+            "anytls" => Scheme::Anytls,
             _ => return None,
         };
         Some(scheme)
@@ -120,6 +133,32 @@ pub enum Protocol {
     Socks {
         /// Username and password; `None` for no authentication.
         auth: Option<SocksAuth>,
+    },
+    /// Hysteria 2, over QUIC. Its TLS settings are in [`Outbound::security`] (always `Tls`);
+    /// [`Outbound::transport`] is always `Tcp`, meaning "the protocol's own".
+    Hysteria2 {
+        /// The authentication string (`user:pass` links keep both, joined by ':').
+        password: String,
+        /// The Salamander obfuscation password, when `obfs=salamander`.
+        obfs_password: Option<String>,
+    },
+    /// TUIC v5, over QUIC; TLS and transport as for [`Protocol::Hysteria2`].
+    Tuic {
+        /// User id (UUID).
+        uuid: String,
+        /// Password.
+        password: String,
+        /// `cubic`, `new_reno` or `bbr`; `None` for the core's default.
+        congestion_control: Option<String>,
+        /// `native` or `quic`; `None` for the core's default.
+        udp_relay_mode: Option<String>,
+        /// 0-RTT handshake (`reduce_rtt=1`).
+        zero_rtt: bool,
+    },
+    /// AnyTLS, over TLS (in [`Outbound::security`], always `Tls`) on TCP.
+    Anytls {
+        /// Password.
+        password: String,
     },
 }
 

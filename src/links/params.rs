@@ -88,7 +88,7 @@ impl Params {
     }
 
     /// A boolean switch; absent means false.
-    fn flag(&self, key: &str) -> Result<bool, LinkError> {
+    pub(crate) fn flag(&self, key: &str) -> Result<bool, LinkError> {
         match self.get(key).map(str::to_ascii_lowercase).as_deref() {
             None | Some("0" | "false") => Ok(false),
             Some("1" | "true") => Ok(true),
@@ -153,6 +153,14 @@ pub(crate) fn security(params: &Params, default: &str) -> Result<Security, LinkE
         "tls" => tls(params),
         "reality" => reality(params),
         _ => Err(params.invalid("security", kind, SECURITIES)),
+    }
+}
+
+/// The TLS settings of a link (`sni` or `peer`, `alpn`, `fp`, `allowInsecure` or `insecure`).
+pub(crate) fn tls_settings(params: &Params) -> Result<TlsSettings, LinkError> {
+    match tls(params)? {
+        Security::Tls(settings) => Ok(settings),
+        _ => unreachable!("tls() returns Security::Tls"),
     }
 }
 

@@ -110,6 +110,9 @@ fn scheme_of(protocol: &Protocol) -> Scheme {
         Protocol::Trojan { .. } => Scheme::Trojan,
         Protocol::Shadowsocks { .. } => Scheme::Shadowsocks,
         Protocol::Socks { .. } => Scheme::Socks,
+        Protocol::Hysteria2 { .. } => Scheme::Hysteria2,
+        Protocol::Tuic { .. } => Scheme::Tuic,
+        Protocol::Anytls { .. } => Scheme::Anytls,
     }
 }
 
