@@ -29,92 +29,15 @@ use common::cores::{
     free_port, mihomo_bin, socks5_get, wait_port, ChildGuard, HttpTarget, Proto, RealityServer,
     RealityStream, RemoteServer,
 };
-use common::{alive, text, Root};
+use common::daemon::Daemon;
+use common::{alive, text};
 
-/// Path of the health probe URL on the HTTP target.
-const HEALTH: &str = "/health";
-
-/// A daemon in a fresh root whose runtime is mihomo on a free SOCKS port.
-struct Daemon {
-    root: Root,
-    socks_port: u16,
-}
-
-impl Daemon {
-    fn start(target: &HttpTarget) -> Daemon {
-        let root = Root::new();
-        let socks_port = free_port();
-        root.write_settings(&format!(
-            "[runtime]\ncore = \"mihomo\"\ncore_path = \"{}\"\nsocks_port = {socks_port}\n\
-             http_port = 0\nready_timeout_ms = 5000\n\n[health]\nprobe_url = \"{}\"\n",
-            mihomo_bin().display(),
-            target.url(HEALTH),
-        ));
-        root.start();
-        Daemon { root, socks_port }
-    }
-
-    /// `xrat ARGS --json`, asserting success; the parsed output.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        let out = self.root.run(&args);
-        assert!(
-            out.status.success(),
-            "xrat {args:?} failed ({}): {}{}\n{}",
-            out.status,
-            text(&out.stdout),
-            text(&out.stderr),
-            self.logs()
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("xrat {args:?}: bad JSON ({e}): {}", text(&out.stdout)))
-    }
-
-    fn import(&self, link: &str) -> i64 {
-        let view = self.json(&["config", "import", link]);
-        let imported = view["imported"].as_array().unwrap();
-        assert_eq!(imported.len(), 1, "import of {link}: {view}");
-        imported[0]["id"].as_i64().unwrap()
-    }
-
-    /// Connects `config_id`; the new session's id and core pid.
-    fn connect(&self, config_id: i64) -> (u64, u32) {
-        let reply = self.json(&["connect", &config_id.to_string()]);
-        assert_eq!(reply["config_id"], config_id, "{reply}");
-        let session = reply["session_id"].as_u64().unwrap();
-        let pid = reply["pid"].as_u64().unwrap() as u32;
-        assert!(alive(pid), "core pid {pid} not running right after connect");
-        (session, pid)
-    }
-
-    fn status(&self) -> Value {
-        self.json(&["status"])
-    }
-
-    fn fetch(&self, target: &HttpTarget, what: &str) -> String {
-        socks5_get(self.socks_port, target.port(), "/e2e").unwrap_or_else(|e| {
-            panic!(
-                "fetch through mihomo for {what} failed: {e}\n{}",
-                self.logs()
-            )
-        })
-    }
-
-    /// The daemon log and the core logs, for failure messages.
-    fn logs(&self) -> String {
-        let mut all = format!("daemon log:\n{}", self.root.log());
-        if let Ok(dir) = std::fs::read_dir(self.root.path().join("logs")) {
-            for entry in dir.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name != "daemon.log" {
-                    let body = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                    all.push_str(&format!("\n{name}:\n{body}"));
-                }
-            }
-        }
-        all
-    }
+/// `[runtime]` lines selecting mihomo by path.
+fn mihomo_runtime() -> String {
+    format!(
+        "core = \"mihomo\"\ncore_path = \"{}\"\n",
+        mihomo_bin().display()
+    )
 }
 
 /// The installed mihomo as xrat detects it.
@@ -182,7 +105,7 @@ fn first_reality_fetch(daemon: &Daemon, target: &HttpTarget, server: &RealitySer
 fn reality_case(stream: RealityStream) {
     let target = HttpTarget::start();
     let server = RealityServer::start(stream);
-    let daemon = Daemon::start(&target);
+    let daemon = Daemon::start(&mihomo_runtime(), &target);
     let config_id = daemon.import(&server.link());
     let (session, pid) = daemon.connect(config_id);
 
@@ -233,7 +156,7 @@ fn vless_reality_grpc_on_mihomo_against_a_mihomo_server() {
 #[test]
 fn mihomo_core_runs_every_rig_protocol() {
     let target = HttpTarget::start();
-    let daemon = Daemon::start(&target);
+    let daemon = Daemon::start(&mihomo_runtime(), &target);
     let mut previous = None;
     for proto in Proto::ALL {
         let server = RemoteServer::start(proto);

