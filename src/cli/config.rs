@@ -468,6 +468,10 @@ fn describe_transport(transport: &Transport) -> String {
         Transport::Tcp => "tcp".to_owned(),
         Transport::Ws { path, host } => with_host("ws", path, host.as_deref()),
         Transport::HttpUpgrade { path, host } => with_host("httpupgrade", path, host.as_deref()),
+        Transport::Obfs { mode, host } => match host {
+            Some(host) => format!("obfs {} (host {host})", mode.as_str()),
+            None => format!("obfs {}", mode.as_str()),
+        },
         Transport::H2 { path, host } if host.is_empty() => with_host("h2", path, None),
         Transport::H2 { path, host } => with_host("h2", path, Some(&host.join(", "))),
         Transport::Grpc {

@@ -250,6 +250,27 @@ pub(crate) fn newer_outbounds() -> Vec<Outbound> {
         .collect()
 }
 
+/// Shadowsocks with the simple-obfs plugin, both modes, with and without a host.
+pub(crate) fn obfs_outbounds() -> Vec<Outbound> {
+    [
+        (crate::links::ObfsMode::Http, Some("www.bing.com")),
+        (crate::links::ObfsMode::Tls, None),
+    ]
+    .into_iter()
+    .map(|(mode, host)| {
+        let protocol = Protocol::Shadowsocks {
+            method: ShadowsocksMethod::Aes256Gcm,
+            password: "pw".into(),
+        };
+        let transport = Transport::Obfs {
+            mode,
+            host: host.map(str::to_owned),
+        };
+        outbound(protocol, transport, Security::None)
+    })
+    .collect()
+}
+
 /// The real V2Ray: `$XRAT_V2RAY`, else `v2ray` on PATH. Panics with an install hint.
 pub(crate) fn real_v2ray() -> CoreBinary {
     real("XRAT_V2RAY", "v2ray", CoreChoice::V2ray)

@@ -108,12 +108,23 @@ pub(crate) fn render_proxy(outbound: &Outbound, name: &str) -> Value {
     out.insert("udp".into(), json!(true));
     protocol_fields(&outbound.protocol, &mut out);
     if let Protocol::Shadowsocks { .. } = &outbound.protocol {
-        if let Transport::Ws { path, host } = &outbound.transport {
-            out.insert("plugin".into(), json!("v2ray-plugin"));
-            out.insert(
-                "plugin-opts".into(),
-                v2ray_plugin(path, host.as_deref(), &outbound.security),
-            );
+        match &outbound.transport {
+            Transport::Ws { path, host } => {
+                out.insert("plugin".into(), json!("v2ray-plugin"));
+                out.insert(
+                    "plugin-opts".into(),
+                    v2ray_plugin(path, host.as_deref(), &outbound.security),
+                );
+            }
+            Transport::Obfs { mode, host } => {
+                let mut options = json!({ "mode": mode.as_str() });
+                if let Some(host) = host {
+                    options["host"] = json!(host);
+                }
+                out.insert("plugin".into(), json!("obfs"));
+                out.insert("plugin-opts".into(), options);
+            }
+            _ => {}
         }
         return Value::Object(out);
     }
@@ -262,7 +273,8 @@ fn reality_fields(reality: &RealitySettings, sni_key: &str, out: &mut Map<String
 
 fn transport_fields(transport: &Transport, out: &mut Map<String, Value>) {
     let (network, options) = match transport {
-        Transport::Tcp => return,
+        // Obfs is Shadowsocks-only and rendered with it.
+        Transport::Tcp | Transport::Obfs { .. } => return,
         Transport::Ws { path, host } => ("ws", ws_options(path, host.as_deref())),
         Transport::HttpUpgrade { path, host } => {
             let mut options = json!({ "path": path, "v2ray-http-upgrade": true });

@@ -434,3 +434,22 @@ fn quic_and_anytls_proxies() {
          stream with its own TLS; fix the link"
     );
 }
+
+#[test]
+fn shadowsocks_with_simple_obfs() {
+    let obfs = obfs_outbounds();
+    assert_eq!(
+        proxy(&obfs[0]),
+        json!({ "name": "p", "type": "ss", "server": "proxy.example.com", "port": 443,
+                "udp": true, "cipher": "aes-256-gcm", "password": "pw", "plugin": "obfs",
+                "plugin-opts": { "mode": "http", "host": "www.bing.com" } })
+    );
+    assert_eq!(proxy(&obfs[1])["plugin-opts"], json!({ "mode": "tls" }));
+    let mut over_tls = obfs[0].clone();
+    over_tls.security = tls_plain();
+    assert_eq!(
+        refusal(&over_tls),
+        "mihomo 1.19.32 cannot run shadowsocks over obfs with security tls; simple-obfs is a \
+         Shadowsocks plugin without TLS of its own; fix the link"
+    );
+}

@@ -342,12 +342,15 @@ fn mihomo_session_starts_offline_and_writes_nothing() {
     assert_eq!(names, ["7.json"]);
 }
 
-/// Hysteria 2, TUIC and AnyTLS: each renders for sing-box and mihomo, as a session and all
+/// Hysteria 2, TUIC, AnyTLS and Shadowsocks with simple-obfs: each renders for sing-box and mihomo, as a session and all
 /// together as a batch, and passes the real check; V2Ray refuses them up front.
 #[test]
 fn newer_protocols_pass_sing_box_and_mihomo_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let newer = newer_outbounds();
+    let newer: Vec<Outbound> = newer_outbounds()
+        .into_iter()
+        .chain(obfs_outbounds())
+        .collect();
     let v2ray = binary(CoreKind::V2ray4, "4.34.0");
     for core in [real_sing_box(), real_mihomo()] {
         for (i, out) in newer.iter().enumerate() {

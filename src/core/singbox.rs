@@ -83,7 +83,16 @@ pub(crate) fn render_outbound(core: &CoreBinary, outbound: &Outbound, tag: &str)
             out.insert("tls".into(), reality_object(reality));
         }
     }
-    if let Some(transport) = transport_object(&outbound.transport) {
+    if let Transport::Obfs { mode, host } = &outbound.transport {
+        // sing-box runs simple-obfs itself, as the SIP003 plugin `obfs-local` with its
+        // option string.
+        let mut options = format!("obfs={}", mode.as_str());
+        if let Some(host) = host {
+            options.push_str(&format!(";obfs-host={host}"));
+        }
+        out.insert("plugin".into(), json!("obfs-local"));
+        out.insert("plugin_opts".into(), json!(options));
+    } else if let Some(transport) = transport_object(&outbound.transport) {
         out.insert("transport".into(), transport);
     }
     Value::Object(out)
@@ -207,7 +216,7 @@ fn reality_object(reality: &RealitySettings) -> Value {
 
 fn transport_object(transport: &Transport) -> Option<Value> {
     let object = match transport {
-        Transport::Tcp => return None,
+        Transport::Tcp | Transport::Obfs { .. } => return None,
         Transport::Ws { path, host } => {
             let (path, early_data) = split_early_data(path);
             let mut ws = json!({ "type": "ws", "path": path });

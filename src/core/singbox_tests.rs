@@ -277,3 +277,18 @@ fn quic_and_anytls_outbounds() {
                 "type": "anytls", "password": "anytls pass", "tls": { "enabled": true } })
     );
 }
+
+#[test]
+fn shadowsocks_with_simple_obfs() {
+    let obfs = obfs_outbounds();
+    assert_eq!(
+        render_outbound(&wheel(), &obfs[0], "proxy"),
+        json!({ "tag": "proxy", "server": "proxy.example.com", "server_port": 443,
+                "type": "shadowsocks", "method": "aes-256-gcm", "password": "pw",
+                "plugin": "obfs-local", "plugin_opts": "obfs=http;obfs-host=www.bing.com" })
+    );
+    assert_eq!(
+        render_outbound(&wheel(), &obfs[1], "proxy")["plugin_opts"],
+        "obfs=tls"
+    );
+}

@@ -75,10 +75,22 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
             "it runs only on its own stream with its own TLS; fix the link",
         ));
     }
+    if let Some(feature) = misplaced_obfs(outbound) {
+        return Err(refuse(
+            feature,
+            "simple-obfs is a Shadowsocks plugin without TLS of its own; fix the link",
+        ));
+    }
     let xray_family = matches!(
         core.kind,
         CoreKind::Xray | CoreKind::V2ray4 | CoreKind::V2ray5
     );
+    if xray_family && matches!(outbound.transport, Transport::Obfs { .. }) {
+        return Err(refuse(
+            "the simple-obfs plugin (shadowsocks plugin obfs-local)".into(),
+            "use sing-box or mihomo (set runtime.core)",
+        ));
+    }
     if xray_family && newer_protocol(outbound) {
         let protocol = protocol_name(outbound);
         return Err(refuse(
@@ -211,7 +223,8 @@ fn sing_box_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
     }
     // sing-box's shadowsocks and socks outbounds have no `tls` or `transport` field (its
     // check fails with `unknown field "tls"`); Xray and V2Ray layer any outbound on any stream.
-    let bare = outbound.transport == Transport::Tcp && outbound.security == Security::None;
+    let plain_stream = matches!(outbound.transport, Transport::Tcp | Transport::Obfs { .. });
+    let bare = plain_stream && outbound.security == Security::None;
     if matches!(protocol, "shadowsocks" | "socks") && !bare {
         return Some((
             format!(
@@ -272,7 +285,8 @@ fn mihomo_lacks(outbound: &Outbound) -> Refusal {
             _ => None,
         },
         Protocol::Shadowsocks { .. } => match (&outbound.transport, &outbound.security) {
-            (Transport::Tcp, Security::None) | (Transport::Ws { .. }, _) => None,
+            (Transport::Tcp | Transport::Obfs { .. }, Security::None)
+            | (Transport::Ws { .. }, _) => None,
             _ => Some((
                 format!("shadowsocks over {transport} with security {security}"),
                 "mihomo carries shadowsocks bare or over ws (v2ray-plugin) only; use xray or \
@@ -361,6 +375,22 @@ fn newer_protocol(outbound: &Outbound) -> bool {
     )
 }
 
+/// simple-obfs on anything but bare Shadowsocks, which no parser builds.
+fn misplaced_obfs(outbound: &Outbound) -> Option<String> {
+    let Transport::Obfs { .. } = outbound.transport else {
+        return None;
+    };
+    let bare_ss = matches!(outbound.protocol, Protocol::Shadowsocks { .. })
+        && outbound.security == Security::None;
+    (!bare_ss).then(|| {
+        format!(
+            "{} over obfs with security {}",
+            protocol_name(outbound),
+            security_name(&outbound.security)
+        )
+    })
+}
+
 /// The new protocols as the parsers build them: the protocol's own stream (`Tcp`) and TLS.
 fn malformed_newer(outbound: &Outbound) -> Option<String> {
     let well_formed =
@@ -383,6 +413,7 @@ pub(crate) fn transport_name(transport: &Transport) -> &'static str {
         Transport::Grpc { .. } => "grpc",
         Transport::H2 { .. } => "h2",
         Transport::HttpUpgrade { .. } => "httpupgrade",
+        Transport::Obfs { .. } => "obfs",
     }
 }
 

@@ -235,3 +235,17 @@ fn quic_and_anytls_need_sing_box_or_mihomo() {
         assert!(check_support(&wheel_sing_box(), &out).is_ok(), "{out:?}");
     }
 }
+
+#[test]
+fn simple_obfs_needs_sing_box_or_mihomo() {
+    for out in obfs_outbounds() {
+        assert_eq!(
+            refusal(&v2ray4(), &out),
+            "v2ray 4.34.0 cannot run the simple-obfs plugin (shadowsocks plugin obfs-local); use \
+             sing-box or mihomo (set runtime.core)"
+        );
+        assert!(check_support(&binary(CoreKind::Xray, "25.10.15"), &out).is_err());
+        assert!(check_support(&wheel_sing_box(), &out).is_ok(), "{out:?}");
+        assert!(check_support(&binary(CoreKind::Mihomo, "1.19.32"), &out).is_ok());
+    }
+}

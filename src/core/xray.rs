@@ -221,6 +221,8 @@ fn transport_settings(
             }
             ("httpupgrade", Some("httpupgradeSettings"), upgrade)
         }
+        // Refused by `support` before any render; never written to a file.
+        Transport::Obfs { .. } => ("tcp", None, json!({})),
     }
 }
 

@@ -23,7 +23,7 @@ mod vmess;
 
 pub use error::LinkError;
 pub use model::{
-    Outbound, ParsedLink, Protocol, RealitySettings, Scheme, Security, ShadowsocksMethod,
+    ObfsMode, Outbound, ParsedLink, Protocol, RealitySettings, Scheme, Security, ShadowsocksMethod,
     SocksAuth, TlsSettings, Transport, VmessSecurity,
 };
 pub use subscription::{parse_input, LineResult};

@@ -321,6 +321,34 @@ pub enum Transport {
         /// `Host` header; `None` means the server address or SNI.
         host: Option<String>,
     },
+    /// simple-obfs (the SIP003 `obfs-local` plugin): the stream starts like an HTTP request or
+    /// a TLS handshake. Shadowsocks only.
+    Obfs {
+        /// `http` or `tls`.
+        mode: ObfsMode,
+        /// The camouflage host (`obfs-host`); `None` means the plugin's default.
+        host: Option<String>,
+    },
+}
+
+/// What simple-obfs makes the stream look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObfsMode {
+    /// An HTTP request with an upgrade.
+    Http,
+    /// A TLS handshake.
+    Tls,
+}
+
+impl ObfsMode {
+    /// The name the plugin options use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObfsMode::Http => "http",
+            ObfsMode::Tls => "tls",
+        }
+    }
 }
 
 /// Encryption of the transport stream.

@@ -2,15 +2,23 @@
 //! SIP002 `ss://base64url(method:password)@host:port#name`, SIP002 with a plain percent-encoded
 //! `method:password` userinfo (used for 2022 keys), and the legacy
 //! `ss://base64(method:password@host:port)#name`.
+//!
+//! SIP002 links may carry a SIP003 plugin (`plugin=obfs-local;obfs=http;obfs-host=..`, or
+//! `v2ray-plugin;tls;host=..;path=..`) or an Xray-style stream (`type=ws&path=..&security=tls`);
+//! both become the outbound's transport and security. Anything that would change the stream
+//! and that no core here carries (other plugins, v2ray-plugin's QUIC mode, `shadow-tls=`) is an
+//! import error: dropping it would give an outbound that cannot reach the server.
 
 use super::common::{decode_base64_text, finish, percent_decode, UrlLink};
-use super::error::LinkError;
+use super::error::{quote, LinkError};
 use super::model::{
-    Outbound, ParsedLink, Protocol, Scheme, Security, ShadowsocksMethod, Transport,
+    ObfsMode, Outbound, ParsedLink, Protocol, Scheme, Security, ShadowsocksMethod, TlsSettings,
+    Transport,
 };
+use super::params::{security, transport, Params};
 
 const USERINFO_EXPECTED: &str = "base64 of method:password (or method:password percent-encoded)";
-const PLUGIN_EXPECTED: &str = "no plugin (SIP003 plugins are not supported)";
+const OBFS_EXPECTED: &str = "http or tls";
 
 /// Parses one `ss://` link.
 pub(crate) fn parse(line: &str) -> Result<ParsedLink, LinkError> {
@@ -29,11 +37,7 @@ pub(crate) fn parse(line: &str) -> Result<ParsedLink, LinkError> {
 
 fn sip002(line: &str) -> Result<ParsedLink, LinkError> {
     let link = UrlLink::parse(Scheme::Shadowsocks, line)?;
-    // Silently dropping a plugin would give an outbound that cannot reach the server.
-    if let Some(plugin) = link.params.get("plugin") {
-        let name = plugin.split(';').next().unwrap_or_default();
-        return Err(link.params.invalid("plugin", name, PLUGIN_EXPECTED));
-    }
+    let (transport, security) = stream(&link.params)?;
     let (method, password) = match &link.password {
         Some(password) => (link.username.clone(), password.clone()),
         // `url` drops an empty password, so `method:@` and `method@` both land here.
@@ -47,10 +51,105 @@ fn sip002(line: &str) -> Result<ParsedLink, LinkError> {
         protocol,
         server: link.server,
         port: link.port,
-        transport: Transport::Tcp,
-        security: Security::None,
+        transport,
+        security,
     };
     Ok(finish(line, Scheme::Shadowsocks, link.name, outbound))
+}
+
+/// The stream a SIP002 link asks for: a plugin, or `type=`/`security=`, or bare TCP.
+fn stream(params: &Params) -> Result<(Transport, Security), LinkError> {
+    let scheme = Scheme::Shadowsocks;
+    if params.get("shadow-tls").is_some() {
+        return Err(LinkError::Unsupported {
+            scheme,
+            what: "ShadowTLS (parameter \"shadow-tls\")".into(),
+            fix: "use a link without it",
+        });
+    }
+    let Some(plugin) = params.get("plugin") else {
+        return Ok((transport(params)?, security(params, "none")?));
+    };
+    if params.get("type").is_some() || params.get("security").is_some() {
+        return Err(LinkError::Unsupported {
+            scheme,
+            what: "a plugin together with \"type\" or \"security\"".into(),
+            fix: "use a link with one of them",
+        });
+    }
+    // `name;key=value;flag;...` (SIP003 plugin options).
+    let mut parts = plugin.split(';').map(str::trim);
+    let name = parts.next().unwrap_or_default();
+    let options: Vec<(&str, Option<&str>)> = parts
+        .filter(|part| !part.is_empty())
+        .map(|part| match part.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (part, None),
+        })
+        .collect();
+    let option = |key: &str| {
+        options
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .and_then(|(_, value)| *value)
+            .filter(|value| !value.is_empty())
+    };
+    let flag = |key: &str| options.iter().any(|(k, _)| k.eq_ignore_ascii_case(key));
+    match name.to_ascii_lowercase().as_str() {
+        "obfs-local" | "simple-obfs" => {
+            let mode = match option("obfs").map(str::to_ascii_lowercase).as_deref() {
+                Some("http") => ObfsMode::Http,
+                Some("tls") => ObfsMode::Tls,
+                Some(other) => {
+                    return Err(LinkError::invalid(
+                        scheme,
+                        "plugin option \"obfs\"",
+                        other,
+                        OBFS_EXPECTED,
+                    ))
+                }
+                None => {
+                    return Err(LinkError::missing(
+                        scheme,
+                        "plugin option \"obfs\" (http or tls)",
+                    ))
+                }
+            };
+            let host = option("obfs-host").map(str::to_owned);
+            Ok((Transport::Obfs { mode, host }, Security::None))
+        }
+        "v2ray-plugin" => {
+            if let Some(mode) = option("mode").filter(|m| !m.eq_ignore_ascii_case("websocket")) {
+                return Err(LinkError::Unsupported {
+                    scheme,
+                    what: format!("v2ray-plugin mode \"{}\"", quote(mode)),
+                    fix: "use a link with mode=websocket",
+                });
+            }
+            let host = option("host").map(str::to_owned);
+            let transport = Transport::Ws {
+                path: option("path").unwrap_or("/").to_owned(),
+                host: host.clone(),
+            };
+            // v2ray-plugin sends its `host` as the TLS server name too.
+            let security = if flag("tls") {
+                Security::Tls(TlsSettings {
+                    sni: host,
+                    alpn: Vec::new(),
+                    fingerprint: None,
+                    allow_insecure: false,
+                })
+            } else {
+                Security::None
+            };
+            Ok((transport, security))
+        }
+        _ => Err(LinkError::Unsupported {
+            scheme,
+            what: format!("the plugin \"{}\"", quote(name)),
+            fix: "use a link without it, or with obfs-local (simple-obfs) or v2ray-plugin",
+        }),
+    }
 }
 
 fn legacy(line: &str, payload: &str, name: Option<&str>) -> Result<ParsedLink, LinkError> {
@@ -205,6 +304,73 @@ mod tests {
     }
 
     #[test]
+    fn plugins_and_streams() {
+        const BASE: &str = "ss://YWVzLTI1Ni1nY206bjh3NFN0bmJWRDlkbVhZbg@192.0.2.1:8388/";
+        let stream = |query: &str| {
+            let out = parse(&format!("{BASE}?{query}#n")).unwrap().outbound;
+            (out.transport, out.security)
+        };
+        assert_eq!(
+            stream("plugin=obfs-local%3Bobfs%3Dhttp%3Bobfs-host%3Dwww.bing.com"),
+            (
+                Transport::Obfs {
+                    mode: ObfsMode::Http,
+                    host: Some("www.bing.com".into())
+                },
+                Security::None
+            )
+        );
+        assert_eq!(
+            stream("plugin=simple-obfs%3Bobfs%3Dtls").0,
+            Transport::Obfs {
+                mode: ObfsMode::Tls,
+                host: None
+            }
+        );
+        assert_eq!(
+            stream("plugin=v2ray-plugin%3Btls%3Bhost%3Dcdn.example.com%3Bpath%3D%2Fss%3Bmux%3D0"),
+            (
+                Transport::Ws {
+                    path: "/ss".into(),
+                    host: Some("cdn.example.com".into())
+                },
+                Security::Tls(TlsSettings {
+                    sni: Some("cdn.example.com".into()),
+                    alpn: Vec::new(),
+                    fingerprint: None,
+                    allow_insecure: false,
+                })
+            )
+        );
+        assert_eq!(
+            stream("plugin=v2ray-plugin%3Bmode%3Dwebsocket"),
+            (
+                Transport::Ws {
+                    path: "/".into(),
+                    host: None
+                },
+                Security::None
+            )
+        );
+        // An Xray-style stream, formerly dropped silently.
+        assert_eq!(
+            stream("type=ws&path=%2Fws&host=h.example.com&security=tls&sni=h.example.com"),
+            (
+                Transport::Ws {
+                    path: "/ws".into(),
+                    host: Some("h.example.com".into())
+                },
+                Security::Tls(TlsSettings {
+                    sni: Some("h.example.com".into()),
+                    alpn: Vec::new(),
+                    fingerprint: None,
+                    allow_insecure: false,
+                })
+            )
+        );
+    }
+
+    #[test]
     fn errors() {
         assert_eq!(
             err("ss://not*base64@192.0.2.1:8388"),
@@ -223,13 +389,36 @@ mod tests {
             err("ss://aes-256-gcm@192.0.2.1:8388"),
             "ss: missing password"
         );
+        const BASE: &str = "ss://YWVzLTI1Ni1nY206bjh3NFN0bmJWRDlkbVhZbg@192.0.2.1:8388/";
         assert_eq!(
-            err(
-                "ss://YWVzLTI1Ni1nY206bjh3NFN0bmJWRDlkbVhZbg@192.0.2.1:8388/\
-                ?plugin=obfs-local%3Bobfs%3Dhttp%3Bobfs-host%3Dexample.com"
-            ),
-            "ss: parameter \"plugin\" is \"obfs-local\", \
-             expected no plugin (SIP003 plugins are not supported)"
+            err(&format!("{BASE}?plugin=kcptun%3Bmode%3Dfast")),
+            "ss: the plugin \"kcptun\" is not supported; use a link without it, or with \
+             obfs-local (simple-obfs) or v2ray-plugin"
+        );
+        assert_eq!(
+            err(&format!("{BASE}?plugin=obfs-local%3Bobfs%3Dws")),
+            "ss: plugin option \"obfs\" is \"ws\", expected http or tls"
+        );
+        assert_eq!(
+            err(&format!("{BASE}?plugin=obfs-local")),
+            "ss: missing plugin option \"obfs\" (http or tls)"
+        );
+        assert_eq!(
+            err(&format!("{BASE}?plugin=v2ray-plugin%3Bmode%3Dquic")),
+            "ss: v2ray-plugin mode \"quic\" is not supported; use a link with mode=websocket"
+        );
+        assert_eq!(
+            err(&format!("{BASE}?shadow-tls=eyJ2ZXJzaW9uIjozfQ")),
+            "ss: ShadowTLS (parameter \"shadow-tls\") is not supported; use a link without it"
+        );
+        assert_eq!(
+            err(&format!("{BASE}?plugin=v2ray-plugin&type=ws")),
+            "ss: a plugin together with \"type\" or \"security\" is not supported; use a link \
+             with one of them"
+        );
+        assert_eq!(
+            err(&format!("{BASE}?type=kcp")),
+            "ss: parameter \"type\" is \"kcp\", expected tcp, ws, grpc, h2 or httpupgrade"
         );
         assert_eq!(
             err("ss://YWVzLTI1Ni1nY206bjh3NFN0bmJWRDlkbVhZbg@192.0.2.1"),

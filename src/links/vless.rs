@@ -15,6 +15,15 @@ pub(crate) fn parse(line: &str) -> Result<ParsedLink, LinkError> {
     if link.username.is_empty() {
         return Err(LinkError::missing(Scheme::Vless, "user id before '@'"));
     }
+    // ECH changes the TLS handshake; dropping it would give an outbound whose handshake the
+    // server (or the CDN in front of it) does not expect.
+    if link.params.get("ech").is_some() {
+        return Err(LinkError::Unsupported {
+            scheme: Scheme::Vless,
+            what: "Encrypted Client Hello (parameter \"ech\")".into(),
+            fix: "use a link without it",
+        });
+    }
     let protocol = Protocol::Vless {
         id: link.username.clone(),
         flow: flow(&link.params)?,
@@ -130,6 +139,11 @@ mod tests {
             err("vless://id@vless.example.com:443?security=tls&flow=xtls-rprx-direct"),
             "vless: parameter \"flow\" is \"xtls-rprx-direct\", \
              expected xtls-rprx-vision, xtls-rprx-vision-udp443 or none"
+        );
+        assert_eq!(
+            err("vless://id@vless.example.com:443?security=tls&ech=AEX%2B"),
+            "vless: Encrypted Client Hello (parameter \"ech\") is not supported; use a link \
+             without it"
         );
         assert_eq!(
             err("vless://id@vless.example.com:443?type=xhttp&path=%2Fx"),
