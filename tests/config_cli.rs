@@ -273,12 +273,22 @@ fn import_input_errors() {
         "{message}"
     );
     assert!(message.contains("or - for standard input"), "{message}");
-    let out = root.run(&["config", "import", "hysteria2://pw@example.com:443"]);
+    let out = root.run(&["config", "import", "wireguard://key@example.com:51820"]);
     check(
         &out,
         1,
         "Imported 0, duplicates 0, failed 1.\n",
-        "line 1: unknown scheme \"hysteria2\"; supported: vmess, vless, trojan, ss, socks\n",
+        "line 1: unknown scheme \"wireguard\"; supported: vmess, vless, trojan, ss, socks, \
+         hysteria2 (hy2), tuic, anytls\n",
+    );
+    // Link fields no core here can carry are refused, not dropped.
+    let out = root.run(&["config", "import", "hy2://pw@example.com:443-448"]);
+    check(
+        &out,
+        1,
+        "Imported 0, duplicates 0, failed 1.\n",
+        "line 1: hysteria2: port hopping (ports \"443-448\") is not supported; use a link with \
+         one port\n",
     );
 }
 
