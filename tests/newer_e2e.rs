@@ -1,5 +1,6 @@
-//! hysteria2, tuic v5 and anytls end to end (issue 11): a sing-box server (the wheel is built
-//! `with_quic`) for each, and the real `xrat` daemon running mihomo, then sing-box, as its core
+//! hysteria2, tuic v5, anytls and HTTP(S) proxies end to end (issue 11): a sing-box server (the
+//! wheel is built `with_quic`) for each, and the real `xrat` daemon running mihomo, then
+//! sing-box (and V2Ray for the HTTP proxies), as its core
 //! for the imported link; a local HTTP page is fetched through the session's SOCKS port and
 //! the server's log shows it relayed the request. Nothing leaves 127.0.0.1.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use xrat::core::{detect_at, ready_grace};
 use xrat::settings::CoreChoice;
 
-use common::cores::{mihomo_bin, sing_box_bin, HttpTarget, NewerProto, NewerServer};
+use common::cores::{mihomo_bin, sing_box_bin, v2ray_bin, HttpTarget, NewerProto, NewerServer};
 use common::daemon::Daemon;
 
 /// `[runtime]` lines for a core by path, and how long after connect to let it settle (mihomo
@@ -19,6 +20,7 @@ use common::daemon::Daemon;
 fn runtime(choice: CoreChoice) -> (String, Duration) {
     let (name, path) = match choice {
         CoreChoice::Mihomo => ("mihomo", mihomo_bin()),
+        CoreChoice::V2ray => ("v2ray", v2ray_bin()),
         _ => ("sing-box", sing_box_bin()),
     };
     let grace = ready_grace(&detect_at(&path, choice).unwrap());
@@ -50,10 +52,10 @@ fn case(proto: NewerProto, choice: CoreChoice) {
     let status = daemon.status();
     assert_eq!(status["runtime_status"], "running", "{status}");
     assert_eq!(status["config_name"], server.name(), "{status}");
-    let core = if choice == CoreChoice::Mihomo {
-        "mihomo"
-    } else {
-        "sing-box"
+    let core = match choice {
+        CoreChoice::Mihomo => "mihomo",
+        CoreChoice::V2ray => "v2ray",
+        _ => "sing-box",
     };
     assert_eq!(status["core"], core, "{status}");
     daemon.json(&["disconnect"]);
@@ -77,4 +79,10 @@ cases! {
     tuic_on_sing_box: Tuic on SingBox;
     anytls_on_mihomo: Anytls on Mihomo;
     anytls_on_sing_box: Anytls on SingBox;
+    http_proxy_on_mihomo: Http on Mihomo;
+    http_proxy_on_sing_box: Http on SingBox;
+    http_proxy_on_v2ray: Http on V2ray;
+    https_proxy_on_mihomo: Https on Mihomo;
+    https_proxy_on_sing_box: Https on SingBox;
+    https_proxy_on_v2ray: Https on V2ray;
 }

@@ -250,6 +250,34 @@ pub(crate) fn newer_outbounds() -> Vec<Outbound> {
         .collect()
 }
 
+/// HTTP proxies: without and with auth, plain and over TLS.
+pub(crate) fn http_outbounds() -> Vec<Outbound> {
+    let auth = Some(SocksAuth {
+        username: "user".into(),
+        password: "pass".into(),
+    });
+    let sni_insecure = Security::Tls(TlsSettings {
+        sni: Some("proxy.example.com".into()),
+        alpn: Vec::new(),
+        fingerprint: None,
+        allow_insecure: true,
+    });
+    vec![
+        outbound(
+            Protocol::Http { auth: None },
+            Transport::Tcp,
+            Security::None,
+        ),
+        outbound(
+            Protocol::Http { auth: auth.clone() },
+            Transport::Tcp,
+            Security::None,
+        ),
+        outbound(Protocol::Http { auth: None }, Transport::Tcp, tls_plain()),
+        outbound(Protocol::Http { auth }, Transport::Tcp, sni_insecure),
+    ]
+}
+
 /// Shadowsocks with the simple-obfs plugin, both modes, with and without a host.
 pub(crate) fn obfs_outbounds() -> Vec<Outbound> {
     [

@@ -129,7 +129,7 @@ pub(crate) fn render_proxy(outbound: &Outbound, name: &str) -> Value {
         return Value::Object(out);
     }
     // Trojan, hysteria2, tuic and anytls name the server name `sni` and always speak TLS;
-    // vmess, vless and socks5 call it `servername` and need `tls: true`.
+    // http calls it `sni` too but needs `tls: true`, as vmess and vless (`servername`) do.
     let always_tls = matches!(
         outbound.protocol,
         Protocol::Trojan { .. }
@@ -137,7 +137,12 @@ pub(crate) fn render_proxy(outbound: &Outbound, name: &str) -> Value {
             | Protocol::Tuic { .. }
             | Protocol::Anytls { .. }
     );
-    let sni_key = if always_tls { "sni" } else { "servername" };
+    let http = matches!(outbound.protocol, Protocol::Http { .. });
+    let sni_key = if always_tls || http {
+        "sni"
+    } else {
+        "servername"
+    };
     match &outbound.security {
         Security::None => {}
         Security::Tls(tls) => {
@@ -151,7 +156,10 @@ pub(crate) fn render_proxy(outbound: &Outbound, name: &str) -> Value {
             reality_fields(reality, sni_key, &mut out);
         }
     }
-    if !matches!(outbound.protocol, Protocol::Socks { .. }) {
+    if !matches!(
+        outbound.protocol,
+        Protocol::Socks { .. } | Protocol::Http { .. }
+    ) {
         transport_fields(&outbound.transport, &mut out);
     }
     Value::Object(out)
@@ -191,6 +199,13 @@ fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
         Protocol::Trojan { password } => {
             set("type", json!("trojan"));
             set("password", json!(password));
+        }
+        Protocol::Http { auth } => {
+            set("type", json!("http"));
+            if let Some(auth) = auth {
+                set("username", json!(auth.username));
+                set("password", json!(auth.password));
+            }
         }
         Protocol::Socks { auth } => {
             set("type", json!("socks5"));

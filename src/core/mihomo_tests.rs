@@ -453,3 +453,27 @@ fn shadowsocks_with_simple_obfs() {
          Shadowsocks plugin without TLS of its own; fix the link"
     );
 }
+
+#[test]
+fn http_proxies() {
+    let http = http_outbounds();
+    assert_eq!(
+        proxy(&http[3]),
+        json!({ "name": "p", "type": "http", "server": "proxy.example.com", "port": 443,
+                "udp": true, "username": "user", "password": "pass", "tls": true,
+                "sni": "proxy.example.com", "skip-cert-verify": true })
+    );
+    assert_eq!(
+        proxy(&http[0]),
+        json!({ "name": "p", "type": "http", "server": "proxy.example.com", "port": 443,
+                "udp": true })
+    );
+    let mut with_alpn = http[2].clone();
+    with_alpn.security = tls_full();
+    assert_eq!(
+        refusal(&with_alpn),
+        "mihomo 1.19.32 cannot run http over TLS with ALPN or a uTLS fingerprint; mihomo's http \
+         outbound takes only a server name and skip-cert-verify; use xray, sing-box or v2ray \
+         (set runtime.core)"
+    );
+}

@@ -363,3 +363,19 @@ fn newer_protocols_pass_sing_box_and_mihomo_checks() {
         check_batch(&core, &newer);
     }
 }
+
+/// HTTP proxies (plain and over TLS) render for every installed core and pass its check.
+#[test]
+fn http_proxies_pass_every_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for core in [real_v2ray(), real_sing_box(), real_mihomo()] {
+        for (i, out) in http_outbounds().iter().enumerate() {
+            check_support(&core, out).unwrap_or_else(|e| panic!("{e}"));
+            let text = render_session(&core, &inbounds(i), out).unwrap();
+            let path = write(dir.path(), &format!("http-{}-{i}.json", core.kind), &text);
+            check_config(&core, &path, CHECK_TIMEOUT)
+                .unwrap_or_else(|e| panic!("{out:?}\n{e}\n{text}"));
+        }
+        check_batch(&core, &http_outbounds());
+    }
+}

@@ -170,6 +170,13 @@ fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
                 set("zero_rtt_handshake", json!(true));
             }
         }
+        Protocol::Http { auth } => {
+            set("type", json!("http"));
+            if let Some(auth) = auth {
+                set("username", json!(auth.username));
+                set("password", json!(auth.password));
+            }
+        }
         Protocol::Anytls { password } => {
             set("type", json!("anytls"));
             set("password", json!(password));

@@ -292,3 +292,14 @@ fn shadowsocks_with_simple_obfs() {
         "obfs=tls"
     );
 }
+
+#[test]
+fn http_proxies() {
+    assert_eq!(
+        render_outbound(&wheel(), &http_outbounds()[3], "proxy"),
+        json!({ "tag": "proxy", "server": "proxy.example.com", "server_port": 443,
+                "type": "http", "username": "user", "password": "pass",
+                "tls": { "enabled": true, "server_name": "proxy.example.com",
+                         "insecure": true } })
+    );
+}

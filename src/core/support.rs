@@ -225,6 +225,12 @@ fn sing_box_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
     // check fails with `unknown field "tls"`); Xray and V2Ray layer any outbound on any stream.
     let plain_stream = matches!(outbound.transport, Transport::Tcp | Transport::Obfs { .. });
     let bare = plain_stream && outbound.security == Security::None;
+    if protocol == "http" && outbound.transport != Transport::Tcp {
+        return Some((
+            format!("http over {}", transport_name(&outbound.transport)),
+            "sing-box's http outbound takes no transport; use xray or v2ray (set runtime.core)",
+        ));
+    }
     if matches!(protocol, "shadowsocks" | "socks") && !bare {
         return Some((
             format!(
@@ -291,6 +297,23 @@ fn mihomo_lacks(outbound: &Outbound) -> Refusal {
                 format!("shadowsocks over {transport} with security {security}"),
                 "mihomo carries shadowsocks bare or over ws (v2ray-plugin) only; use xray or \
                  v2ray (set runtime.core)",
+            )),
+        },
+        Protocol::Http { .. } => match (&outbound.transport, &outbound.security) {
+            (Transport::Tcp, Security::None) => None,
+            (Transport::Tcp, Security::Tls(tls))
+                if tls.alpn.is_empty() && tls.fingerprint.is_none() =>
+            {
+                None
+            }
+            (Transport::Tcp, _) => Some((
+                "http over TLS with ALPN or a uTLS fingerprint".into(),
+                "mihomo's http outbound takes only a server name and skip-cert-verify; use \
+                 xray, sing-box or v2ray (set runtime.core)",
+            )),
+            _ => Some((
+                format!("http over {transport}"),
+                "mihomo's http outbound takes no transport; use xray or v2ray (set runtime.core)",
             )),
         },
         Protocol::Socks { .. } => match (&outbound.transport, &outbound.security) {
@@ -362,6 +385,7 @@ pub(crate) fn protocol_name(outbound: &Outbound) -> &'static str {
         Protocol::Hysteria2 { .. } => "hysteria2",
         Protocol::Tuic { .. } => "tuic",
         Protocol::Anytls { .. } => "anytls",
+        Protocol::Http { .. } => "http",
     }
 }
 

@@ -168,6 +168,13 @@ fn protocol_settings(outbound: &Outbound) -> (&'static str, Value) {
             }
             ("socks", json!({ "servers": [server] }))
         }
+        Protocol::Http { auth } => {
+            let mut server = json!({ "address": address, "port": port });
+            if let Some(auth) = auth {
+                server["users"] = json!([{ "user": auth.username, "pass": auth.password }]);
+            }
+            ("http", json!({ "servers": [server] }))
+        }
         // Refused by `support` before any render; never written to a file.
         Protocol::Hysteria2 { .. } | Protocol::Tuic { .. } | Protocol::Anytls { .. } => {
             ("blackhole", json!({}))

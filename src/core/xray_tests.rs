@@ -303,3 +303,17 @@ fn batch_routes_each_inbound_to_its_outbound() {
         ] })
     );
 }
+
+#[test]
+fn http_proxies() {
+    let out = &crate::core::fixtures::http_outbounds()[3];
+    let config = session(&xray(), &inbounds(None), out);
+    let outbound = &config["outbounds"][0];
+    assert_eq!(outbound["protocol"], "http");
+    assert_eq!(
+        outbound["settings"],
+        json!({ "servers": [{ "address": "proxy.example.com", "port": 443,
+                              "users": [{ "user": "user", "pass": "pass" }] }] })
+    );
+    assert_eq!(outbound["streamSettings"]["security"], "tls");
+}

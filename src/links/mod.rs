@@ -1,5 +1,5 @@
 //! Share links (`vmess://`, `vless://`, `trojan://`, `ss://`, `socks://`, `hysteria2://` or
-//! `hy2://`, `tuic://`, `anytls://`) and subscription blobs,
+//! `hy2://`, `tuic://`, `anytls://`, `http://` and `https://` proxies) and subscription blobs,
 //! parsed into a typed [`Outbound`] that the store persists as JSON and the config generator
 //! turns into a core's outbound.
 //!
@@ -10,6 +10,7 @@
 mod anytls;
 mod common;
 mod error;
+mod http;
 mod hysteria2;
 mod model;
 mod params;
@@ -46,6 +47,7 @@ pub fn parse_link(line: &str) -> Result<ParsedLink, LinkError> {
         Some(Scheme::Hysteria2) => hysteria2::parse(line),
         Some(Scheme::Tuic) => tuic::parse(line),
         Some(Scheme::Anytls) => anytls::parse(line),
+        Some(Scheme::Http) => http::parse(line),
         None => Err(LinkError::UnknownScheme {
             scheme: error::quote(scheme),
         }),
@@ -72,14 +74,9 @@ mod tests {
     #[test]
     fn scheme_errors() {
         assert_eq!(
-            err("http://example.com/sub"),
-            "unknown scheme \"http\"; supported: vmess, vless, trojan, ss, socks, hysteria2 \
-             (hy2), tuic, anytls"
-        );
-        assert_eq!(
             err("wireguard://key@example.com:51820"),
             "unknown scheme \"wireguard\"; supported: vmess, vless, trojan, ss, socks, \
-             hysteria2 (hy2), tuic, anytls"
+             hysteria2 (hy2), tuic, anytls, http, https"
         );
         assert_eq!(err(""), "not a share link: \"\"; expected <scheme>://...");
         assert_eq!(

