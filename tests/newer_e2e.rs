@@ -2,7 +2,10 @@
 //! wheel is built `with_quic`) for each, and the real `xrat` daemon running mihomo, then
 //! sing-box (and V2Ray for the HTTP proxies), as its core
 //! for the imported link; a local HTTP page is fetched through the session's SOCKS port and
-//! the server's log shows it relayed the request. Nothing leaves 127.0.0.1.
+//! the server's log shows it relayed the request. Shadowsocks through a `v2ray-plugin` link
+//! (plain WebSocket) is served by V2Ray, on mihomo and V2Ray as the daemon's core (sing-box has
+//! no transport for Shadowsocks; simple-obfs has no server here, so it is covered by the render
+//! checks only). Nothing leaves 127.0.0.1.
 
 mod common;
 
@@ -85,4 +88,6 @@ cases! {
     https_proxy_on_mihomo: Https on Mihomo;
     https_proxy_on_sing_box: Https on SingBox;
     https_proxy_on_v2ray: Https on V2ray;
+    ss_v2ray_plugin_on_mihomo: SsWs on Mihomo;
+    ss_v2ray_plugin_on_v2ray: SsWs on V2ray;
 }

@@ -21,6 +21,9 @@ pub enum NewerProto {
     Http,
     /// An HTTP proxy with basic auth, over TLS.
     Https,
+    /// Shadowsocks (aes-128-gcm) over plain WebSocket, served by V2Ray: what a
+    /// `v2ray-plugin` link reaches.
+    SsWs,
 }
 
 impl NewerProto {
@@ -31,6 +34,7 @@ impl NewerProto {
             NewerProto::Anytls => "anytls",
             NewerProto::Http => "http",
             NewerProto::Https => "https",
+            NewerProto::SsWs => "ss-v2ray-plugin",
         }
     }
 }
@@ -90,6 +94,8 @@ impl NewerServer {
             NewerProto::Http | NewerProto::Https => {
                 inbound["users"] = json!([{ "username": uuid, "password": password }]);
             }
+            // Served by V2Ray, configured below.
+            NewerProto::SsWs => {}
         }
         if proto == NewerProto::Http {
             inbound.as_object_mut().unwrap().remove("tls");
@@ -99,13 +105,35 @@ impl NewerServer {
             "inbounds": [inbound],
             "outbounds": [{ "type": "direct", "tag": "direct" }],
         });
+        let config = if proto == NewerProto::SsWs {
+            json!({
+                "log": { "loglevel": "info" },
+                "inbounds": [{
+                    "tag": "in", "listen": "127.0.0.1", "port": port, "protocol": "shadowsocks",
+                    "settings": { "method": "aes-128-gcm", "password": password, "network": "tcp" },
+                    "streamSettings": { "network": "ws", "wsSettings": { "path": "/ss" } },
+                }],
+                "outbounds": [{ "tag": "direct", "protocol": "freedom", "settings": {} }],
+            })
+        } else {
+            config
+        };
         let config_path = dir.path().join("server.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(sing_box_bin())
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .arg("--disable-color")
+        let mut command = if proto == NewerProto::SsWs {
+            let mut v2ray = Command::new(v2ray_bin());
+            v2ray.arg("-config").arg(&config_path);
+            v2ray
+        } else {
+            let mut sing_box = Command::new(sing_box_bin());
+            sing_box
+                .args(["run", "-c"])
+                .arg(&config_path)
+                .arg("--disable-color");
+            sing_box
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -127,7 +155,8 @@ impl NewerServer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_LIMIT;
         loop {
-            if self.log().contains("sing-box started") {
+            // sing-box: "sing-box started"; V2Ray: "V2Ray 4.34.0 started".
+            if self.log().contains(" started") {
                 return;
             }
             let child = &mut self.child.as_mut().unwrap().0;
@@ -153,13 +182,17 @@ impl NewerServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// Whether the server relayed a connection to 127.0.0.1:`port` (sing-box logs "outbound
-    /// connection to 127.0.0.1:PORT" at info level). Waits up to 2 s for the line.
+    /// Whether the server relayed a connection to 127.0.0.1:`port` (at info level sing-box logs
+    /// "outbound connection to 127.0.0.1:PORT", V2Ray "tcp:127.0.0.1:PORT"). Waits up to 2 s.
     pub fn relayed_to(&self, port: u16) -> bool {
-        let needle = format!("outbound connection to 127.0.0.1:{port}");
+        let needles = [
+            format!("outbound connection to 127.0.0.1:{port}"),
+            format!("tcp:127.0.0.1:{port}"),
+        ];
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            if self.log().contains(&needle) {
+            let log = self.log();
+            if needles.iter().any(|needle| log.contains(needle)) {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -171,7 +204,12 @@ impl NewerServer {
 
     /// The name its [`NewerServer::link`] carries.
     pub fn name(&self) -> String {
-        format!("e2e-{}-sing-box", self.proto.name())
+        let server = if self.proto == NewerProto::SsWs {
+            "v2ray"
+        } else {
+            "sing-box"
+        };
+        format!("e2e-{}-{server}", self.proto.name())
     }
 
     /// A share link for it, as the protocol's clients write them.
@@ -199,6 +237,15 @@ impl NewerServer {
             NewerProto::Https => format!(
                 "https://{uuid}:{password}@127.0.0.1:{port}/?sni=localhost&allowInsecure=1#{name}"
             ),
+            NewerProto::SsWs => {
+                use base64::Engine;
+                let user = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(format!("aes-128-gcm:{password}"));
+                format!(
+                    "ss://{user}@127.0.0.1:{port}/?plugin=v2ray-plugin%3Bmode%3Dwebsocket\
+                     %3Bpath%3D%2Fss%3Bhost%3Dlocalhost%3Bmux%3D0#{name}"
+                )
+            }
         }
     }
 }
@@ -206,7 +253,7 @@ impl NewerServer {
 /// A free port of the protocol's kind (UDP for the QUIC ones).
 fn free_port_for(proto: NewerProto) -> u16 {
     match proto {
-        NewerProto::Anytls | NewerProto::Http | NewerProto::Https => free_port(),
+        NewerProto::Anytls | NewerProto::Http | NewerProto::Https | NewerProto::SsWs => free_port(),
         NewerProto::Hysteria2 | NewerProto::Tuic => std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|socket| socket.local_addr())
             .map(|addr| addr.port())
