@@ -2,7 +2,7 @@
 //! (`runtime.core = "mihomo"` with `core_path`) for configs imported from share links, and a
 //! local HTTP target is fetched through the session's SOCKS port.
 //!
-//! - VLESS + REALITY with Vision over tcp, and VLESS + REALITY over gRPC: the remote server is
+//! - VLESS + REALITY with Vision over tcp, and over gRPC and XHTTP: the remote server is
 //!   mihomo itself (a `listeners` entry with a `reality-config`), borrowing the TLS 1.3
 //!   handshake of a local sing-box TLS server.
 //! - Every protocol of the V2Ray/sing-box rig (vmess, vless, trojan, shadowsocks, socks, over
@@ -151,6 +151,11 @@ fn vless_reality_vision_on_mihomo_against_a_mihomo_server() {
 #[test]
 fn vless_reality_grpc_on_mihomo_against_a_mihomo_server() {
     reality_case(RealityStream::Grpc);
+}
+
+#[test]
+fn vless_reality_xhttp_on_mihomo_against_a_mihomo_server() {
+    reality_case(RealityStream::Xhttp);
 }
 
 #[test]

@@ -468,6 +468,12 @@ fn describe_transport(transport: &Transport) -> String {
         Transport::Tcp => "tcp".to_owned(),
         Transport::Ws { path, host } => with_host("ws", path, host.as_deref()),
         Transport::HttpUpgrade { path, host } => with_host("httpupgrade", path, host.as_deref()),
+        Transport::Xhttp {
+            path, host, mode, ..
+        } => {
+            let kind = format!("xhttp {}", mode.as_deref().unwrap_or("auto"));
+            with_host(&kind, path, host.as_deref())
+        }
         Transport::Obfs { mode, host } => match host {
             Some(host) => format!("obfs {} (host {host})", mode.as_str()),
             None => format!("obfs {}", mode.as_str()),

@@ -250,6 +250,34 @@ pub(crate) fn newer_outbounds() -> Vec<Outbound> {
         .collect()
 }
 
+/// VLESS over XHTTP: TLS with host and mode, REALITY with defaults, and one with Xray's
+/// `extra` (which only Xray takes).
+pub(crate) fn xhttp_outbounds() -> Vec<Outbound> {
+    let xhttp = |host: Option<&str>, mode: Option<&str>, extra: Option<&str>| Transport::Xhttp {
+        path: "/xh".into(),
+        host: host.map(str::to_owned),
+        mode: mode.map(str::to_owned),
+        extra: extra.map(str::to_owned),
+    };
+    vec![
+        outbound(
+            vless(),
+            xhttp(Some("cdn.example.com"), Some("packet-up"), None),
+            tls_full(),
+        ),
+        outbound(vless(), xhttp(None, None, None), reality()),
+        outbound(
+            vless(),
+            xhttp(
+                None,
+                Some("stream-one"),
+                Some(r#"{"xPaddingBytes":"100-1000"}"#),
+            ),
+            tls_plain(),
+        ),
+    ]
+}
+
 /// HTTP proxies: without and with auth, plain and over TLS.
 pub(crate) fn http_outbounds() -> Vec<Outbound> {
     let auth = Some(SocksAuth {

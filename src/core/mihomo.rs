@@ -309,10 +309,21 @@ fn transport_fields(transport: &Transport, out: &mut Map<String, Value>) {
             }
             ("h2", options)
         }
+        // `support` refused links with `extra`.
+        Transport::Xhttp {
+            path, host, mode, ..
+        } => {
+            let mut options = json!({ "path": path, "mode": mode.as_deref().unwrap_or("auto") });
+            if let Some(host) = host {
+                options["host"] = json!(host);
+            }
+            ("xhttp", options)
+        }
     };
     let key = match network {
         "grpc" => "grpc-opts",
         "h2" => "h2-opts",
+        "xhttp" => "xhttp-opts",
         _ => "ws-opts",
     };
     out.insert("network".into(), json!(network));

@@ -316,7 +316,7 @@ fn refusals() {
     assert_eq!(
         refusal(&outbound(vless(), ws(), reality())),
         "mihomo 1.19.32 cannot run REALITY over ws (vless reality ws); mihomo runs REALITY only \
-         over tcp or grpc; use xray (set runtime.core)"
+         over tcp, grpc or xhttp; use xray (set runtime.core)"
     );
     let grpc = Transport::Grpc {
         service_name: "s".into(),
@@ -475,5 +475,34 @@ fn http_proxies() {
         "mihomo 1.19.32 cannot run http over TLS with ALPN or a uTLS fingerprint; mihomo's http \
          outbound takes only a server name and skip-cert-verify; use xray, sing-box or v2ray \
          (set runtime.core)"
+    );
+}
+
+#[test]
+fn xhttp() {
+    let xhttp = xhttp_outbounds();
+    let rendered = proxy(&xhttp[0]);
+    assert_eq!(rendered["network"], "xhttp");
+    assert_eq!(
+        rendered["xhttp-opts"],
+        json!({ "path": "/xh", "mode": "packet-up", "host": "cdn.example.com" })
+    );
+    let reality = proxy(&xhttp[1]);
+    assert_eq!(
+        reality["xhttp-opts"],
+        json!({ "path": "/xh", "mode": "auto" })
+    );
+    assert_eq!(reality["reality-opts"]["public-key"], PUBLIC_KEY);
+    assert_eq!(
+        refusal(&xhttp[2]),
+        "mihomo 1.19.32 cannot run XHTTP extra settings (the link's extra=); mihomo spells them \
+         differently and xrat does not translate them; use xray (set runtime.core)"
+    );
+    let mut bare = xhttp[0].clone();
+    bare.security = Security::None;
+    assert!(
+        refusal(&bare).contains("xhttp without TLS"),
+        "{}",
+        refusal(&bare)
     );
 }

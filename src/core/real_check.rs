@@ -342,7 +342,8 @@ fn mihomo_session_starts_offline_and_writes_nothing() {
     assert_eq!(names, ["7.json"]);
 }
 
-/// Hysteria 2, TUIC, AnyTLS and Shadowsocks with simple-obfs: each renders for sing-box and mihomo, as a session and all
+/// Hysteria 2, TUIC, AnyTLS and Shadowsocks with simple-obfs (and VLESS over XHTTP on
+/// mihomo): each renders for sing-box and mihomo, as a session and all
 /// together as a batch, and passes the real check; V2Ray refuses them up front.
 #[test]
 fn newer_protocols_pass_sing_box_and_mihomo_checks() {
@@ -352,7 +353,13 @@ fn newer_protocols_pass_sing_box_and_mihomo_checks() {
         .chain(obfs_outbounds())
         .collect();
     let v2ray = binary(CoreKind::V2ray4, "4.34.0");
+    // XHTTP: mihomo only (of the installed cores), without `extra`.
+    let mihomo_only: Vec<Outbound> = xhttp_outbounds().into_iter().take(2).collect();
     for core in [real_sing_box(), real_mihomo()] {
+        let newer: Vec<Outbound> = match core.kind {
+            CoreKind::Mihomo => newer.iter().chain(&mihomo_only).cloned().collect(),
+            _ => newer.clone(),
+        };
         for (i, out) in newer.iter().enumerate() {
             assert!(check_support(&v2ray, out).is_err(), "{out:?}");
             let text = render_session(&core, &inbounds(i), out).unwrap();

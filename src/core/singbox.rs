@@ -223,7 +223,8 @@ fn reality_object(reality: &RealitySettings) -> Value {
 
 fn transport_object(transport: &Transport) -> Option<Value> {
     let object = match transport {
-        Transport::Tcp | Transport::Obfs { .. } => return None,
+        // Obfs is rendered with Shadowsocks; xhttp is refused by `support`.
+        Transport::Tcp | Transport::Obfs { .. } | Transport::Xhttp { .. } => return None,
         Transport::Ws { path, host } => {
             let (path, early_data) = split_early_data(path);
             let mut ws = json!({ "type": "ws", "path": path });

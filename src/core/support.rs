@@ -153,6 +153,14 @@ fn xray_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
             "use v2ray, sing-box or mihomo (set runtime.core)",
         ));
     }
+    if matches!(outbound.transport, Transport::Xhttp { .. })
+        && !core.version_at_least(XRAY_WITHOUT_H2)
+    {
+        return Some((
+            "the XHTTP transport (xhttp), which Xray has under that name from 24.11.30".into(),
+            "use a newer xray, or mihomo (set runtime.core or runtime.core_path)",
+        ));
+    }
     let insecure = matches!(&outbound.security, Security::Tls(tls) if tls.allow_insecure);
     if insecure && core.version_at_least(XRAY_WITHOUT_ALLOW_INSECURE) {
         return Some((
@@ -200,6 +208,10 @@ fn v2ray_lacks(kind: CoreKind, outbound: &Outbound) -> Refusal {
             "the HTTPUpgrade transport (httpupgrade)".into(),
             USE_XRAY_OR_SING_BOX,
         )),
+        (Transport::Xhttp { .. }, _) => Some((
+            "the XHTTP transport (xhttp)".into(),
+            "use xray or mihomo (set runtime.core)",
+        )),
         (Transport::H2 { .. }, Security::None) => Some((
             "the HTTP/2 transport without TLS (h2, security none)".into(),
             "V2Ray's h2 needs TLS; use a link with tls, or sing-box (set runtime.core)",
@@ -220,6 +232,12 @@ fn sing_box_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
     }
     if let Some(encryption) = vless_encryption(outbound) {
         return Some((encryption, "use xray (set runtime.core)"));
+    }
+    if matches!(outbound.transport, Transport::Xhttp { .. }) {
+        return Some((
+            "the XHTTP transport (xhttp)".into(),
+            "sing-box has no XHTTP; use xray or mihomo (set runtime.core)",
+        ));
     }
     // sing-box's shadowsocks and socks outbounds have no `tls` or `transport` field (its
     // check fails with `unknown field "tls"`); Xray and V2Ray layer any outbound on any stream.
@@ -256,11 +274,36 @@ fn mihomo_lacks(outbound: &Outbound) -> Refusal {
             "mihomo runs REALITY only for vless; use xray or sing-box (set runtime.core)",
         ));
     }
-    if reality && !matches!(outbound.transport, Transport::Tcp | Transport::Grpc { .. }) {
+    let reality_stream = matches!(
+        outbound.transport,
+        Transport::Tcp | Transport::Grpc { .. } | Transport::Xhttp { .. }
+    );
+    if reality && !reality_stream {
         return Some((
             format!("REALITY over {transport} ({protocol} reality {transport})"),
-            "mihomo runs REALITY only over tcp or grpc; use xray (set runtime.core)",
+            "mihomo runs REALITY only over tcp, grpc or xhttp; use xray (set runtime.core)",
         ));
+    }
+    if let Transport::Xhttp { extra, .. } = &outbound.transport {
+        if !matches!(outbound.protocol, Protocol::Vless { .. }) {
+            return Some((
+                format!("{protocol} over xhttp"),
+                "mihomo runs XHTTP only for vless; use xray (set runtime.core)",
+            ));
+        }
+        if outbound.security == Security::None {
+            return Some((
+                "xhttp without TLS (vless xhttp, security none)".into(),
+                "mihomo runs XHTTP here only with tls or reality; use xray (set runtime.core)",
+            ));
+        }
+        if extra.is_some() {
+            return Some((
+                "XHTTP extra settings (the link's extra=)".into(),
+                "mihomo spells them differently and xrat does not translate them; use xray (set \
+                 runtime.core)",
+            ));
+        }
     }
     let h2_or_grpc = matches!(
         outbound.transport,
@@ -437,6 +480,7 @@ pub(crate) fn transport_name(transport: &Transport) -> &'static str {
         Transport::Grpc { .. } => "grpc",
         Transport::H2 { .. } => "h2",
         Transport::HttpUpgrade { .. } => "httpupgrade",
+        Transport::Xhttp { .. } => "xhttp",
         Transport::Obfs { .. } => "obfs",
     }
 }

@@ -249,3 +249,29 @@ fn simple_obfs_needs_sing_box_or_mihomo() {
         assert!(check_support(&binary(CoreKind::Mihomo, "1.19.32"), &out).is_ok());
     }
 }
+
+#[test]
+fn xhttp_runs_on_xray_and_mihomo() {
+    let mihomo = binary(CoreKind::Mihomo, "1.19.32");
+    for (i, out) in xhttp_outbounds().iter().enumerate() {
+        assert!(check_support(&binary(CoreKind::Xray, "25.10.15"), out).is_ok());
+        assert_eq!(
+            refusal(&binary(CoreKind::Xray, "24.10.31"), out),
+            "xray 24.10.31 cannot run the XHTTP transport (xhttp), which Xray has under that \
+             name from 24.11.30; use a newer xray, or mihomo (set runtime.core or \
+             runtime.core_path)"
+        );
+        // Index 1 is REALITY, which V2Ray and the wheel's sing-box refuse first.
+        let (v2ray_says, sing_box_says) = match i {
+            1 => ("REALITY", "REALITY"),
+            _ => ("XHTTP", "sing-box has no XHTTP"),
+        };
+        let v2ray = refusal(&v2ray4(), out);
+        assert!(v2ray.contains(v2ray_says), "{v2ray}");
+        let sing_box = refusal(&wheel_sing_box(), out);
+        assert!(sing_box.contains(sing_box_says), "{sing_box}");
+        let release = refusal(&binary(CoreKind::SingBox, "1.14.4"), out);
+        assert!(release.contains("sing-box has no XHTTP"), "{release}");
+        assert_eq!(check_support(&mihomo, out).is_ok(), i < 2, "{out:?}");
+    }
+}

@@ -228,6 +228,25 @@ fn transport_settings(
             }
             ("httpupgrade", Some("httpupgradeSettings"), upgrade)
         }
+        Transport::Xhttp {
+            path,
+            host,
+            mode,
+            extra,
+        } => {
+            let mut xhttp = json!({ "path": path, "mode": mode.as_deref().unwrap_or("auto") });
+            if let Some(host) = host {
+                xhttp["host"] = json!(host);
+            }
+            // The parser checked it is a JSON object.
+            if let Some(extra) = extra
+                .as_deref()
+                .and_then(|e| serde_json::from_str::<Value>(e).ok())
+            {
+                xhttp["extra"] = extra;
+            }
+            ("xhttp", Some("xhttpSettings"), xhttp)
+        }
         // Refused by `support` before any render; never written to a file.
         Transport::Obfs { .. } => ("tcp", None, json!({})),
     }

@@ -317,3 +317,15 @@ fn http_proxies() {
     );
     assert_eq!(outbound["streamSettings"]["security"], "tls");
 }
+
+#[test]
+fn xhttp_with_extra() {
+    let out = &crate::core::fixtures::xhttp_outbounds()[2];
+    let config = session(&xray(), &inbounds(None), out);
+    let stream = &config["outbounds"][0]["streamSettings"];
+    assert_eq!(stream["network"], "xhttp");
+    assert_eq!(
+        stream["xhttpSettings"],
+        json!({ "path": "/xh", "mode": "stream-one", "extra": { "xPaddingBytes": "100-1000" } })
+    );
+}

@@ -331,6 +331,17 @@ pub enum Transport {
         /// `Host` header; `None` means the server address or SNI.
         host: Option<String>,
     },
+    /// XHTTP (Xray's SplitHTTP successor): the stream split over HTTP requests.
+    Xhttp {
+        /// Request path, `/` when the link gives none.
+        path: String,
+        /// `Host` header; `None` means the server address or SNI.
+        host: Option<String>,
+        /// `auto`, `packet-up`, `stream-up` or `stream-one`; `None` means auto.
+        mode: Option<String>,
+        /// Xray's `extra` object (padding, xmux, download settings), as JSON text.
+        extra: Option<String>,
+    },
     /// simple-obfs (the SIP003 `obfs-local` plugin): the stream starts like an HTTP request or
     /// a TLS handshake. Shadowsocks only.
     Obfs {

@@ -8,7 +8,10 @@ use super::common::decode_base64;
 use super::error::{quote, LinkError};
 use super::model::{RealitySettings, Scheme, Security, TlsSettings, Transport};
 
-const TRANSPORTS: &str = "tcp, ws, grpc, h2 or httpupgrade";
+const TRANSPORTS: &str = "tcp, ws, grpc, h2, httpupgrade or xhttp";
+const XHTTP_MODES: [&str; 4] = ["auto", "packet-up", "stream-up", "stream-one"];
+const XHTTP_MODE_EXPECTED: &str = "auto, packet-up, stream-up or stream-one";
+const XHTTP_EXTRA_EXPECTED: &str = "a JSON object";
 const SECURITIES: &str = "none, tls or reality";
 const FLAGS: &str = "0, 1, true or false";
 const HEADER_TYPES: &str = "none (http header obfuscation is not supported)";
@@ -140,6 +143,31 @@ pub(crate) fn transport(params: &Params) -> Result<Transport, LinkError> {
             path: params.path(),
             host: params.owned("host"),
         },
+        // `splithttp` is XHTTP's name before Xray 24.11.
+        "xhttp" | "splithttp" => {
+            let mode = match params.get("mode").map(str::to_ascii_lowercase) {
+                None => None,
+                Some(mode) if XHTTP_MODES.contains(&mode.as_str()) => Some(mode),
+                Some(_) => {
+                    let given = params.get("mode").unwrap_or_default();
+                    return Err(params.invalid("mode", given, XHTTP_MODE_EXPECTED));
+                }
+            };
+            let extra = match params.get("extra") {
+                None => None,
+                Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(serde_json::Value::Object(object)) if object.is_empty() => None,
+                    Ok(serde_json::Value::Object(_)) => Some(text.to_owned()),
+                    _ => return Err(params.invalid("extra", text, XHTTP_EXTRA_EXPECTED)),
+                },
+            };
+            Transport::Xhttp {
+                path: params.path(),
+                host: params.owned("host"),
+                mode: mode.filter(|mode| mode != "auto"),
+                extra,
+            }
+        }
         _ => return Err(params.invalid("type", kind, TRANSPORTS)),
     };
     Ok(transport)
@@ -261,7 +289,7 @@ mod tests {
     fn transport_errors() {
         assert_eq!(
             transport_err("type=kcp"),
-            "vless: parameter \"type\" is \"kcp\", expected tcp, ws, grpc, h2 or httpupgrade"
+            "vless: parameter \"type\" is \"kcp\", expected tcp, ws, grpc, h2, httpupgrade or xhttp"
         );
         assert_eq!(
             transport_err("type=tcp&headerType=http"),
@@ -324,7 +352,7 @@ mod tests {
         params.insert("type", "net", "quic".into());
         assert_eq!(
             transport(&params).unwrap_err().to_string(),
-            "vmess: field \"net\" is \"quic\", expected tcp, ws, grpc, h2 or httpupgrade"
+            "vmess: field \"net\" is \"quic\", expected tcp, ws, grpc, h2, httpupgrade or xhttp"
         );
     }
 }

@@ -418,7 +418,7 @@ mod tests {
         );
         assert_eq!(
             err(&format!("{BASE}?type=kcp")),
-            "ss: parameter \"type\" is \"kcp\", expected tcp, ws, grpc, h2 or httpupgrade"
+            "ss: parameter \"type\" is \"kcp\", expected tcp, ws, grpc, h2, httpupgrade or xhttp"
         );
         assert_eq!(
             err("ss://YWVzLTI1Ni1nY206bjh3NFN0bmJWRDlkbVhZbg@192.0.2.1"),

@@ -121,6 +121,36 @@ mod tests {
     }
 
     #[test]
+    fn xhttp() {
+        let line = "vless://b831381d-6324-4d53-ad4f-8cda48b30811@x.example.com:443?security=tls\
+            &sni=x.example.com&type=xhttp&path=%2Fxh&host=cdn.example.com&mode=packet-up\
+            &extra=%7B%22xPaddingBytes%22%3A%22100-1000%22%7D#XHTTP";
+        assert_eq!(
+            parse(line).unwrap().outbound.transport,
+            Transport::Xhttp {
+                path: "/xh".into(),
+                host: Some("cdn.example.com".into()),
+                mode: Some("packet-up".into()),
+                extra: Some(r#"{"xPaddingBytes":"100-1000"}"#.into()),
+            }
+        );
+        // Defaults: auto mode and an empty extra are left out; splithttp is the old name.
+        let bare = parse("vless://id@x.example.com:443?type=splithttp&mode=auto&extra=%7B%7D")
+            .unwrap()
+            .outbound
+            .transport;
+        assert_eq!(
+            bare,
+            Transport::Xhttp {
+                path: "/".into(),
+                host: None,
+                mode: None,
+                extra: None
+            }
+        );
+    }
+
+    #[test]
     fn errors() {
         let err = |line: &str| parse(line).unwrap_err().to_string();
         assert_eq!(
@@ -146,8 +176,13 @@ mod tests {
              without it"
         );
         assert_eq!(
-            err("vless://id@vless.example.com:443?type=xhttp&path=%2Fx"),
-            "vless: parameter \"type\" is \"xhttp\", expected tcp, ws, grpc, h2 or httpupgrade"
+            err("vless://id@vless.example.com:443?type=xhttp&mode=packet"),
+            "vless: parameter \"mode\" is \"packet\", expected auto, packet-up, stream-up or \
+             stream-one"
+        );
+        assert_eq!(
+            err("vless://id@vless.example.com:443?type=xhttp&extra=%5B1%5D"),
+            "vless: parameter \"extra\" is \"[1]\", expected a JSON object"
         );
     }
 }

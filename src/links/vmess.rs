@@ -336,7 +336,7 @@ mod tests {
         );
         assert_eq!(
             err(&format!(r#"{{{base},"port":1,"net":"kcp"}}"#)),
-            "vmess: field \"net\" is \"kcp\", expected tcp, ws, grpc, h2 or httpupgrade"
+            "vmess: field \"net\" is \"kcp\", expected tcp, ws, grpc, h2, httpupgrade or xhttp"
         );
         assert_eq!(
             err(&format!(r#"{{{base},"port":1,"net":"tcp","type":"http"}}"#)),

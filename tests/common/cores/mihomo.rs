@@ -1,4 +1,4 @@
-//! mihomo as a remote server: VLESS with REALITY (Vision over tcp, or plain over gRPC) through
+//! mihomo as a remote server: VLESS with REALITY (Vision over tcp, or over gRPC or XHTTP) through
 //! its `listeners`, borrowing the TLS 1.3 handshake of a local sing-box TLS server.
 
 use std::net::{SocketAddr, TcpStream};
@@ -16,12 +16,16 @@ pub enum RealityStream {
     Vision,
     /// gRPC (service `xrat`), no flow.
     Grpc,
+    /// XHTTP (path `/xrat-xhttp`, auto mode), no flow.
+    Xhttp,
 }
 
 /// The REALITY server name the client sends and the server accepts.
 const SERVER_NAME: &str = "localhost";
 /// The gRPC service name.
 const SERVICE: &str = "xrat";
+/// The XHTTP path.
+const XHTTP_PATH: &str = "/xrat-xhttp";
 
 /// A mihomo process serving VLESS + REALITY on 127.0.0.1, with the sing-box TLS server it
 /// borrows handshakes from. Both are killed and reaped when dropped.
@@ -65,6 +69,7 @@ impl RealityServer {
         match stream {
             RealityStream::Vision => user["flow"] = json!("xtls-rprx-vision"),
             RealityStream::Grpc => listener["grpc-service-name"] = json!(SERVICE),
+            RealityStream::Xhttp => listener["xhttp-config"] = json!({ "path": XHTTP_PATH }),
         }
         listener["users"] = json!([user]);
         let config = json!({
@@ -161,6 +166,7 @@ impl RealityServer {
         match self.stream {
             RealityStream::Vision => "e2e-vless-reality-vision-mihomo".into(),
             RealityStream::Grpc => "e2e-vless-reality-grpc-mihomo".into(),
+            RealityStream::Xhttp => "e2e-vless-reality-xhttp-mihomo".into(),
         }
     }
 
@@ -170,6 +176,7 @@ impl RealityServer {
         let stream = match self.stream {
             RealityStream::Vision => "type=tcp&flow=xtls-rprx-vision".to_owned(),
             RealityStream::Grpc => format!("type=grpc&serviceName={SERVICE}&mode=gun"),
+            RealityStream::Xhttp => "type=xhttp&path=%2Fxrat-xhttp&mode=auto".to_owned(),
         };
         format!(
             "vless://{uuid}@127.0.0.1:{port}?encryption=none&security=reality&sni={SERVER_NAME}\
