@@ -234,6 +234,23 @@ mod tests {
     }
 
     #[test]
+    fn wireguard_needs_mihomo() {
+        let wg = wireguard_outbounds().remove(0);
+        let installed = [binary(CoreKind::V2ray4, "4.34.0"), wheel_sing_box()];
+        assert_eq!(
+            choose_core(&installed, &DEFAULT, &wg)
+                .unwrap_err()
+                .to_string(),
+            "WireGuard (wireguard link) is not supported by the installed cores (sing-box \
+             1.14.4, v2ray 4.34.0); it needs the mihomo core; install one, see docs/CORES.md"
+        );
+        assert_eq!(
+            choose_core(&this_machine(), &DEFAULT, &wg).unwrap().kind,
+            CoreKind::Mihomo
+        );
+    }
+
+    #[test]
     fn a_link_no_core_runs_keeps_its_own_fix() {
         let vision_ws = outbound(vision(), ws(), tls_plain());
         let err = choose_core(&this_machine(), &DEFAULT, &vision_ws).unwrap_err();

@@ -250,6 +250,23 @@ pub(crate) fn newer_outbounds() -> Vec<Outbound> {
         .collect()
 }
 
+/// WireGuard peers: minimal (IPv4 only) and with every optional field.
+pub(crate) fn wireguard_outbounds() -> Vec<Outbound> {
+    let peer = |full: bool| Protocol::Wireguard {
+        private_key: "yAnz5TF+lXXJte14tji3zlMNq+hdTFVPzk+AH3MiqHc=".into(),
+        public_key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into(),
+        pre_shared_key: full.then(|| "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=".into()),
+        ipv4: Some("172.16.0.2".into()),
+        ipv6: full.then(|| "fd01::2".into()),
+        reserved: full.then_some([1, 2, 3]),
+        mtu: full.then_some(1280),
+    };
+    [false, true]
+        .into_iter()
+        .map(|full| outbound(peer(full), Transport::Tcp, Security::None))
+        .collect()
+}
+
 /// VLESS over XHTTP: TLS with host and mode, REALITY with defaults, and one with Xray's
 /// `extra` (which only Xray takes).
 pub(crate) fn xhttp_outbounds() -> Vec<Outbound> {

@@ -254,6 +254,34 @@ fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
             set("type", json!("anytls"));
             set("password", json!(password));
         }
+        Protocol::Wireguard {
+            private_key,
+            public_key,
+            pre_shared_key,
+            ipv4,
+            ipv6,
+            reserved,
+            mtu,
+        } => {
+            set("type", json!("wireguard"));
+            set("private-key", json!(private_key));
+            set("public-key", json!(public_key));
+            if let Some(psk) = pre_shared_key {
+                set("pre-shared-key", json!(psk));
+            }
+            if let Some(ip) = ipv4 {
+                set("ip", json!(ip));
+            }
+            if let Some(ip) = ipv6 {
+                set("ipv6", json!(ip));
+            }
+            if let Some(reserved) = reserved {
+                set("reserved", json!(reserved));
+            }
+            if let Some(mtu) = mtu {
+                set("mtu", json!(mtu));
+            }
+        }
     }
 }
 

@@ -506,3 +506,22 @@ fn xhttp() {
         refusal(&bare)
     );
 }
+
+#[test]
+fn wireguard() {
+    let wg = wireguard_outbounds();
+    assert_eq!(
+        proxy(&wg[1]),
+        json!({ "name": "p", "type": "wireguard", "server": "proxy.example.com", "port": 443,
+                "udp": true, "private-key": "yAnz5TF+lXXJte14tji3zlMNq+hdTFVPzk+AH3MiqHc=",
+                "public-key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
+                "pre-shared-key": "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=",
+                "ip": "172.16.0.2", "ipv6": "fd01::2", "reserved": [1, 2, 3], "mtu": 1280 })
+    );
+    for out in &wg {
+        assert!(check_support(&mihomo(), out).is_ok());
+        let sing_box = binary(CoreKind::SingBox, "1.14.4");
+        let err = check_support(&sing_box, out).unwrap_err().to_string();
+        assert!(err.contains("use mihomo (set runtime.core)"), "{err}");
+    }
+}

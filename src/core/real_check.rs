@@ -353,8 +353,12 @@ fn newer_protocols_pass_sing_box_and_mihomo_checks() {
         .chain(obfs_outbounds())
         .collect();
     let v2ray = binary(CoreKind::V2ray4, "4.34.0");
-    // XHTTP: mihomo only (of the installed cores), without `extra`.
-    let mihomo_only: Vec<Outbound> = xhttp_outbounds().into_iter().take(2).collect();
+    // XHTTP (without `extra`) and WireGuard: mihomo only, of the installed cores.
+    let mihomo_only: Vec<Outbound> = xhttp_outbounds()
+        .into_iter()
+        .take(2)
+        .chain(wireguard_outbounds())
+        .collect();
     for core in [real_sing_box(), real_mihomo()] {
         let newer: Vec<Outbound> = match core.kind {
             CoreKind::Mihomo => newer.iter().chain(&mihomo_only).cloned().collect(),

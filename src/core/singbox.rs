@@ -181,6 +181,8 @@ fn protocol_fields(protocol: &Protocol, out: &mut Map<String, Value>) {
             set("type", json!("anytls"));
             set("password", json!(password));
         }
+        // Refused by `support` (sing-box 1.14 has WireGuard only as an endpoint).
+        Protocol::Wireguard { .. } => set("type", json!("block")),
     }
 }
 

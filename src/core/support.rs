@@ -91,6 +91,21 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
             "use sing-box or mihomo (set runtime.core)",
         ));
     }
+    if let Protocol::Wireguard { .. } = outbound.protocol {
+        if core.kind != CoreKind::Mihomo {
+            return Err(refuse(
+                "WireGuard (wireguard link)".into(),
+                "xrat renders WireGuard only for mihomo (sing-box 1.14 runs it as an endpoint, \
+                 Xray's outbound is not checked here); use mihomo (set runtime.core)",
+            ));
+        }
+        if outbound.transport != Transport::Tcp || outbound.security != Security::None {
+            return Err(refuse(
+                "WireGuard over another transport or TLS".into(),
+                "WireGuard carries itself; fix the link",
+            ));
+        }
+    }
     if xray_family && newer_protocol(outbound) {
         let protocol = protocol_name(outbound);
         return Err(refuse(
@@ -320,7 +335,8 @@ fn mihomo_lacks(outbound: &Outbound) -> Refusal {
         | Protocol::Vless { .. }
         | Protocol::Hysteria2 { .. }
         | Protocol::Tuic { .. }
-        | Protocol::Anytls { .. } => None,
+        | Protocol::Anytls { .. }
+        | Protocol::Wireguard { .. } => None,
         Protocol::Trojan { .. } => match (&outbound.transport, &outbound.security) {
             (_, Security::None) => Some((
                 format!("trojan without TLS (trojan {transport}, security none)"),
@@ -429,6 +445,7 @@ pub(crate) fn protocol_name(outbound: &Outbound) -> &'static str {
         Protocol::Tuic { .. } => "tuic",
         Protocol::Anytls { .. } => "anytls",
         Protocol::Http { .. } => "http",
+        Protocol::Wireguard { .. } => "wireguard",
     }
 }
 

@@ -176,9 +176,10 @@ fn protocol_settings(outbound: &Outbound) -> (&'static str, Value) {
             ("http", json!({ "servers": [server] }))
         }
         // Refused by `support` before any render; never written to a file.
-        Protocol::Hysteria2 { .. } | Protocol::Tuic { .. } | Protocol::Anytls { .. } => {
-            ("blackhole", json!({}))
-        }
+        Protocol::Hysteria2 { .. }
+        | Protocol::Tuic { .. }
+        | Protocol::Anytls { .. }
+        | Protocol::Wireguard { .. } => ("blackhole", json!({})),
     }
 }
 

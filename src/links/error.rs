@@ -26,7 +26,7 @@ pub enum LinkError {
     /// The scheme is not one we parse.
     #[error(
         "unknown scheme \"{scheme}\"; supported: vmess, vless, trojan, ss, socks, hysteria2 (hy2), \
-         tuic, anytls, http, https"
+         tuic, anytls, http, https, wireguard (wg)"
     )]
     UnknownScheme {
         /// The text before `://`.

@@ -1,5 +1,6 @@
 //! Share links (`vmess://`, `vless://`, `trojan://`, `ss://`, `socks://`, `hysteria2://` or
-//! `hy2://`, `tuic://`, `anytls://`, `http://` and `https://` proxies) and subscription blobs,
+//! `hy2://`, `tuic://`, `anytls://`, `http://` and `https://` proxies, `wireguard://` or
+//! `wg://`) and subscription blobs,
 //! parsed into a typed [`Outbound`] that the store persists as JSON and the config generator
 //! turns into a core's outbound.
 //!
@@ -21,6 +22,7 @@ mod trojan;
 mod tuic;
 mod vless;
 mod vmess;
+mod wireguard;
 
 pub use error::LinkError;
 pub use model::{
@@ -48,6 +50,7 @@ pub fn parse_link(line: &str) -> Result<ParsedLink, LinkError> {
         Some(Scheme::Tuic) => tuic::parse(line),
         Some(Scheme::Anytls) => anytls::parse(line),
         Some(Scheme::Http) => http::parse(line),
+        Some(Scheme::Wireguard) => wireguard::parse(line),
         None => Err(LinkError::UnknownScheme {
             scheme: error::quote(scheme),
         }),
@@ -74,9 +77,9 @@ mod tests {
     #[test]
     fn scheme_errors() {
         assert_eq!(
-            err("wireguard://key@example.com:51820"),
-            "unknown scheme \"wireguard\"; supported: vmess, vless, trojan, ss, socks, \
-             hysteria2 (hy2), tuic, anytls, http, https"
+            err("naive+https://u:p@example.com:443"),
+            "unknown scheme \"naive+https\"; supported: vmess, vless, trojan, ss, socks, \
+             hysteria2 (hy2), tuic, anytls, http, https, wireguard (wg)"
         );
         assert_eq!(err(""), "not a share link: \"\"; expected <scheme>://...");
         assert_eq!(

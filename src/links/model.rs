@@ -29,6 +29,8 @@ pub enum Scheme {
     Anytls,
     /// `http://` or `https://` (an HTTP proxy; `https` means TLS to the proxy).
     Http,
+    /// `wireguard://` or `wg://`.
+    Wireguard,
 }
 
 impl Scheme {
@@ -44,6 +46,7 @@ impl Scheme {
             Scheme::Tuic => "tuic",
             Scheme::Anytls => "anytls",
             Scheme::Http => "http",
+            Scheme::Wireguard => "wireguard",
         }
     }
 
@@ -60,6 +63,7 @@ impl Scheme {
             "tuic" => Scheme::Tuic,
             "anytls" => Scheme::Anytls,
             "http" | "https" => Scheme::Http,
+            "wireguard" | "wg" => Scheme::Wireguard,
             _ => return None,
         };
         Some(scheme)
@@ -163,6 +167,23 @@ pub enum Protocol {
     Http {
         /// Username and password (basic auth); `None` for none.
         auth: Option<SocksAuth>,
+    },
+    /// WireGuard (UDP, its own crypto): transport `Tcp` and security `None` stand for "its own".
+    Wireguard {
+        /// The client's private key (base64, 32 bytes).
+        private_key: String,
+        /// The server peer's public key (base64, 32 bytes).
+        public_key: String,
+        /// Pre-shared key (base64, 32 bytes), if any.
+        pre_shared_key: Option<String>,
+        /// The client's IPv4 address in the tunnel, without prefix length.
+        ipv4: Option<String>,
+        /// The client's IPv6 address in the tunnel, without prefix length.
+        ipv6: Option<String>,
+        /// The three reserved bytes some servers (Cloudflare WARP) check.
+        reserved: Option<[u8; 3]>,
+        /// Tunnel MTU.
+        mtu: Option<u16>,
     },
     /// AnyTLS, over TLS (in [`Outbound::security`], always `Tls`) on TCP.
     Anytls {

@@ -114,6 +114,7 @@ fn scheme_of(protocol: &Protocol) -> Scheme {
         Protocol::Tuic { .. } => Scheme::Tuic,
         Protocol::Anytls { .. } => Scheme::Anytls,
         Protocol::Http { .. } => Scheme::Http,
+        Protocol::Wireguard { .. } => Scheme::Wireguard,
     }
 }
 
