@@ -273,13 +273,13 @@ fn import_input_errors() {
         "{message}"
     );
     assert!(message.contains("or - for standard input"), "{message}");
-    let out = root.run(&["config", "import", "wireguard://key@example.com:51820"]);
+    let out = root.run(&["config", "import", "naive+https://u:p@example.com:443"]);
     check(
         &out,
         1,
         "Imported 0, duplicates 0, failed 1.\n",
-        "line 1: unknown scheme \"wireguard\"; supported: vmess, vless, trojan, ss, socks, \
-         hysteria2 (hy2), tuic, anytls\n",
+        "line 1: unknown scheme \"naive+https\"; supported: vmess, vless, trojan, ss, socks, \
+         hysteria2 (hy2), tuic, anytls, http, https, wireguard (wg)\n",
     );
     // Link fields no core here can carry are refused, not dropped.
     let out = root.run(&["config", "import", "hy2://pw@example.com:443-448"]);
