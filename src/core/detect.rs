@@ -41,6 +41,22 @@ pub(crate) fn detect_in(
     search: &OsStr,
     timeout: Duration,
 ) -> Result<CoreBinary, CoreError> {
+    let path = locate_in(settings, settings_file, search)?;
+    probe(&path, settings.core, timeout)
+}
+
+/// Where the core binary is, without running it: `core_path` when set, else the first of the
+/// names `runtime.core` allows on PATH. The daemon runs the version probe itself, in the ring.
+pub fn locate(settings: &RuntimeSettings, settings_file: &Path) -> Result<PathBuf, CoreError> {
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    locate_in(settings, settings_file, &search)
+}
+
+fn locate_in(
+    settings: &RuntimeSettings,
+    settings_file: &Path,
+    search: &OsStr,
+) -> Result<PathBuf, CoreError> {
     if !settings.core_path.is_empty() {
         let path = PathBuf::from(&settings.core_path);
         if !is_executable(&path) {
@@ -49,7 +65,7 @@ pub(crate) fn detect_in(
                 settings_file: settings_file.to_path_buf(),
             });
         }
-        return probe(&path, settings.core, timeout);
+        return Ok(path);
     }
     let names: &[&str] = match settings.core {
         CoreChoice::Auto => &AUTO_ORDER,
@@ -57,12 +73,58 @@ pub(crate) fn detect_in(
         CoreChoice::V2ray => &["v2ray"],
         CoreChoice::SingBox => &["sing-box"],
     };
-    for name in names {
-        if let Some(path) = find_on_path(name, search) {
-            return probe(&path, settings.core, timeout);
-        }
+    names
+        .iter()
+        .find_map(|name| find_on_path(name, search))
+        .ok_or_else(|| not_found(settings.core, names, settings_file))
+}
+
+/// The version arguments to try, in order: `-version` first for V2Ray 4.
+pub fn spellings(hint: CoreChoice) -> [&'static str; 2] {
+    match hint {
+        CoreChoice::V2ray => ["-version", "version"],
+        _ => ["version", "-version"],
     }
-    Err(not_found(settings.core, names, settings_file))
+}
+
+/// What one finished version run says: the core, a contradiction with `runtime.core`, or None
+/// when the output names no known core (try the next spelling).
+pub fn identify(
+    path: &Path,
+    hint: CoreChoice,
+    stdout: &str,
+) -> Option<Result<CoreBinary, CoreError>> {
+    let (kind, version, utls) = parse_version(stdout)?;
+    let binary = CoreBinary {
+        kind,
+        path: path.to_path_buf(),
+        version,
+        utls,
+    };
+    Some(check_hint(binary, hint))
+}
+
+/// The error for a binary whose version runs named no known core, or that did not finish.
+pub fn unrecognised(
+    path: &Path,
+    stdout: &str,
+    stderr: &str,
+    timeout: Option<Duration>,
+) -> CoreError {
+    let shown = match timeout {
+        Some(limit) => format!(
+            "did not finish within {} ms (it was killed)",
+            limit.as_millis()
+        ),
+        None => format!("printed {:?}", first_line(stdout, stderr)),
+    };
+    CoreError::Version {
+        path: path.to_path_buf(),
+        detail: format!(
+            "not a known proxy core: `{} version` {shown}; expected Xray, V2Ray or sing-box",
+            path.display()
+        ),
+    }
 }
 
 fn not_found(choice: CoreChoice, names: &[&str], settings_file: &Path) -> CoreError {
@@ -107,40 +169,21 @@ fn is_executable(path: &Path) -> bool {
 /// parses the output. V2Ray 4 prints its version for any arguments before it tries to run,
 /// so one run usually settles it; the second spelling covers cores that reject the first.
 fn probe(path: &Path, hint: CoreChoice, timeout: Duration) -> Result<CoreBinary, CoreError> {
-    let spellings = match hint {
-        CoreChoice::V2ray => ["-version", "version"],
-        _ => ["version", "-version"],
-    };
     let mut first_output = None;
-    for spelling in spellings {
+    for spelling in spellings(hint) {
         let args = [OsString::from(spelling)];
         let done = run_bounded(path, &args, timeout).map_err(|source| CoreError::Spawn {
             path: path.to_path_buf(),
             source,
         })?;
-        if let Some((kind, version, utls)) = parse_version(&done.stdout) {
-            let binary = CoreBinary {
-                kind,
-                path: path.to_path_buf(),
-                version,
-                utls,
-            };
-            return check_hint(binary, hint);
+        if let Some(found) = identify(path, hint, &done.stdout) {
+            return found;
         }
         first_output.get_or_insert(done);
     }
     let done = first_output.expect("at least one spelling ran");
-    let shown = match done.status {
-        None => "timed out".to_owned(),
-        Some(_) => format!("printed {:?}", first_line(&done.stdout, &done.stderr)),
-    };
-    Err(CoreError::Version {
-        path: path.to_path_buf(),
-        detail: format!(
-            "not a known proxy core: `{} version` {shown}; expected Xray, V2Ray or sing-box",
-            path.display()
-        ),
-    })
+    let timed_out = done.status.is_none().then_some(timeout);
+    Err(unrecognised(path, &done.stdout, &done.stderr, timed_out))
 }
 
 fn first_line<'a>(stdout: &'a str, stderr: &'a str) -> &'a str {

@@ -207,7 +207,9 @@ fn unknown_or_hanging_binaries_are_reported() {
         start.elapsed()
     );
     assert!(
-        err.ends_with("version` timed out; expected Xray, V2Ray or sing-box"),
+        err.ends_with(
+            "version` did not finish within 200 ms (it was killed); expected Xray, V2Ray or sing-box"
+        ),
         "{err}"
     );
 }

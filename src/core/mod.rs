@@ -5,7 +5,7 @@
 //! the v4 format from a `.json` file) and sing-box's. Nothing here spawns a long-lived process;
 //! the reactor does that with [`run_args`].
 
-mod detect;
+pub mod detect;
 mod error;
 mod process;
 mod singbox;

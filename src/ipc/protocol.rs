@@ -140,6 +140,9 @@ pub enum Code {
     BadRequest,
     /// 404: config id unknown or disabled.
     NotFound,
+    /// 408: a partial request line was not completed within `daemon.frame_timeout_ms`; the
+    /// connection is closed after the reply.
+    FrameTimeout,
     /// 409: request not valid in this state.
     Conflict,
     /// 413: line over the frame limit; the connection is closed after the reply.
@@ -165,6 +168,7 @@ impl Code {
             Code::Ok => 200,
             Code::BadRequest => 400,
             Code::NotFound => 404,
+            Code::FrameTimeout => 408,
             Code::Conflict => 409,
             Code::FrameTooLarge => 413,
             Code::Busy => 423,
@@ -182,6 +186,7 @@ impl Code {
             Code::Ok => "success",
             Code::BadRequest => "bad_request",
             Code::NotFound => "not_found",
+            Code::FrameTimeout => "frame_timeout",
             Code::Conflict => "conflict",
             Code::FrameTooLarge => "frame_too_large",
             Code::Busy => "busy",

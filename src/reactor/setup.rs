@@ -70,6 +70,11 @@ pub fn listen(path: &Path) -> Result<OwnedFd, ReactorError> {
             source,
         }
     })?;
+    // Non-blocking, so that the one synchronous accept (refusing a client when descriptors ran
+    // out) can never wait; the ring's accepts are unaffected.
+    listener
+        .set_nonblocking(true)
+        .map_err(syscall("fcntl(O_NONBLOCK)"))?;
     let fd = listener.into_raw_fd();
     // SAFETY: `fd` is a bound socket we own; listen again only raises std's default backlog.
     if unsafe { libc::listen(fd, LISTEN_BACKLOG) } != 0 {
