@@ -65,10 +65,13 @@ pub enum Request {
     /// Rotation settings and history.
     #[serde(alias = "ProxyStatus")]
     ProxyStatus,
+    /// Re-read config.toml (the same as SIGHUP).
+    #[serde(alias = "DaemonReload")]
+    DaemonReload,
 }
 
 /// Every request kind, in the order of DESIGN §4.
-pub const REQUEST_KINDS: [&str; 9] = [
+pub const REQUEST_KINDS: [&str; 10] = [
     "daemon_ping",
     "daemon_shutdown",
     "runtime_status",
@@ -78,6 +81,7 @@ pub const REQUEST_KINDS: [&str; 9] = [
     "proxy_start",
     "proxy_stop",
     "proxy_status",
+    "daemon_reload",
 ];
 
 impl Request {
@@ -93,6 +97,7 @@ impl Request {
             Request::ProxyStart => "proxy_start",
             Request::ProxyStop => "proxy_stop",
             Request::ProxyStatus => "proxy_status",
+            Request::DaemonReload => "daemon_reload",
         }
     }
 
@@ -197,6 +202,17 @@ impl Code {
             Code::Timeout => "timeout",
         }
     }
+}
+
+/// `daemon_reload` (and SIGHUP): what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadPayload {
+    /// The file was read and is valid.
+    pub reloaded: bool,
+    /// Changed keys now in force (dotted, e.g. `runtime.rotation.interval_secs`).
+    pub applied: Vec<String>,
+    /// Changed keys that take effect only after `xrat daemon stop` and start.
+    pub restart_needed: Vec<String>,
 }
 
 /// A response as it travels on the wire, in typed form (what clients decode).
@@ -402,6 +418,7 @@ mod tests {
             Request::ProxyStart,
             Request::ProxyStop,
             Request::ProxyStatus,
+            Request::DaemonReload,
         ];
         for (request, name) in all.iter().zip(REQUEST_KINDS) {
             let json = serde_json::to_value(request).unwrap();
@@ -416,6 +433,7 @@ mod tests {
             Code::Ok,
             Code::BadRequest,
             Code::NotFound,
+            Code::FrameTimeout,
             Code::Conflict,
             Code::FrameTooLarge,
             Code::Busy,

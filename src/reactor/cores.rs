@@ -62,6 +62,13 @@ pub struct Procs {
     map: HashMap<CoreId, Proc>,
 }
 
+impl Procs {
+    /// Cores watched.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 impl Reactor {
     /// `Effect::StartCore`, once the core binary is known (or known to be unusable).
     pub(super) fn start_core_with(

@@ -64,7 +64,6 @@ impl Deadlines {
     }
 
     /// Entries held (bounded by the probes, cores and detections in flight).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.set.len()
     }

@@ -3,6 +3,7 @@
 use std::os::fd::AsRawFd;
 
 use crate::ipc::protocol::Code;
+use crate::ipc::protocol::Request;
 use crate::ipc::{decode_request, FrameError, RawId};
 use crate::supervisor::{ConnId, Input, Now, Rejection, Reply};
 
@@ -152,6 +153,7 @@ impl Reactor {
             Source::Scratch(len) => &self.scratch[..len],
         };
         let mut pos = 0;
+        let mut reloads = Vec::new();
         loop {
             let input = match conn.decoder.next_frame(data, &mut pos) {
                 Ok(None) => break,
@@ -188,11 +190,26 @@ impl Reactor {
                 }
             };
             conn.awaiting += 1;
-            self.inputs.push_back(input);
+            if let Input::Request {
+                conn: from,
+                id,
+                request: Ok(Request::DaemonReload),
+            } = input
+            {
+                // Read the file after the loop (it needs the reactor), in this request's place.
+                reloads.push((self.inputs.len(), from, id));
+                self.inputs.push_back(Input::Timer);
+            } else {
+                self.inputs.push_back(input);
+            }
             if conn.phase != Phase::Open {
                 break;
             }
         }
+        for (at, from, id) in reloads {
+            self.inputs[at] = self.reload_input(Some((from, id)));
+        }
+        let conn = &mut self.conns[slot];
         // The whole buffer is framed (the decoder keeps no unread tail), so the bound can be
         // passed by one buffer's worth of requests before reading pauses.
         conn.last_active_ms = now.monotonic_ms;
@@ -274,12 +291,7 @@ impl Reactor {
     pub(super) fn on_signal(&mut self, now: Now, c: &Completion) {
         if c.result == 128 {
             let signo = u32::from_ne_bytes(self.signal_buf[..4].try_into().expect("4 bytes"));
-            eprintln!("xrat: received signal {signo}; shutting down");
-            if self.shutdown_deadline.is_some() {
-                // A second signal while flushing: stop waiting for slow clients.
-                self.shutdown_deadline = Some(now.monotonic_ms);
-            }
-            self.inputs.push_back(Input::ShutdownSignal);
+            self.on_signo(now, signo);
         } else if c.result < 0 && -c.result != libc::EINTR && -c.result != libc::EAGAIN {
             eprintln!(
                 "xrat: reading the signalfd failed: {}",

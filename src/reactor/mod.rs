@@ -14,6 +14,7 @@ mod prepare;
 mod probes;
 mod process;
 mod reattach;
+mod reload;
 mod reply;
 pub mod ring;
 mod setup;

@@ -77,6 +77,11 @@ impl Probes {
             target,
         }
     }
+
+    /// Probes started from now on use `target` (a reload changed `health.probe_url`).
+    pub fn set_target(&mut self, target: ProbeTarget) {
+        self.target = target;
+    }
 }
 
 impl Reactor {

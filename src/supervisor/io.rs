@@ -250,6 +250,13 @@ pub enum Input {
     },
     /// The deadline given by [`super::Supervisor::poll_timeout`] passed (early calls are harmless).
     Timer,
+    /// config.toml was read again (SIGHUP, or `daemon_reload` from `from`, answered in order).
+    Reload {
+        /// The request, when a client asked.
+        from: Option<(ConnId, RawId)>,
+        /// The new settings and what changed, or why the file was refused.
+        result: Result<Reloaded, String>,
+    },
     /// SIGTERM or SIGINT.
     ShutdownSignal,
 }
@@ -344,6 +351,8 @@ pub enum Reply {
     Rotation(crate::ipc::protocol::RotationPayload),
     /// `proxy_status`.
     ProxyStatus(Box<crate::ipc::protocol::ProxyStatusPayload>),
+    /// `daemon_reload`.
+    Reloaded(crate::ipc::protocol::ReloadPayload),
     /// Any failure.
     Error {
         /// The code.
@@ -356,6 +365,17 @@ pub enum Reply {
 /// An error reply.
 pub(crate) fn error(code: Code, message: String) -> Reply {
     Reply::Error { code, message }
+}
+
+/// A successful reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The settings the supervisor now runs with.
+    pub config: SupervisorConfig,
+    /// Changed keys in force now.
+    pub applied: Vec<String>,
+    /// Changed keys that need a restart.
+    pub restart_needed: Vec<String>,
 }
 
 /// What the supervisor needs to know from settings and the process.

@@ -136,6 +136,7 @@ impl Supervisor {
             Input::Request { conn, id, request } => self.on_request(now, conn, id, request),
             Input::ConnectionClosed { conn } => self.on_closed(conn),
             Input::Timer => self.on_timer(now),
+            Input::Reload { from, result } => self.on_reload(now, from, result),
             Input::ShutdownSignal => self.shutting_down = true,
             other => self.on_completion(now, other),
         }
@@ -287,6 +288,11 @@ impl Supervisor {
             Request::ProxyStatus => Reply::ProxyStatus(Box::new(self.proxy_status(now))),
             Request::ProxyStart => self.set_rotation(now, true),
             Request::ProxyStop => self.set_rotation(now, false),
+            // The executor reads the file and sends `Input::Reload` in the request's place.
+            Request::DaemonReload => error(
+                Code::Internal,
+                "daemon_reload reached the supervisor without its settings; this is a bug".into(),
+            ),
             Request::RuntimeConnect { .. }
             | Request::RuntimeReplace { .. }
             | Request::RuntimeDisconnect => {

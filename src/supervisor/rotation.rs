@@ -78,11 +78,18 @@ impl Supervisor {
         let addr = session.info.socks_addr;
         let probe = ProbeId(self.fresh());
         self.health_probe = Some(probe);
+        // Probes start on every tick, start to start: a probe that could outlast the interval
+        // (a hung core or remote) would make the next tick skip, halving the failure rate.
+        let interval = self.config.health_interval_ms;
+        let timeout_ms = self
+            .config
+            .probe_timeout_ms
+            .min((interval - interval / 10).max(1));
         self.emit(Effect::Probe {
             probe,
             addr,
             kind: ProbeKind::Http,
-            timeout_ms: self.config.probe_timeout_ms,
+            timeout_ms,
         });
     }
 
@@ -204,6 +211,48 @@ impl Supervisor {
         if result != ReplaceResult::NoWorkingCandidate {
             r.health_pending = false;
             r.pending_core_gone = false;
+        }
+    }
+
+    /// Settings read again: the new periods and thresholds apply from now; whether rotation is
+    /// on stays as `proxy_start`/`proxy_stop` left it.
+    pub(super) fn on_reload(
+        &mut self,
+        now: Now,
+        from: Option<(super::ConnId, crate::ipc::RawId)>,
+        result: Result<super::Reloaded, String>,
+    ) {
+        let reply = match result {
+            Err(why) => {
+                self.log(format!("reload refused: {why}"));
+                super::error(crate::ipc::protocol::Code::Conflict, why)
+            }
+            Ok(reloaded) => {
+                let old = std::mem::replace(&mut self.config, reloaded.config);
+                self.config.pid = old.pid;
+                self.config.rotation_enabled = old.rotation_enabled;
+                if self.config.health_interval_ms != old.health_interval_ms {
+                    self.next_health_ms = now.monotonic_ms + self.config.health_interval_ms;
+                }
+                if self.config.rotation_interval_secs != old.rotation_interval_secs {
+                    if let Some(next) = self.rotation.next_timer_ms.as_mut() {
+                        *next = now.monotonic_ms + self.config.rotation_interval_secs * 1000;
+                    }
+                }
+                self.log(format!(
+                    "settings reloaded; applied: [{}]; need a restart: [{}]",
+                    reloaded.applied.join(", "),
+                    reloaded.restart_needed.join(", ")
+                ));
+                Reply::Reloaded(crate::ipc::protocol::ReloadPayload {
+                    reloaded: true,
+                    applied: reloaded.applied,
+                    restart_needed: reloaded.restart_needed,
+                })
+            }
+        };
+        if let Some((conn, id)) = from {
+            self.reply(conn, id, reply, false);
         }
     }
 

@@ -97,7 +97,9 @@ impl Supervisor {
         let state = match (self.op.as_ref().map(|op| &op.job), &self.session) {
             (Some(Job::Connect(_)), _) | (Some(Job::Replace(_)), None) => "starting",
             (Some(Job::Disconnect(_)), Some(_)) => "stopping",
-            (_, Some(s)) if s.pid_running => "running",
+            // A failing probe (a hung core or remote) shows until a probe succeeds; the reason
+            // is `health.last_error`.
+            (_, Some(s)) if s.pid_running && s.health.consecutive_failures == 0 => "running",
             (_, Some(_)) => "degraded",
             (_, None) => "idle",
         };

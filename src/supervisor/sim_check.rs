@@ -221,9 +221,16 @@ impl World {
                 timeout_ms,
                 ..
             } => {
-                self.check(timeout_ms == self.cfg.probe_timeout_ms, || {
-                    "probe timeout".into()
-                });
+                // Health probes are capped below the health interval (start-to-start spacing).
+                let interval = self.cfg.health_interval_ms;
+                let capped = self
+                    .cfg
+                    .probe_timeout_ms
+                    .min((interval - interval / 10).max(1));
+                self.check(
+                    timeout_ms == self.cfg.probe_timeout_ms || timeout_ms == capped,
+                    || "probe timeout".into(),
+                );
                 let target = self
                     .exec
                     .on_probe(now, probe, addr, timeout_ms, &mut self.rng);
