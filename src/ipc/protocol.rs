@@ -291,6 +291,10 @@ pub struct RuntimeStatusPayload {
     pub started_at: Option<u64>,
     /// Health accounting.
     pub health: HealthView,
+    /// A state change the daemon could not record yet (disk full, database locked); it is
+    /// retried until written. Absent when everything is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 /// Payload of `proxy_status`.

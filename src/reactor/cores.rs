@@ -150,7 +150,17 @@ impl Reactor {
             started_at: now.unix_secs,
         };
         let store = &self.env.store;
-        let session_id = store.begin_session(&new).map_err(|e| internal(&e))?;
+        let session_id = store.begin_session(&new).map_err(|e| {
+            if e.is_busy() {
+                // The loop never waits on another process's lock: the caller retries.
+                Rejection::new(
+                    Code::Unavailable,
+                    format!("{} is locked by another process, so the session cannot be recorded; retry in a moment (or stop whatever holds the database open for writing)", store.path().display()),
+                )
+            } else {
+                internal(&e)
+            }
+        })?;
         let config_path = sessions_dir.join(format!("{session_id}.json"));
         let log = self
             .env
@@ -169,9 +179,13 @@ impl Reactor {
                 format!("cannot start {path} for session {session_id}: {e}"),
             )
         })?;
-        store
-            .set_session_process(session_id, spawned.pid, spawned.start_time)
-            .map_err(|e| internal(&e))?;
+        // The core runs now: a failure to record its identity must not orphan it.
+        let write = super::journal::Write::Process {
+            session_id,
+            pid: spawned.pid,
+            start_time: spawned.start_time,
+        };
+        self.record(now, write);
         let info = SessionInfo {
             id: session_id,
             config_id,

@@ -26,6 +26,8 @@ pub enum Due {
     RejectDrain(usize, u32),
     /// Accepting resumes after running out of descriptors.
     AcceptResume,
+    /// Failed store writes are tried again.
+    StoreRetry,
 }
 
 /// Deadlines in monotonic ms, earliest first.

@@ -8,7 +8,6 @@ use crate::supervisor::{trigger_name, Effect, InspectId, Now, Selection};
 
 use super::deadlines::Due;
 use super::detect::Parked;
-use super::prepare::error_chain;
 use super::probes::Owner;
 use super::Reactor;
 
@@ -49,7 +48,11 @@ impl Reactor {
                 id,
                 reply,
                 close_after,
-            } => self.write_reply(conn, &id, &reply, close_after),
+            } => {
+                let mut reply = reply;
+                let message = self.annotate(&mut reply);
+                self.write_reply(conn, &id, &reply, message.as_deref(), close_after)
+            }
             Effect::Inspect { inspect, selection } => self.inspect(now, inspect, selection),
             Effect::StartCore {
                 core,
@@ -63,7 +66,7 @@ impl Reactor {
                 kind: _,
                 timeout_ms,
             } => self.start_probe(now, addr, true, Owner::Supervisor(probe), timeout_ms),
-            Effect::EndSession { session_id, reason } => self.end_session(now, session_id, &reason),
+            Effect::EndSession { session_id, reason } => self.end_session(now, session_id, reason),
             Effect::Persist(event) => {
                 let row = NewRotationEvent {
                     at: event.at,
@@ -73,12 +76,7 @@ impl Reactor {
                     result: event.result.name().to_string(),
                     detail: event.detail,
                 };
-                if let Err(e) = self.env.store.insert_rotation_event(&row) {
-                    eprintln!(
-                        "xrat: cannot record the rotation event: {}",
-                        error_chain(&e)
-                    );
-                }
+                self.record(now, super::journal::Write::Event(row));
             }
             Effect::Log(line) => eprintln!("xrat: {line}"),
             Effect::Shutdown => self.begin_shutdown(now),
@@ -121,17 +119,13 @@ impl Reactor {
     }
 
     /// Ends a session's row and removes its config (it holds credentials).
-    fn end_session(&mut self, now: Now, session_id: i64, reason: &str) {
-        if let Err(e) = self
-            .env
-            .store
-            .end_session(session_id, now.unix_secs, reason)
-        {
-            eprintln!(
-                "xrat: cannot record the end of session {session_id}: {}",
-                error_chain(&e)
-            );
-        }
+    fn end_session(&mut self, now: Now, session_id: i64, reason: String) {
+        let write = super::journal::Write::EndSession {
+            session_id,
+            at: now.unix_secs,
+            reason,
+        };
+        self.record(now, write);
         let path = self
             .env
             .paths
@@ -153,6 +147,7 @@ impl Reactor {
                 Due::Conn(slot, serial) => self.conn_timer(now, slot, serial),
                 Due::RejectDrain(index, serial) => self.reject_drained(index, serial),
                 Due::AcceptResume => self.resume_accept(),
+                Due::StoreRetry => self.retry_writes(now),
             }
         }
     }

@@ -326,6 +326,7 @@ impl Reactor {
         conn: ConnId,
         id: &RawId,
         reply: &Reply,
+        message: Option<&str>,
         close_after: bool,
     ) {
         let (slot, serial) = split_conn_id(conn);
@@ -336,7 +337,7 @@ impl Reactor {
         if c.phase == Phase::Closing {
             return;
         }
-        self.encoder.encode(&mut c.out, id, reply);
+        self.encoder.encode(&mut c.out, id, reply, message);
         if close_after {
             c.phase = Phase::Draining;
         }

@@ -10,6 +10,7 @@ mod deadlines;
 mod detect;
 mod exec;
 mod handlers;
+mod journal;
 mod prepare;
 mod probes;
 mod process;
@@ -139,6 +140,7 @@ pub struct Reactor {
     probes: probes::Probes,
     deadlines: deadlines::Deadlines,
     admission: admission::Admission,
+    journal: journal::Journal,
     encoder: ReplyEncoder,
     /// For the direct `recv` right after accept.
     scratch: Box<[u8]>,
@@ -181,6 +183,8 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     let probe_target = crate::probe::ProbeTarget::parse(&settings.health.probe_url)
         .expect("validated with the settings");
     let store = crate::store::Store::open(&paths.database())?;
+    // From here on the loop thread never waits on another process's lock (see journal.rs).
+    store.set_busy_timeout(std::time::Duration::ZERO)?;
     let env = prepare::Env {
         paths: paths.clone(),
         settings: settings.clone(),
@@ -204,6 +208,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         prepared: std::collections::HashMap::new(),
         probes: probes::Probes::new(probe_target),
         deadlines: deadlines::Deadlines::default(),
+        journal: journal::Journal::default(),
         admission: admission::Admission::new(
             settings.daemon.frame_timeout_ms,
             settings.daemon.idle_timeout_secs * 1000,
@@ -250,6 +255,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         std::process::id()
     );
     let result = reactor.run();
+    reactor.journal_at_exit();
     // The socket goes last, after every reply was flushed, so a client that saw it vanish knows
     // the daemon is gone.
     let _ = std::fs::remove_file(&reactor.socket_path);

@@ -115,6 +115,8 @@ impl Supervisor {
             http_addr: s.and_then(|s| s.info.http_addr.map(|a| a.to_string())),
             started_at: s.map(|s| s.info.started_at),
             health: s.map(|s| s.health.clone()).unwrap_or_default(),
+            // Filled by the executor, which owns the database.
+            store_error: None,
         }
     }
 }
