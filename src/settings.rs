@@ -58,8 +58,12 @@ pub struct Settings {
 pub struct DaemonSettings {
     /// Period of the health tick.
     pub health_interval_secs: u64,
-    /// Most client connections served at once; one more gets 503.
+    /// Most client connections served at once; one more gets 503 (or evicts the longest-idle).
     pub max_connections: u32,
+    /// A partial request line must be completed within this (else 408 and close).
+    pub frame_timeout_ms: u64,
+    /// A connection with nothing pending is closed after this long without a byte.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for DaemonSettings {
@@ -67,6 +71,8 @@ impl Default for DaemonSettings {
         DaemonSettings {
             health_interval_secs: 15,
             max_connections: 1024,
+            frame_timeout_ms: 10_000,
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -221,6 +227,15 @@ impl Default for HealthSettings {
 
 /// Most connections a daemon may be configured to serve; bounded by the reactor's slab tokens.
 pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
+/// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
+/// milliseconds and added to the clock, which must not overflow.
+pub const DURATION_SECS_MAX: u64 = 366 * 24 * 3600;
+/// Longest timeout in milliseconds (10 minutes): a probe or a start that takes longer is dead.
+pub const TIMEOUT_MS_MAX: u64 = 600_000;
+/// Most candidates probed at once in a batch test (each is a socket and a probe slot).
+pub const TEST_CONCURRENCY_MAX: u32 = 256;
+const _: () = assert!(DURATION_SECS_MAX * 1000 < u64::MAX / 4);
+const _: () = assert!(TIMEOUT_MS_MAX <= DURATION_SECS_MAX * 1000);
 
 impl Settings {
     /// Loads `path`; a missing file means all defaults.
@@ -257,12 +272,28 @@ impl Settings {
             .iter()
             .enumerate()
             .any(|(i, name)| preference[..i].contains(name));
-        let checks: [(&'static str, bool, String, &'static str); 13] = [
+        const PERIOD: &str = "must be between 1 and 31622400 seconds (366 days)";
+        const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
+        let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
+        let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
+        let checks: [(&'static str, bool, String, &'static str); 16] = [
+            (
+                "daemon.frame_timeout_ms",
+                timeout(d.frame_timeout_ms),
+                d.frame_timeout_ms.to_string(),
+                TIMEOUT,
+            ),
+            (
+                "daemon.idle_timeout_secs",
+                period(d.idle_timeout_secs),
+                d.idle_timeout_secs.to_string(),
+                PERIOD,
+            ),
             (
                 "daemon.health_interval_secs",
-                d.health_interval_secs == 0,
-                "0".into(),
-                AT_LEAST_ONE,
+                period(d.health_interval_secs),
+                d.health_interval_secs.to_string(),
+                PERIOD,
             ),
             (
                 "daemon.max_connections",
@@ -309,21 +340,28 @@ impl Settings {
             ),
             (
                 "runtime.ready_timeout_ms",
-                r.ready_timeout_ms == 0,
-                "0".into(),
-                AT_LEAST_ONE,
+                timeout(r.ready_timeout_ms),
+                r.ready_timeout_ms.to_string(),
+                TIMEOUT,
             ),
             (
                 "runtime.rotation.interval_secs",
-                r.rotation.interval_secs == 0,
-                "0".into(),
-                AT_LEAST_ONE,
+                period(r.rotation.interval_secs),
+                r.rotation.interval_secs.to_string(),
+                PERIOD,
+            ),
+            (
+                "runtime.rotation.cooldown_secs",
+                r.rotation.cooldown_secs > DURATION_SECS_MAX,
+                r.rotation.cooldown_secs.to_string(),
+                "must be at most 31622400 seconds (366 days)",
             ),
             (
                 "runtime.rotation.test_concurrency",
-                r.rotation.test_concurrency == 0,
-                "0".into(),
-                AT_LEAST_ONE,
+                r.rotation.test_concurrency == 0
+                    || r.rotation.test_concurrency > TEST_CONCURRENCY_MAX,
+                r.rotation.test_concurrency.to_string(),
+                "must be between 1 and 256",
             ),
             (
                 "health.probe_url",
@@ -333,9 +371,9 @@ impl Settings {
             ),
             (
                 "health.timeout_ms",
-                h.timeout_ms == 0,
-                "0".into(),
-                AT_LEAST_ONE,
+                timeout(h.timeout_ms),
+                h.timeout_ms.to_string(),
+                TIMEOUT,
             ),
             (
                 "health.failure_threshold",
@@ -434,7 +472,42 @@ mod tests {
         let err = parse("[daemon]\nhealth_interval_secs = 0\n").unwrap_err();
         assert_eq!(
             err,
-            "invalid settings in /r/config.toml: `daemon.health_interval_secs` = 0: must be at least 1"
+            "invalid settings in /r/config.toml: `daemon.health_interval_secs` = 0: must be between 1 and 31622400 seconds (366 days)"
         );
+    }
+
+    /// Periods are turned into milliseconds and added to the clock: a huge one used to wrap
+    /// (18446744073709552 s ticked every 384 ms).
+    #[test]
+    fn periods_and_timeouts_are_bounded() {
+        let cases = [
+            (
+                "[daemon]\nhealth_interval_secs = 18446744073709552\n",
+                "daemon.health_interval_secs",
+            ),
+            (
+                "[runtime.rotation]\ninterval_secs = 31622401\n",
+                "runtime.rotation.interval_secs",
+            ),
+            (
+                "[runtime.rotation]\ncooldown_secs = 31622401\n",
+                "runtime.rotation.cooldown_secs",
+            ),
+            (
+                "[runtime.rotation]\ntest_concurrency = 257\n",
+                "runtime.rotation.test_concurrency",
+            ),
+            (
+                "[runtime]\nready_timeout_ms = 600001\n",
+                "runtime.ready_timeout_ms",
+            ),
+            ("[health]\ntimeout_ms = 600001\n", "health.timeout_ms"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
+        let top = parse("[daemon]\nhealth_interval_secs = 31622400\n[runtime.rotation]\ncooldown_secs = 31622400\n").unwrap();
+        assert_eq!(top.daemon.health_interval_secs, DURATION_SECS_MAX);
     }
 }

@@ -290,7 +290,7 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
-fn the_connection_limit_answers_503() {
+fn the_connection_limit_evicts_the_longest_idle_then_answers_503() {
     let root = Root::new();
     root.write_settings("[daemon]\nmax_connections = 4\n");
     root.start();
@@ -304,6 +304,37 @@ fn the_connection_limit_answers_503() {
         }
         held.len() == 4
     }));
+    // Every held connection is idle: a new client is served, and the longest idle one is told
+    // why it is closed.
+    assert!(
+        ping_ok(&root).is_some(),
+        "a new client is served at the limit"
+    );
+    let mut oldest = common::Conn::new(held.remove(0));
+    let reply = oldest.recv();
+    assert_error(&reply, 503, "unavailable");
+    assert!(
+        reply["message"].as_str().unwrap().contains("longest idle"),
+        "{reply}"
+    );
+    assert!(oldest.at_eof());
+
+    // Connections that owe replies are never evicted: with four of them the fifth gets 503.
+    drop(held);
+    let mut busy: Vec<UnixStream> = Vec::new();
+    let pings = "{\"protocol_version\":1,\"request\":{\"type\":\"daemon_ping\"}}\n".repeat(5_000);
+    assert!(wait_until(Duration::from_secs(5), || {
+        if busy.len() < 4 {
+            if let Some(mut stream) = ping_ok(&root) {
+                // Unread replies beyond the socket buffer stay in the daemon's backlog.
+                stream.set_nonblocking(true).unwrap();
+                let _ = stream.write_all(pings.as_bytes());
+                busy.push(stream);
+            }
+        }
+        busy.len() == 4
+    }));
+    std::thread::sleep(Duration::from_millis(200));
     let mut extra = root.connect();
     let reply = extra.recv();
     assert_error(&reply, 503, "unavailable");
@@ -312,8 +343,8 @@ fn the_connection_limit_answers_503() {
         .unwrap()
         .contains("connection limit reached (daemon.max_connections)"));
     assert!(extra.at_eof());
-    drop(held.pop());
-    // A freed slot serves again (the close may take a moment to reach the daemon).
+    drop(busy);
+    // Freed slots serve again (the closes may take a moment to reach the daemon).
     assert!(wait_until(Duration::from_secs(5), || ping_ok(&root).is_some()));
 }
 

@@ -40,6 +40,7 @@ enum Action {
     Start(StartArgs),
     Status(StatusArgs),
     Stop(StopArgs),
+    Reload(ReloadArgs),
     Install(super::install::InstallArgs),
     Uninstall(super::install::UninstallArgs),
 }
@@ -71,6 +72,15 @@ struct StopArgs {
     json: bool,
 }
 
+/// Re-read config.toml in the running daemon (the same as SIGHUP).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reload")]
+struct ReloadArgs {
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
 /// Runs a `daemon` subcommand.
 pub fn run(command: DaemonCommand) -> Result<i32, CliError> {
     let paths = Paths::from_env()?;
@@ -78,6 +88,7 @@ pub fn run(command: DaemonCommand) -> Result<i32, CliError> {
         Action::Start(args) => start(&paths, args.json),
         Action::Status(args) => status(&paths, args.json),
         Action::Stop(args) => stop(&paths, args.json),
+        Action::Reload(args) => reload(&paths, args.json),
         Action::Install(args) => super::install::install(args),
         Action::Uninstall(args) => super::install::uninstall(args),
     }
@@ -93,6 +104,27 @@ pub fn run_server(extra: &[String]) -> Result<i32, CliError> {
     let paths = Paths::from_env()?;
     let settings = Settings::load(&paths.settings_file())?;
     crate::reactor::run_server(&paths, &settings)?;
+    Ok(EXIT_OK)
+}
+
+/// `xrat daemon reload`: what changed, and what needs a restart.
+fn reload(paths: &Paths, json: bool) -> Result<i32, CliError> {
+    let view: crate::ipc::protocol::ReloadPayload =
+        payload(call(paths, Request::DaemonReload, READ_TIMEOUT_DEFAULT)?)?;
+    if json {
+        print_json(&view);
+        return Ok(EXIT_OK);
+    }
+    let list = |keys: &[String]| {
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    };
+    println!("Settings reloaded.");
+    println!("Applied:        {}", list(&view.applied));
+    println!("Needs restart:  {}", list(&view.restart_needed));
     Ok(EXIT_OK)
 }
 

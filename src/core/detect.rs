@@ -43,6 +43,22 @@ pub(crate) fn detect_in(
     search: &OsStr,
     timeout: Duration,
 ) -> Result<CoreBinary, CoreError> {
+    let path = locate_in(settings, settings_file, search)?;
+    probe(&path, settings.core, timeout)
+}
+
+/// Where the core binary is, without running it: `core_path` when set, else the first of the
+/// names `runtime.core` allows on PATH. The daemon runs the version probe itself, in the ring.
+pub fn locate(settings: &RuntimeSettings, settings_file: &Path) -> Result<PathBuf, CoreError> {
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    locate_in(settings, settings_file, &search)
+}
+
+fn locate_in(
+    settings: &RuntimeSettings,
+    settings_file: &Path,
+    search: &OsStr,
+) -> Result<PathBuf, CoreError> {
     if !settings.core_path.is_empty() {
         let path = PathBuf::from(&settings.core_path);
         if !is_executable(&path) {
@@ -51,7 +67,7 @@ pub(crate) fn detect_in(
                 settings_file: settings_file.to_path_buf(),
             });
         }
-        return probe(&path, settings.core, timeout);
+        return Ok(path);
     }
     let names: &[&str] = match settings.core {
         CoreChoice::Auto => &AUTO_ORDER,
@@ -60,12 +76,68 @@ pub(crate) fn detect_in(
         CoreChoice::SingBox => &["sing-box"],
         CoreChoice::Mihomo => &["mihomo"],
     };
-    for name in names {
-        if let Some(path) = find_on_path(name, search) {
-            return probe(&path, settings.core, timeout);
-        }
+    names
+        .iter()
+        .find_map(|name| find_on_path(name, search))
+        .ok_or_else(|| not_found(settings.core, names, settings_file))
+}
+
+/// The version arguments to try, in order: `-version` first for V2Ray 4, `-v` first whenever
+/// the binary may be mihomo.
+///
+/// mihomo ignores a positional argument: `mihomo version` starts a proxy with
+/// `~/.config/mihomo` (creating it and listening on port 7890) until the probe's deadline
+/// kills it. The other cores reject `-v` at once (Go's flag parser: "flag provided but not
+/// defined"; cobra: "unknown shorthand flag"), and V2Ray 4 prints its version for `version`
+/// too, so `auto` needs no third spelling.
+pub fn spellings(hint: CoreChoice) -> [&'static str; 2] {
+    match hint {
+        CoreChoice::V2ray => ["-version", "version"],
+        CoreChoice::Xray | CoreChoice::SingBox => ["version", "-version"],
+        CoreChoice::Mihomo => ["-v", "-version"],
+        CoreChoice::Auto => ["-v", "version"],
     }
-    Err(not_found(settings.core, names, settings_file))
+}
+
+/// What one finished version run says: the core, a contradiction with `runtime.core`, or None
+/// when the output names no known core (try the next spelling).
+pub fn identify(
+    path: &Path,
+    hint: CoreChoice,
+    stdout: &str,
+) -> Option<Result<CoreBinary, CoreError>> {
+    let (kind, version, utls) = parse_version(stdout)?;
+    let binary = CoreBinary {
+        kind,
+        path: path.to_path_buf(),
+        version,
+        utls,
+    };
+    Some(check_hint(binary, hint))
+}
+
+/// The error for a binary whose version runs named no known core, or that did not finish.
+pub fn unrecognised(
+    path: &Path,
+    stdout: &str,
+    stderr: &str,
+    timeout: Option<Duration>,
+) -> CoreError {
+    let shown = match timeout {
+        Some(limit) => format!(
+            "did not finish within {} ms (it was killed)",
+            limit.as_millis()
+        ),
+        None => format!("printed {:?}", first_line(stdout, stderr)),
+    };
+    CoreError::Version {
+        path: path.to_path_buf(),
+        detail: format!(
+            "not a known proxy core: `{} version` {shown}; expected Xray, V2Ray, sing-box or \
+             mihomo",
+            path.display()
+        ),
+    }
 }
 
 /// Every core [`detect`] could use: with `core_path` set, that one binary; else each of the
@@ -162,53 +234,25 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
-/// Runs `version` (or `-version`, V2Ray 4's spelling, first when the hint is V2Ray; `-v`,
-/// mihomo's, first otherwise) and parses the output. V2Ray 4 prints its version for any
-/// arguments before it tries to run, so one run usually settles it; the other spellings cover
-/// cores that reject the first.
-///
-/// `-v` must come before `version` whenever the binary may be mihomo: mihomo ignores a
-/// positional argument and starts a proxy with `~/.config/mihomo` (creating it and listening
-/// on port 7890) until the probe timeout kills it. The other cores reject `-v` at once (Go's
-/// flag parser: "flag provided but not defined", cobra: "unknown shorthand flag").
+/// Runs the [`spellings`] of the version flag in order and parses the output. V2Ray 4 prints
+/// its version for any arguments before it tries to run, so one run usually settles it; the
+/// second spelling covers cores that reject the first.
 fn probe(path: &Path, hint: CoreChoice, timeout: Duration) -> Result<CoreBinary, CoreError> {
-    let spellings: &[&str] = match hint {
-        CoreChoice::V2ray => &["-version", "version"],
-        CoreChoice::Xray | CoreChoice::SingBox => &["version", "-version"],
-        CoreChoice::Mihomo => &["-v"],
-        CoreChoice::Auto => &["-v", "version", "-version"],
-    };
     let mut first_output = None;
-    for spelling in spellings {
-        let args = [OsString::from(*spelling)];
+    for spelling in spellings(hint) {
+        let args = [OsString::from(spelling)];
         let done = run_bounded(path, &args, timeout).map_err(|source| CoreError::Spawn {
             path: path.to_path_buf(),
             source,
         })?;
-        if let Some((kind, version, utls)) = parse_version(&done.stdout) {
-            let binary = CoreBinary {
-                kind,
-                path: path.to_path_buf(),
-                version,
-                utls,
-            };
-            return check_hint(binary, hint);
+        if let Some(found) = identify(path, hint, &done.stdout) {
+            return found;
         }
         first_output.get_or_insert(done);
     }
     let done = first_output.expect("at least one spelling ran");
-    let shown = match done.status {
-        None => "timed out".to_owned(),
-        Some(_) => format!("printed {:?}", first_line(&done.stdout, &done.stderr)),
-    };
-    Err(CoreError::Version {
-        path: path.to_path_buf(),
-        detail: format!(
-            "not a known proxy core: `{} {}` {shown}; expected Xray, V2Ray, sing-box or mihomo",
-            path.display(),
-            spellings[0]
-        ),
-    })
+    let timed_out = done.status.is_none().then_some(timeout);
+    Err(unrecognised(path, &done.stdout, &done.stderr, timed_out))
 }
 
 fn first_line<'a>(stdout: &'a str, stderr: &'a str) -> &'a str {

@@ -186,7 +186,7 @@ fn unknown_or_hanging_binaries_are_reported() {
     assert_eq!(
         err,
         format!(
-            "{0}: not a known proxy core: `{0} -v` printed \"Usage: something else\"; \
+            "{0}: not a known proxy core: `{0} version` printed \"Usage: something else\"; \
              expected Xray, V2Ray, sing-box or mihomo",
             path.display()
         )
@@ -207,7 +207,10 @@ fn unknown_or_hanging_binaries_are_reported() {
         start.elapsed()
     );
     assert!(
-        err.ends_with("-version` timed out; expected Xray, V2Ray, sing-box or mihomo"),
+        err.ends_with(
+            "version` did not finish within 200 ms (it was killed); expected Xray, V2Ray, \
+             sing-box or mihomo"
+        ),
         "{err}"
     );
 }

@@ -7,7 +7,7 @@
 //! does that with [`run_args`]. [`choose_core`] picks, per config, which installed core runs it.
 
 mod choose;
-mod detect;
+pub mod detect;
 mod error;
 mod mihomo;
 mod process;

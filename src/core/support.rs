@@ -55,7 +55,7 @@ const XRAY_WITHOUT_ALLOW_INSECURE: (u32, u32, u32) = (26, 1, 31);
 
 /// Refuses, before anything is spawned, a stored config that `core` cannot run, with a message
 /// naming the core, its version, the feature and the fix, e.g. "v2ray 4.34.0 cannot run
-/// REALITY (vless reality); use xray or sing-box (set runtime.core)".
+/// REALITY (vless reality); use xray, sing-box or mihomo (set runtime.core)".
 pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreError> {
     let refuse = |feature: String, fix: &str| CoreError::Unsupported {
         core: core.kind.name(),

@@ -145,10 +145,21 @@ impl Client {
         };
         let mut line = serde_json::to_vec(&envelope).expect("requests serialize");
         line.push(b'\n');
-        self.reader
-            .get_mut()
-            .write_all(&line)
-            .map_err(|source| self.io_error(source))?;
+        if let Err(source) = self.reader.get_mut().write_all(&line) {
+            // A daemon that refused this connection (connection limit, shutting down) wrote its
+            // answer before closing: read it rather than report a broken pipe.
+            let refused = matches!(
+                source.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+            let mut early = String::new();
+            if refused && matches!(self.reader.read_line(&mut early), Ok(n) if n > 0) {
+                if let Ok(reply) = serde_json::from_str(&early) {
+                    return Ok(reply);
+                }
+            }
+            return Err(self.io_error(source));
+        }
         let mut reply = String::new();
         match self.reader.read_line(&mut reply) {
             Ok(0) => Err(ClientError::Closed {

@@ -176,6 +176,7 @@ fn decode_body(body: Body<'_>) -> Result<Request, String> {
         "proxy_start" | "ProxyStart" => Request::ProxyStart,
         "proxy_stop" | "ProxyStop" => Request::ProxyStop,
         "proxy_status" | "ProxyStatus" => Request::ProxyStatus,
+        "daemon_reload" | "DaemonReload" => Request::DaemonReload,
         other => {
             return Err(format!(
                 "unknown request type {}; known types: {}",

@@ -65,10 +65,13 @@ pub enum Request {
     /// Rotation settings and history.
     #[serde(alias = "ProxyStatus")]
     ProxyStatus,
+    /// Re-read config.toml (the same as SIGHUP).
+    #[serde(alias = "DaemonReload")]
+    DaemonReload,
 }
 
 /// Every request kind, in the order of DESIGN §4.
-pub const REQUEST_KINDS: [&str; 9] = [
+pub const REQUEST_KINDS: [&str; 10] = [
     "daemon_ping",
     "daemon_shutdown",
     "runtime_status",
@@ -78,6 +81,7 @@ pub const REQUEST_KINDS: [&str; 9] = [
     "proxy_start",
     "proxy_stop",
     "proxy_status",
+    "daemon_reload",
 ];
 
 impl Request {
@@ -93,6 +97,7 @@ impl Request {
             Request::ProxyStart => "proxy_start",
             Request::ProxyStop => "proxy_stop",
             Request::ProxyStatus => "proxy_status",
+            Request::DaemonReload => "daemon_reload",
         }
     }
 
@@ -140,6 +145,9 @@ pub enum Code {
     BadRequest,
     /// 404: config id unknown or disabled.
     NotFound,
+    /// 408: a partial request line was not completed within `daemon.frame_timeout_ms`; the
+    /// connection is closed after the reply.
+    FrameTimeout,
     /// 409: request not valid in this state.
     Conflict,
     /// 413: line over the frame limit; the connection is closed after the reply.
@@ -165,6 +173,7 @@ impl Code {
             Code::Ok => 200,
             Code::BadRequest => 400,
             Code::NotFound => 404,
+            Code::FrameTimeout => 408,
             Code::Conflict => 409,
             Code::FrameTooLarge => 413,
             Code::Busy => 423,
@@ -182,6 +191,7 @@ impl Code {
             Code::Ok => "success",
             Code::BadRequest => "bad_request",
             Code::NotFound => "not_found",
+            Code::FrameTimeout => "frame_timeout",
             Code::Conflict => "conflict",
             Code::FrameTooLarge => "frame_too_large",
             Code::Busy => "busy",
@@ -192,6 +202,17 @@ impl Code {
             Code::Timeout => "timeout",
         }
     }
+}
+
+/// `daemon_reload` (and SIGHUP): what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadPayload {
+    /// The file was read and is valid.
+    pub reloaded: bool,
+    /// Changed keys now in force (dotted, e.g. `runtime.rotation.interval_secs`).
+    pub applied: Vec<String>,
+    /// Changed keys that take effect only after `xrat daemon stop` and start.
+    pub restart_needed: Vec<String>,
 }
 
 /// A response as it travels on the wire, in typed form (what clients decode).
@@ -270,6 +291,10 @@ pub struct RuntimeStatusPayload {
     pub started_at: Option<u64>,
     /// Health accounting.
     pub health: HealthView,
+    /// A state change the daemon could not record yet (disk full, database locked); it is
+    /// retried until written. Absent when everything is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 /// Payload of `proxy_status`.
@@ -397,6 +422,7 @@ mod tests {
             Request::ProxyStart,
             Request::ProxyStop,
             Request::ProxyStatus,
+            Request::DaemonReload,
         ];
         for (request, name) in all.iter().zip(REQUEST_KINDS) {
             let json = serde_json::to_value(request).unwrap();
@@ -411,6 +437,7 @@ mod tests {
             Code::Ok,
             Code::BadRequest,
             Code::NotFound,
+            Code::FrameTimeout,
             Code::Conflict,
             Code::FrameTooLarge,
             Code::Busy,

@@ -13,6 +13,14 @@ pub const OUTPUT_BYTES_HIGH: usize = 1024 * 1024;
 /// Reading resumes once the backlog of replies falls under this.
 pub const OUTPUT_BYTES_LOW: usize = OUTPUT_BYTES_HIGH / 4;
 const _: () = assert!(OUTPUT_BYTES_LOW < OUTPUT_BYTES_HIGH);
+/// Requests read from one connection and not yet answered before the reactor stops reading it.
+/// Replies held behind an operation in flight count here: at a few hundred bytes each, this
+/// many stay within about [`OUTPUT_BYTES_HIGH`].
+pub const AWAITING_MAX: u32 = 4_096;
+/// Reading resumes once the unanswered requests fall under this.
+pub const AWAITING_LOW: u32 = AWAITING_MAX / 4;
+const _: () = assert!(AWAITING_LOW < AWAITING_MAX);
+const _: () = assert!(AWAITING_MAX as usize * 256 <= OUTPUT_BYTES_HIGH);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +58,19 @@ pub struct Conn {
     pub awaiting: u32,
     /// Life cycle.
     pub phase: Phase,
+    /// When the client last sent bytes (monotonic ms).
+    pub last_active_ms: u64,
+    /// Since when a request line has been partial.
+    pub partial_since_ms: Option<u64>,
+    /// The connection's entry in the deadline table.
+    pub timer_at: Option<u64>,
+    /// Closed to make room for a new client.
+    pub evicted: bool,
 }
 
 impl Conn {
     /// A fresh, open connection.
-    pub fn new(fd: RawFd, serial: u32) -> Conn {
+    pub fn new(fd: RawFd, serial: u32, now_ms: u64) -> Conn {
         Conn {
             fd,
             serial,
@@ -67,6 +83,10 @@ impl Conn {
             recv_paused: false,
             awaiting: 0,
             phase: Phase::Open,
+            last_active_ms: now_ms,
+            partial_since_ms: None,
+            timer_at: None,
+            evicted: false,
         }
     }
 

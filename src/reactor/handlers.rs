@@ -3,13 +3,19 @@
 use std::os::fd::AsRawFd;
 
 use crate::ipc::protocol::Code;
+use crate::ipc::protocol::Request;
 use crate::ipc::{decode_request, FrameError, RawId};
-use crate::supervisor::{Effect, Input, Now, Rejection};
+use crate::supervisor::{ConnId, Input, Now, Rejection, Reply};
 
-use super::conn::{split_conn_id, Conn, Phase, OUTPUT_BYTES_HIGH, OUTPUT_BYTES_LOW};
+use super::conn::{
+    split_conn_id, Phase, AWAITING_LOW, AWAITING_MAX, OUTPUT_BYTES_HIGH, OUTPUT_BYTES_LOW,
+};
 use super::ring::{Completion, Op};
 use super::token::{Kind, Token};
 use super::{Reactor, SHUTDOWN_FLUSH_MS};
+
+/// Direct sends tried for one connection after a batch before the rest goes through the ring.
+const DIRECT_SEND_ROUNDS_MAX: usize = 4;
 
 /// Where received bytes are.
 #[derive(Clone, Copy)]
@@ -19,9 +25,6 @@ enum Source {
     /// The reactor's scratch buffer (a direct `recv`).
     Scratch(usize),
 }
-
-/// The one-line answer for a client past the connection limit (it never sent a request).
-const CONNECTION_LIMIT_REPLY: &[u8] = b"{\"protocol_version\":1,\"id\":null,\"ok\":false,\"code\":503,\"message\":\"connection limit reached (daemon.max_connections); close idle connections or raise the limit in config.toml\",\"payload\":{\"error\":\"unavailable\"}}\n";
 
 impl Reactor {
     pub(super) fn on_accept(&mut self, now: Now, c: &Completion) {
@@ -36,12 +39,11 @@ impl Reactor {
                 libc::ECANCELED => {}
                 // The client gave up before we accepted.
                 libc::ECONNABORTED | libc::EINTR | libc::EAGAIN => {}
-                // Out of fds: keep serving existing clients; the multishot re-arms below.
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    eprintln!(
-                        "xrat: accept failed: {}",
-                        std::io::Error::from_raw_os_error(-c.result)
-                    );
+                // Out of descriptors or memory: keep serving existing clients, refuse one
+                // waiting client with the spare descriptor, and pause accepting for a moment
+                // instead of spinning on the error.
+                errno @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    self.out_of_fds(now, errno);
                 }
                 errno => eprintln!(
                     "xrat: accept failed unexpectedly: {}",
@@ -49,36 +51,16 @@ impl Reactor {
                 ),
             }
         }
-        if !self.accept_armed && self.shutdown_deadline.is_none() {
+        let paused = self.admission.paused_until.is_some();
+        if !self.accept_armed && self.shutdown_deadline.is_none() && !paused {
             self.arm_accept();
         }
-    }
-
-    fn admit(&mut self, now: Now, fd: i32) {
-        if self.shutdown_deadline.is_some() || self.conns.len() >= self.connections_max {
-            // A fresh socket's send buffer is empty, so this non-blocking send cannot stall.
-            // SAFETY: `fd` is the accepted socket we own; the buffer is a static slice.
-            unsafe {
-                libc::send(
-                    fd,
-                    CONNECTION_LIMIT_REPLY.as_ptr().cast(),
-                    CONNECTION_LIMIT_REPLY.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                );
-                libc::close(fd);
-            }
-            return;
-        }
-        self.next_serial = self.next_serial.wrapping_add(1);
-        let slot = self.conns.insert(Conn::new(fd, self.next_serial));
-        self.read_at_once(now, slot);
-        self.arm_recv(slot);
     }
 
     /// A client usually writes its request right after connecting: reading it now, with one
     /// non-blocking `recv`, answers in this batch instead of after the multishot receive has
     /// been submitted and has completed.
-    fn read_at_once(&mut self, now: Now, slot: usize) {
+    pub(super) fn read_at_once(&mut self, now: Now, slot: usize) {
         let fd = self.conns[slot].fd;
         // SAFETY: `scratch` is ours and outlives this synchronous call.
         let n = unsafe {
@@ -105,7 +87,8 @@ impl Reactor {
         }
         conn.recv_armed = true;
         let (fd, token) = (conn.fd, conn.token(Kind::Recv, slot));
-        self.push(Op::RecvMulti { fd }, token);
+        // SAFETY: the receive selects provided buffers, which live as long as the ring.
+        unsafe { self.push(Op::RecvMulti { fd }, token) };
     }
 
     pub(super) fn on_recv(&mut self, now: Now, token: Token, c: &Completion) {
@@ -170,6 +153,7 @@ impl Reactor {
             Source::Scratch(len) => &self.scratch[..len],
         };
         let mut pos = 0;
+        let mut reloads = Vec::new();
         loop {
             let input = match conn.decoder.next_frame(data, &mut pos) {
                 Ok(None) => break,
@@ -206,10 +190,65 @@ impl Reactor {
                 }
             };
             conn.awaiting += 1;
-            self.sup.handle(now, input);
+            if let Input::Request {
+                conn: from,
+                id,
+                request: Ok(Request::DaemonReload),
+            } = input
+            {
+                // Read the file after the loop (it needs the reactor), in this request's place.
+                reloads.push((self.inputs.len(), from, id));
+                self.inputs.push_back(Input::Timer);
+            } else {
+                self.inputs.push_back(input);
+            }
             if conn.phase != Phase::Open {
                 break;
             }
+        }
+        for (at, from, id) in reloads {
+            self.inputs[at] = self.reload_input(Some((from, id)));
+        }
+        let conn = &mut self.conns[slot];
+        // The whole buffer is framed (the decoder keeps no unread tail), so the bound can be
+        // passed by one buffer's worth of requests before reading pauses.
+        conn.last_active_ms = now.monotonic_ms;
+        let partial = conn.decoder.pending_bytes() > 0;
+        match (partial, conn.partial_since_ms) {
+            (true, None) => conn.partial_since_ms = Some(now.monotonic_ms),
+            (false, Some(_)) => conn.partial_since_ms = None,
+            _ => {}
+        }
+        if conn.awaiting >= AWAITING_MAX {
+            self.pause_recv(slot);
+        }
+        self.arm_conn_timer(now, slot);
+    }
+
+    /// Stops reading a connection until it has taken its replies.
+    fn pause_recv(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.recv_paused {
+            return;
+        }
+        c.recv_paused = true;
+        if c.recv_armed {
+            let (target, cancel) = (c.token(Kind::Recv, slot), c.token(Kind::Cancel, slot));
+            // SAFETY: a cancel carries no buffer.
+            unsafe { self.push(Op::Cancel { user_data: target }, cancel) };
+        }
+    }
+
+    /// Reading resumes once both the reply backlog and the unanswered requests are low.
+    fn maybe_resume(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.recv_paused && c.backlog() < OUTPUT_BYTES_LOW && c.awaiting < AWAITING_LOW {
+            c.recv_paused = false;
+            // A partial line's deadline counts from now: its rest could not arrive while paused.
+            if c.partial_since_ms.is_some() {
+                c.partial_since_ms = Some(super::setup::monotonic_ms());
+            }
+            self.rearm.push(slot);
         }
     }
 
@@ -231,12 +270,8 @@ impl Reactor {
 
     /// The kernel took `n` bytes of the connection's in-flight replies.
     fn took(&mut self, slot: usize, n: usize) {
-        let conn = &mut self.conns[slot];
-        conn.inflight_sent += n;
-        if conn.recv_paused && conn.backlog() < OUTPUT_BYTES_LOW {
-            conn.recv_paused = false;
-            self.rearm.push(slot);
-        }
+        self.conns[slot].inflight_sent += n;
+        self.maybe_resume(slot);
     }
 
     fn send_failed(&mut self, slot: usize, errno: i32) {
@@ -256,12 +291,7 @@ impl Reactor {
     pub(super) fn on_signal(&mut self, now: Now, c: &Completion) {
         if c.result == 128 {
             let signo = u32::from_ne_bytes(self.signal_buf[..4].try_into().expect("4 bytes"));
-            eprintln!("xrat: received signal {signo}; shutting down");
-            if self.shutdown_deadline.is_some() {
-                // A second signal while flushing: stop waiting for slow clients.
-                self.shutdown_deadline = Some(now.monotonic_ms);
-            }
-            self.sup.handle(now, Input::ShutdownSignal);
+            self.on_signo(now, signo);
         } else if c.result < 0 && -c.result != libc::EINTR && -c.result != libc::EAGAIN {
             eprintln!(
                 "xrat: reading the signalfd failed: {}",
@@ -272,15 +302,11 @@ impl Reactor {
         self.arm_signal();
     }
 
-    pub(super) fn on_timer(&mut self, now: Now, c: &Completion) {
+    pub(super) fn on_timer(&mut self, c: &Completion) {
         match c.result {
             8 => {
                 self.timer_armed_at = None;
-                let before = self.sup.health_ticks();
-                self.sup.handle(now, Input::Timer);
-                if self.log_debug && self.sup.health_ticks() != before {
-                    eprintln!("xrat: health tick {}", self.sup.health_ticks());
-                }
+                self.inputs.push_back(Input::Timer);
             }
             r if r < 0 && matches!(-r, libc::EINTR | libc::EAGAIN) => {}
             r => {
@@ -294,46 +320,32 @@ impl Reactor {
         self.arm_timer_read();
     }
 
-    /// Turns every pending supervisor effect into buffered replies or operations.
-    pub(super) fn apply_effects(&mut self, now: Now) {
-        while let Some(effect) = self.sup.poll_effect() {
-            match effect {
-                Effect::Reply {
-                    conn,
-                    id,
-                    reply,
-                    close_after,
-                } => {
-                    let (slot, serial) = split_conn_id(conn);
-                    let Some(c) = self.conns.get_mut(slot).filter(|c| c.serial == serial) else {
-                        continue;
-                    };
-                    c.awaiting = c.awaiting.saturating_sub(1);
-                    if c.phase == Phase::Closing {
-                        continue;
-                    }
-                    self.encoder.encode(&mut c.out, &id, &reply);
-                    if close_after {
-                        c.phase = Phase::Draining;
-                    }
-                    self.dirty.push(slot);
-                    if c.out.len() >= OUTPUT_BYTES_HIGH && !c.recv_paused {
-                        // Stop reading until the client takes its replies.
-                        c.recv_paused = true;
-                        if c.recv_armed {
-                            let (target, cancel) =
-                                (c.token(Kind::Recv, slot), c.token(Kind::Cancel, slot));
-                            self.push(Op::Cancel { user_data: target }, cancel);
-                        }
-                    }
-                }
-                Effect::Operation { op, plan } => self.start_plan(now, op, plan),
-                Effect::Probe {
-                    session_id,
-                    socks_addr,
-                } => self.probe_session(now, session_id, &socks_addr),
-                Effect::Shutdown => self.begin_shutdown(now),
-            }
+    /// Buffers a reply for its connection (sent after the batch).
+    pub(super) fn write_reply(
+        &mut self,
+        conn: ConnId,
+        id: &RawId,
+        reply: &Reply,
+        message: Option<&str>,
+        close_after: bool,
+    ) {
+        let (slot, serial) = split_conn_id(conn);
+        let Some(c) = self.conns.get_mut(slot).filter(|c| c.serial == serial) else {
+            return;
+        };
+        c.awaiting = c.awaiting.saturating_sub(1);
+        if c.phase == Phase::Closing {
+            return;
+        }
+        self.encoder.encode(&mut c.out, id, reply, message);
+        if close_after {
+            c.phase = Phase::Draining;
+        }
+        self.dirty.push(slot);
+        if c.out.len() >= OUTPUT_BYTES_HIGH {
+            self.pause_recv(slot);
+        } else {
+            self.maybe_resume(slot);
         }
     }
 
@@ -342,12 +354,26 @@ impl Reactor {
     /// (a Send SQE, its completion, and one more loop). Whatever does not fit goes through the
     /// ring, one send in flight per connection.
     pub(super) fn flush(&mut self, slot: usize, direct: bool) {
-        let Some(conn) = self.conns.get_mut(slot) else {
+        if !self.conns.contains(slot) {
             return;
-        };
-        if !direct {
+        }
+        if direct {
+            self.send_direct(slot);
+        } else {
             self.send_through_ring(slot);
-        } else if let Some((ptr, len)) = conn.next_send() {
+        }
+        self.settle(slot);
+    }
+
+    /// Non-blocking sends until the backlog is gone, the socket is full, or a few rounds passed
+    /// (replies that piled up in `out` while the in-flight part was being sent go too; stopping
+    /// after the in-flight part would strand them until some unrelated completion).
+    fn send_direct(&mut self, slot: usize) {
+        for _ in 0..DIRECT_SEND_ROUNDS_MAX {
+            let conn = &mut self.conns[slot];
+            let Some((ptr, len)) = conn.next_send() else {
+                return;
+            };
             let fd = conn.fd;
             // SAFETY: `ptr..ptr+len` is the unsent part of `inflight`, alive and untouched for the
             // duration of this synchronous call; MSG_DONTWAIT keeps the loop from blocking.
@@ -362,14 +388,16 @@ impl Reactor {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
             if n == len as isize {
                 self.took(slot, len as usize);
-            } else if n >= 0 || errno == libc::EAGAIN {
-                self.took(slot, n.max(0) as usize);
-                self.send_through_ring(slot);
-            } else {
-                self.send_failed(slot, errno);
+                continue;
             }
+            if n >= 0 || errno == libc::EAGAIN {
+                self.took(slot, n.max(0) as usize);
+            } else {
+                return self.send_failed(slot, errno);
+            }
+            break;
         }
-        self.settle(slot);
+        self.send_through_ring(slot);
     }
 
     /// Queues the rest of the in-flight replies as a ring send.
@@ -378,7 +406,9 @@ impl Reactor {
         if let Some((ptr, len)) = conn.next_send() {
             conn.send_armed = true;
             let (fd, token) = (conn.fd, conn.token(Kind::Send, slot));
-            self.push(Op::Send { fd, ptr, len }, token);
+            // SAFETY: `inflight` is not touched while `send_armed`, and the connection is freed
+            // only after its last completion.
+            unsafe { self.push(Op::Send { fd, ptr, len }, token) };
         }
     }
 
@@ -391,7 +421,7 @@ impl Reactor {
     }
 
     /// Cancels the connection's ops; it is freed when the last completion arrives.
-    fn begin_close(&mut self, slot: usize) {
+    pub(super) fn begin_close(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
         if conn.phase == Phase::Closing {
             return;
@@ -400,10 +430,10 @@ impl Reactor {
         let (fd, quiet, id) = (conn.fd, conn.is_quiet(), conn.conn_id(slot));
         let cancel = conn.token(Kind::Cancel, slot);
         if !quiet {
-            self.push(Op::CancelFd { fd }, cancel);
+            // SAFETY: a cancel carries no buffer.
+            unsafe { self.push(Op::CancelFd { fd }, cancel) };
         }
-        self.sup
-            .handle(super::now(), Input::ConnectionClosed { conn: id });
+        self.inputs.push_back(Input::ConnectionClosed { conn: id });
         self.settle(slot);
     }
 
@@ -422,23 +452,36 @@ impl Reactor {
                 // No op refers to the socket any more; the close rides the next submit. Its fd
                 // number cannot be handed out again before the close has run.
                 let conn = self.conns.remove(slot);
-                self.push(
-                    Op::Close { fd: conn.fd },
-                    Token::singleton(Kind::Close).encode(),
-                );
+                if let Some(at) = conn.timer_at {
+                    self.deadlines
+                        .remove(at, super::deadlines::Due::Conn(slot, conn.serial));
+                }
+                if conn.evicted {
+                    self.admission.evicting -= 1;
+                }
+                // A descriptor is free again.
+                self.resume_accept();
+                // SAFETY: a close carries no buffer, and nothing else refers to the fd.
+                unsafe {
+                    self.push(
+                        Op::Close { fd: conn.fd },
+                        Token::singleton(Kind::Close).encode(),
+                    )
+                };
             }
             Phase::Closing => {}
         }
     }
 
-    fn begin_shutdown(&mut self, now: Now) {
+    pub(super) fn begin_shutdown(&mut self, now: Now) {
         if self.shutdown_deadline.is_some() {
             return;
         }
         self.shutdown_deadline = Some(now.monotonic_ms + SHUTDOWN_FLUSH_MS);
         if self.accept_armed {
             let fd = self.listener.as_raw_fd();
-            self.push(Op::CancelFd { fd }, Token::singleton(Kind::Cancel).encode());
+            // SAFETY: a cancel carries no buffer.
+            unsafe { self.push(Op::CancelFd { fd }, Token::singleton(Kind::Cancel).encode()) };
         }
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {

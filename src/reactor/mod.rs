@@ -2,19 +2,26 @@
 //! loop). Submit and wait, copy a batch of completions, then dispatch them; completions become
 //! supervisor inputs, supervisor effects become operations.
 
+mod admission;
 mod bufring;
 mod conn;
+mod cores;
+mod deadlines;
+mod detect;
+mod exec;
 mod handlers;
+mod journal;
+mod prepare;
 mod probes;
 mod process;
 mod reattach;
-mod replace;
+mod reload;
 mod reply;
 pub mod ring;
-mod runtime;
 mod setup;
 mod token;
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -25,7 +32,7 @@ use thiserror::Error;
 
 use crate::paths::{Paths, PathsError};
 use crate::settings::Settings;
-use crate::supervisor::{Now, Supervisor, SupervisorConfig};
+use crate::supervisor::{Input, Now, Supervisor, SupervisorConfig};
 
 use bufring::BufRing;
 use conn::Conn;
@@ -123,8 +130,17 @@ pub struct Reactor {
     bufs: BufRing,
     conns: Slab<Conn>,
     sup: Supervisor,
-    runtime: runtime::Runtime,
+    /// Supervisor inputs waiting for [`Reactor::pump`], the one place that feeds it.
+    inputs: VecDeque<Input>,
+    env: prepare::Env,
+    procs: cores::Procs,
+    detector: detect::Detector,
+    /// Renders made by the last inspect, by config id.
+    prepared: std::collections::HashMap<i64, prepare::Prepared>,
     probes: probes::Probes,
+    deadlines: deadlines::Deadlines,
+    admission: admission::Admission,
+    journal: journal::Journal,
     encoder: ReplyEncoder,
     /// For the direct `recv` right after accept.
     scratch: Box<[u8]>,
@@ -155,38 +171,48 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     let socket_path = paths.checked_socket()?;
     let lock = setup::lock(&paths.lock_file(), &paths.root)?;
     setup::raise_fd_limit();
-    let ring = Ring::new()?;
+    // Declared before the ring so that an early return drops the ring (which still has them
+    // registered) first.
     let bufs = BufRing::new();
+    let ring = Ring::new()?;
     ring.register_buf_ring(&bufs, RECV_BUFFER_GROUP)
         .map_err(|source| ReactorError::BufRing { source })?;
     let signal_fd = setup::signalfd()?;
     let timer_fd = setup::timerfd()?;
     let listener = setup::listen(&socket_path)?;
-    let config = SupervisorConfig {
-        pid: std::process::id(),
-        health_interval_ms: settings.daemon.health_interval_secs * 1000,
-        rotation_interval_secs: settings.runtime.rotation.interval_secs,
-        health_trigger_enabled: settings.runtime.rotation.health_trigger_enabled,
-        cooldown_secs: settings.runtime.rotation.cooldown_secs,
-        failure_threshold: settings.health.failure_threshold,
-        rotation_enabled: settings.runtime.rotation.enabled,
-    };
     let probe_target = crate::probe::ProbeTarget::parse(&settings.health.probe_url)
         .expect("validated with the settings");
     let store = crate::store::Store::open(&paths.database())?;
-    let mut runtime = runtime::Runtime::new(paths.clone(), settings.clone(), store);
-    let reattached = reattach::reattach(&mut runtime, settings, now());
+    // From here on the loop thread never waits on another process's lock (see journal.rs).
+    store.set_busy_timeout(std::time::Duration::ZERO)?;
+    let env = prepare::Env {
+        paths: paths.clone(),
+        settings: settings.clone(),
+        store,
+    };
+    let reattached = reattach::reattach(&env, now());
+    let sup = Supervisor::new(
+        supervisor_config(settings),
+        now(),
+        reattached.adopted.as_ref().map(|a| a.info.clone()),
+    );
     let mut reactor = Reactor {
         ring,
         bufs,
         conns: Slab::with_capacity(settings.daemon.max_connections as usize),
-        sup: Supervisor::new(
-            config,
-            now(),
-            reattached.adopted.as_ref().map(|a| a.info.clone()),
+        sup,
+        inputs: VecDeque::new(),
+        env,
+        procs: cores::Procs::default(),
+        detector: detect::Detector::default(),
+        prepared: std::collections::HashMap::new(),
+        probes: probes::Probes::new(probe_target),
+        deadlines: deadlines::Deadlines::default(),
+        journal: journal::Journal::default(),
+        admission: admission::Admission::new(
+            settings.daemon.frame_timeout_ms,
+            settings.daemon.idle_timeout_secs * 1000,
         ),
-        runtime,
-        probes: probes::Probes::new(probe_target, settings.health.timeout_ms),
         encoder: ReplyEncoder::default(),
         scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
@@ -199,7 +225,10 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         timer_fd,
         timer_buf: Box::new([0; 8]),
         timer_armed_at: None,
-        connections_max: settings.daemon.max_connections as usize,
+        connections_max: admission::clamp_connections(
+            settings.daemon.max_connections as u64,
+            settings.runtime.rotation.test_concurrency as u64,
+        ) as usize,
         next_serial: 0,
         shutdown_deadline: None,
         socket_path,
@@ -207,13 +236,16 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         _lock: lock,
     };
     reactor.start()?;
-    if let Some(adopted) = reattached.adopted {
-        reactor.watch_adopted(adopted.info.id, adopted.info.pid, adopted.pidfd);
+    if let (Some(adopted), Some(core)) = (reattached.adopted, reactor.sup.adopted_core()) {
+        let log = paths
+            .logs_dir()
+            .join(format!("core-{}.log", adopted.info.id));
+        reactor.watch(core, adopted.spawned, log, None);
     }
     if let Some(config_id) = reattached.reconnect {
         eprintln!("xrat: reconnecting config {config_id} (runtime.reconnect_on_start)");
-        reactor.sup.reconnect(config_id);
-        reactor.apply_effects(now());
+        reactor.sup.reconnect(now(), config_id);
+        reactor.pump(now());
     }
     setup::notify_ready()?;
     eprintln!(
@@ -223,11 +255,28 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         std::process::id()
     );
     let result = reactor.run();
+    reactor.journal_at_exit();
     // The socket goes last, after every reply was flushed, so a client that saw it vanish knows
     // the daemon is gone.
     let _ = std::fs::remove_file(&reactor.socket_path);
     eprintln!("xrat: daemon stopped");
     result
+}
+
+/// What the supervisor takes from the settings (bounded there, so the products cannot overflow).
+fn supervisor_config(settings: &Settings) -> SupervisorConfig {
+    SupervisorConfig {
+        pid: std::process::id(),
+        health_interval_ms: settings.daemon.health_interval_secs * 1000,
+        probe_timeout_ms: settings.health.timeout_ms,
+        ready_timeout_ms: settings.runtime.ready_timeout_ms,
+        rotation_interval_secs: settings.runtime.rotation.interval_secs,
+        health_trigger_enabled: settings.runtime.rotation.health_trigger_enabled,
+        cooldown_secs: settings.runtime.rotation.cooldown_secs,
+        test_concurrency: settings.runtime.rotation.test_concurrency,
+        failure_threshold: settings.health.failure_threshold,
+        rotation_enabled: settings.runtime.rotation.enabled,
+    }
 }
 
 /// The current time for the supervisor.
@@ -265,8 +314,8 @@ impl Reactor {
                 self.dispatch(now, completion);
             }
             self.batch = batch;
-            self.advance_job(now);
-            self.apply_effects(now);
+            self.run_deadlines(now);
+            self.pump(now);
             self.after_batch(now)?;
             if self.finished(now) {
                 return Ok(());
@@ -285,6 +334,7 @@ impl Reactor {
         match token.kind {
             Kind::Accept => self.on_accept(now, c),
             Kind::Recv => self.on_recv(now, token, c),
+            Kind::Reject => self.on_reject_read(token, c.result),
             Kind::Send => self.on_send(token, c),
             Kind::Cancel => {}
             Kind::Close if c.result < 0 => {
@@ -293,9 +343,8 @@ impl Reactor {
             }
             Kind::Close => {}
             Kind::Signal => self.on_signal(now, c),
-            Kind::Timer => self.on_timer(now, c),
+            Kind::Timer => self.on_timer(c),
             Kind::Pidfd => self.on_pidfd(now, token),
-            Kind::Probe => self.on_probe(now, token, c),
             Kind::ProbeIo => self.on_probe_io(now, token, c),
         }
     }
@@ -303,11 +352,7 @@ impl Reactor {
     /// Work deferred to the end of a batch: publish recycled buffers, re-arm receives, start
     /// sends, and point the timerfd at the supervisor's next deadline.
     fn after_batch(&mut self, now: Now) -> Result<(), ReactorError> {
-        self.expire_probes(now);
         self.bufs.publish();
-        for slot in std::mem::take(&mut self.rearm) {
-            self.arm_recv(slot);
-        }
         let mut dirty = std::mem::take(&mut self.dirty);
         // One connection waiting for its reply is latency: send it now. Many are throughput:
         // one io_uring_enter carries all their sends.
@@ -316,6 +361,11 @@ impl Reactor {
             self.flush(slot, direct);
         }
         self.dirty = dirty;
+        // After the sends: a direct send that drained a paused connection's backlog resumes its
+        // reading here, not after the next completion (which might never come).
+        for slot in std::mem::take(&mut self.rearm) {
+            self.arm_recv(slot);
+        }
         if self.shutdown_deadline.is_some() {
             self.close_flushed(now);
         }
@@ -323,11 +373,13 @@ impl Reactor {
     }
 
     fn sync_timer(&mut self) -> Result<(), ReactorError> {
+        // Inputs left over by a pump that hit its round limit: wake at once.
+        let leftover = (!self.inputs.is_empty()).then(setup::monotonic_ms);
         let wanted = [
             self.sup.poll_timeout(),
             self.shutdown_deadline,
-            self.runtime.next_deadline(),
-            self.probes.next_deadline(),
+            self.deadlines.next(),
+            leftover,
         ]
         .into_iter()
         .flatten()
@@ -353,8 +405,14 @@ impl Reactor {
         self.conns.is_empty() && !self.accept_armed
     }
 
-    fn push(&mut self, op: Op, user_data: u64) {
-        if let Err(e) = self.ring.push(op, user_data, RECV_BUFFER_GROUP) {
+    /// Queues `op`.
+    ///
+    /// # Safety
+    /// Every pointer in `op` must stay valid, and the memory it names untouched by Rust code,
+    /// until the op's final completion has been taken from the ring (see [`Ring::push`]).
+    unsafe fn push(&mut self, op: Op, user_data: u64) {
+        // SAFETY: the caller's contract is the ring's.
+        if let Err(e) = unsafe { self.ring.push(op, user_data, RECV_BUFFER_GROUP) } {
             // Only a failing io_uring_enter gets here; the op is lost, so say so loudly.
             eprintln!("xrat: cannot queue {op:?}: {e}");
         }
@@ -362,10 +420,13 @@ impl Reactor {
 
     fn arm_accept(&mut self) {
         let fd = self.listener.as_raw_fd();
-        self.push(
-            Op::AcceptMulti { fd },
-            Token::singleton(Kind::Accept).encode(),
-        );
+        // SAFETY: an accept carries no buffer; the listener outlives the loop.
+        unsafe {
+            self.push(
+                Op::AcceptMulti { fd },
+                Token::singleton(Kind::Accept).encode(),
+            )
+        };
         self.accept_armed = true;
     }
 
@@ -375,7 +436,8 @@ impl Reactor {
             ptr: self.signal_buf.as_mut_ptr(),
             len: self.signal_buf.len() as u32,
         };
-        self.push(op, Token::singleton(Kind::Signal).encode());
+        // SAFETY: `signal_buf` is boxed in the reactor, which outlives the ring's ops.
+        unsafe { self.push(op, Token::singleton(Kind::Signal).encode()) };
     }
 
     fn arm_timer_read(&mut self) {
@@ -384,6 +446,7 @@ impl Reactor {
             ptr: self.timer_buf.as_mut_ptr(),
             len: self.timer_buf.len() as u32,
         };
-        self.push(op, Token::singleton(Kind::Timer).encode());
+        // SAFETY: `timer_buf` is boxed in the reactor, which outlives the ring's ops.
+        unsafe { self.push(op, Token::singleton(Kind::Timer).encode()) };
     }
 }

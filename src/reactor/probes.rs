@@ -1,6 +1,7 @@
-//! Health probes through a SOCKS inbound, run in the ring: connect, then the byte exchange that
-//! [`crate::probe::Probe`] dictates, under one whole-probe deadline (DESIGN §3a rule 9) kept in
-//! the slot and checked after every batch; an expired probe has its in-flight op cancelled.
+//! Probes, run in the ring: a readiness check (does a starting core's inbound accept a TCP
+//! connection?) or a health probe through a SOCKS inbound (connect, then the byte exchange that
+//! [`crate::probe::Probe`] dictates). One table, one token scheme, and whole-probe deadlines in the
+//! executor's deadline table (DESIGN §3a rule 9); an expired probe has its in-flight op cancelled.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -8,44 +9,46 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use slab::Slab;
 
 use crate::probe::{Action, Event, Probe, ProbeTarget, PROBE_RESPONSE_BYTES_MAX};
-use crate::supervisor::{Now, OpId};
+use crate::supervisor::{CoreId, Input, Now, ProbeId};
 
+use super::deadlines::Due;
 use super::ring::{Completion, Op};
 use super::token::{Kind, Token, GENERATION_MASK};
 use super::Reactor;
 
-/// Probes in flight at once; a batch asks for at most `test_concurrency` of them.
+/// Probes in flight at once; a batch asks for at most `test_concurrency` of them, readiness
+/// checks one per starting core.
 pub const PROBES_MAX: usize = 512;
+const _: () = assert!(PROBES_MAX <= u32::MAX as usize);
+// A full batch of probes leaves room for the health probe and readiness checks.
+const _: () = assert!(PROBES_MAX >= 2 * crate::settings::TEST_CONCURRENCY_MAX as usize);
 
-/// Who asked for a probe, and so who hears its result.
+/// Who hears a probe's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    /// The periodic health check of the active session.
-    Health {
-        /// The session probed.
-        session_id: i64,
-    },
-    /// A candidate in a batch test.
-    Candidate {
-        /// The replace operation.
-        op: OpId,
-        /// The candidate's config.
-        config_id: i64,
-    },
-    /// The one probe a freshly switched session must pass.
-    Verify {
-        /// The replace operation.
-        op: OpId,
-    },
+pub enum Owner {
+    /// The supervisor asked (health, batch or verification probe).
+    Supervisor(ProbeId),
+    /// The readiness wait of a starting core.
+    Ready(CoreId),
+}
+
+/// What the probe does after connecting.
+enum Machine {
+    /// Nothing: the connect's result is the verdict.
+    Accept,
+    /// SOCKS5 + HTTP through the inbound.
+    Http(Box<Probe>),
 }
 
 struct Slot {
     serial: u32,
     socket: OwnedFd,
-    machine: Probe,
-    purpose: Purpose,
+    machine: Machine,
+    connected: bool,
+    owner: Owner,
     started_ms: u64,
     deadline_ms: u64,
+    timeout_ms: u64,
     /// Kernel-visible memory: the address, the bytes being sent, the receive buffer. All boxed
     /// or heap-owned, and kept until the slot is freed after its last completion.
     addr: Box<libc::sockaddr_storage>,
@@ -60,50 +63,47 @@ pub struct Probes {
     slots: Slab<Slot>,
     next_serial: u32,
     target: ProbeTarget,
-    timeout_ms: u64,
-    /// Probes that failed before any op was issued; reported after the batch so that a caller
-    /// never hears of its probe while still starting it.
-    failed_at_start: Vec<(Purpose, ProbeResult)>,
 }
 
 /// A probe's verdict: latency in ms, or why it failed.
 pub type ProbeResult = Result<u64, String>;
 
 impl Probes {
-    /// An empty table probing `target` with `timeout_ms` per probe.
-    pub fn new(target: ProbeTarget, timeout_ms: u64) -> Probes {
+    /// An empty table probing `target` through SOCKS inbounds.
+    pub fn new(target: ProbeTarget) -> Probes {
         Probes {
             slots: Slab::new(),
             next_serial: 0,
             target,
-            timeout_ms,
-            failed_at_start: Vec::new(),
         }
     }
 
-    /// The earliest probe deadline.
-    pub fn next_deadline(&self) -> Option<u64> {
-        self.slots
-            .iter()
-            .filter(|(_, s)| !s.expired)
-            .map(|(_, s)| s.deadline_ms)
-            .min()
+    /// Probes started from now on use `target` (a reload changed `health.probe_url`).
+    pub fn set_target(&mut self, target: ProbeTarget) {
+        self.target = target;
     }
 }
 
 impl Reactor {
-    /// Starts a probe through the SOCKS inbound at `socks`; the result arrives through
-    /// [`Reactor::probe_finished`], possibly right away.
-    pub(super) fn start_health_probe(&mut self, now: Now, socks: SocketAddr, purpose: Purpose) {
+    /// Starts a probe of `addr`; with `http`, a SOCKS5 + HTTP probe, else a readiness connect.
+    /// The result goes to `owner`, never before this returns.
+    pub(super) fn start_probe(
+        &mut self,
+        now: Now,
+        addr: SocketAddr,
+        http: bool,
+        owner: Owner,
+        timeout_ms: u64,
+    ) {
         if self.probes.slots.len() >= PROBES_MAX {
-            return self.probe_finished(
+            return self.probe_failed_at_start(
                 now,
-                purpose,
-                Err(format!("{PROBES_MAX} probes already in flight")),
+                owner,
+                format!("{PROBES_MAX} probes already in flight"),
             );
         }
-        let (storage, len) = super::runtime::sockaddr(socks);
-        let family = if socks.is_ipv4() {
+        let (storage, len) = super::prepare::sockaddr(addr);
+        let family = if addr.is_ipv4() {
             libc::AF_INET
         } else {
             libc::AF_INET6
@@ -112,21 +112,28 @@ impl Reactor {
         let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             let e = std::io::Error::last_os_error();
-            return self.probe_finished(
+            return self.probe_failed_at_start(
                 now,
-                purpose,
-                Err(format!("cannot create a probe socket: {e}")),
+                owner,
+                format!("cannot create a probe socket: {e}"),
             );
         }
         self.probes.next_serial = self.probes.next_serial.wrapping_add(1);
+        let machine = if http {
+            Machine::Http(Box::new(Probe::new(self.probes.target.clone())))
+        } else {
+            Machine::Accept
+        };
         let slot = Slot {
             serial: self.probes.next_serial,
             // SAFETY: a fresh socket owned by nobody else.
             socket: unsafe { OwnedFd::from_raw_fd(fd) },
-            machine: Probe::new(self.probes.target.clone()),
-            purpose,
+            machine,
+            connected: false,
+            owner,
             started_ms: now.monotonic_ms,
-            deadline_ms: now.monotonic_ms + self.probes.timeout_ms,
+            deadline_ms: now.monotonic_ms + timeout_ms,
+            timeout_ms,
             addr: Box::new(storage),
             out: Vec::new(),
             out_sent: 0,
@@ -134,9 +141,26 @@ impl Reactor {
             expired: false,
         };
         let addr = (&*slot.addr as *const libc::sockaddr_storage).cast();
-        let serial = slot.serial;
+        let (serial, deadline_ms) = (slot.serial, slot.deadline_ms);
         let index = self.probes.slots.insert(slot);
-        self.push(Op::Connect { fd, addr, len }, probe_token(index, serial));
+        self.deadlines.add(deadline_ms, Due::Probe(index, serial));
+        // SAFETY: the socket and the boxed address live in the slot, which is freed only after
+        // this op's completion (end_probe runs from that completion).
+        unsafe { self.push(Op::Connect { fd, addr, len }, probe_token(index, serial)) };
+    }
+
+    /// A probe that could not even start: its owner hears it like any other result (through the
+    /// input queue, or a readiness retry later), so nobody is re-entered.
+    fn probe_failed_at_start(&mut self, now: Now, owner: Owner, why: String) {
+        self.probe_finished(now, owner, Err(why));
+    }
+
+    /// Routes a finished probe to its owner.
+    fn probe_finished(&mut self, now: Now, owner: Owner, result: ProbeResult) {
+        match owner {
+            Owner::Supervisor(probe) => self.inputs.push_back(Input::ProbeDone { probe, result }),
+            Owner::Ready(core) => self.ready_answer(now, core, result.is_ok()),
+        }
     }
 
     /// A probe op completed.
@@ -149,20 +173,15 @@ impl Reactor {
             return;
         }
         if slot.expired {
-            return self.end_probe(
-                now,
-                index,
-                Err(format!(
-                    "no answer within {} ms (health.timeout_ms)",
-                    self.probes.timeout_ms
-                )),
-            );
+            let why = format!("no answer within {} ms", slot.timeout_ms);
+            return self.end_probe(now, index, Err(why));
         }
-        let event = if c.result < 0 {
+        if c.result < 0 {
             let e = std::io::Error::from_raw_os_error(-c.result);
             let why = format!("{e} {}", step_name(slot));
             return self.end_probe(now, index, Err(why));
-        } else if !slot.out.is_empty() {
+        }
+        let event = if !slot.out.is_empty() {
             slot.out_sent += c.result as usize;
             if slot.out_sent < slot.out.len() {
                 // Short send: the rest goes from the offset.
@@ -171,7 +190,7 @@ impl Reactor {
             slot.out.clear();
             slot.out_sent = 0;
             Event::Sent
-        } else if slot.machine_connected() {
+        } else if slot.connected {
             if c.result == 0 {
                 Event::Eof
             } else {
@@ -180,16 +199,21 @@ impl Reactor {
                 return self.feed_probe(now, index, &bytes);
             }
         } else {
+            slot.connected = true;
             Event::Connected
         };
-        let action = self.probes.slots[index].machine.on_event(event);
+        let action = match &mut self.probes.slots[index].machine {
+            Machine::Accept => Action::Finished(Ok(0)),
+            Machine::Http(machine) => machine.on_event(event),
+        };
         self.probe_act(now, index, action);
     }
 
     fn feed_probe(&mut self, now: Now, index: usize, bytes: &[u8]) {
-        let action = self.probes.slots[index]
-            .machine
-            .on_event(Event::Received(bytes));
+        let action = match &mut self.probes.slots[index].machine {
+            Machine::Accept => Action::Finished(Ok(0)),
+            Machine::Http(machine) => machine.on_event(Event::Received(bytes)),
+        };
         self.probe_act(now, index, action);
     }
 
@@ -209,7 +233,8 @@ impl Reactor {
                     len: slot.inbuf.len() as u32,
                 };
                 let token = probe_token(index, slot.serial);
-                self.push(op, token);
+                // SAFETY: `inbuf` is boxed in the slot, which lives until this op completes.
+                unsafe { self.push(op, token) };
             }
             Action::Finished(result) => {
                 let started = self.probes.slots[index].started_ms;
@@ -228,51 +253,41 @@ impl Reactor {
             len: rest.len() as u32,
         };
         let token = probe_token(index, slot.serial);
-        self.push(op, token);
+        // SAFETY: `out` is owned by the slot and not touched until this send completes.
+        unsafe { self.push(op, token) };
     }
 
-    fn end_probe(&mut self, now: Now, index: usize, result: Result<u64, String>) {
+    fn end_probe(&mut self, now: Now, index: usize, result: ProbeResult) {
         let slot = self.probes.slots.remove(index);
-        self.probe_finished(now, slot.purpose, result);
-    }
-
-    /// Reports the probes that could not start.
-    pub(super) fn report_failed_probes(&mut self, now: Now) {
-        for (purpose, result) in std::mem::take(&mut self.probes.failed_at_start) {
-            self.probe_finished(now, purpose, result);
+        if !slot.expired {
+            self.deadlines
+                .remove(slot.deadline_ms, Due::Probe(index, slot.serial));
         }
+        self.probe_finished(now, slot.owner, result);
     }
 
-    /// Cancels the in-flight op of every probe past its deadline; its completion ends it.
-    pub(super) fn expire_probes(&mut self, now: Now) {
-        let expired: Vec<(i32, u64)> = self
+    /// A probe's deadline passed: cancel its in-flight op; the cancelled completion ends it.
+    pub(super) fn expire_probe(&mut self, index: usize, serial: u32) {
+        let Some(slot) = self
             .probes
             .slots
-            .iter_mut()
-            .filter(|(_, s)| !s.expired && now.monotonic_ms >= s.deadline_ms)
-            .map(|(index, s)| {
-                s.expired = true;
-                (s.socket.as_raw_fd(), probe_token(index, s.serial))
-            })
-            .collect();
-        for (fd, _) in expired {
-            self.push(Op::CancelFd { fd }, Token::singleton(Kind::Cancel).encode());
-        }
-    }
-}
-
-impl Slot {
-    /// True once the TCP connect completed (the machine has moved past its start).
-    fn machine_connected(&self) -> bool {
-        self.machine.is_connected()
+            .get_mut(index)
+            .filter(|s| s.serial == serial)
+        else {
+            return;
+        };
+        slot.expired = true;
+        let fd = slot.socket.as_raw_fd();
+        // SAFETY: a cancel carries no buffer.
+        unsafe { self.push(Op::CancelFd { fd }, Token::singleton(Kind::Cancel).encode()) };
     }
 }
 
 fn step_name(slot: &Slot) -> &'static str {
-    if slot.machine.is_connected() {
-        "while talking to the proxy"
-    } else {
-        "connecting to the SOCKS inbound"
+    match (&slot.machine, slot.connected) {
+        (Machine::Accept, _) => "connecting",
+        (Machine::Http(_), true) => "while talking to the proxy",
+        (Machine::Http(_), false) => "connecting to the SOCKS inbound",
     }
 }
 

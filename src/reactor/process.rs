@@ -22,6 +22,12 @@ pub struct Spawned {
 /// Spawns `program args` in its own process group with stdio to `log`, and opens its pidfd.
 pub fn spawn(program: &Path, args: &[std::ffi::OsString], log: &Path) -> io::Result<Spawned> {
     let out = File::options().create(true).append(true).open(log)?;
+    spawn_to(program, args, out)
+}
+
+/// [`spawn`] with stdout and stderr to `out` (a log file, or a memfd that captures a version
+/// output).
+pub fn spawn_to(program: &Path, args: &[std::ffi::OsString], out: File) -> io::Result<Spawned> {
     let err = out.try_clone()?;
     let mut command = Command::new(program);
     command
@@ -119,6 +125,17 @@ pub fn reap(pidfd: RawFd) -> String {
         libc::CLD_KILLED | libc::CLD_DUMPED => format!("killed by signal {status}"),
         _ => "exited".into(),
     }
+}
+
+/// An anonymous in-memory file for a child's output.
+pub fn memfd(name: &std::ffi::CStr) -> io::Result<File> {
+    // SAFETY: memfd_create with a valid C string; the fd is checked before being owned.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// The last `lines` lines of a log file, indented for an error message.

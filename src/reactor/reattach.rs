@@ -2,21 +2,21 @@
 //! pid is alive with the same start time and executable; every other open session is ended as
 //! stale, and its config is connected again when `runtime.reconnect_on_start` is set.
 
-use std::os::fd::OwnedFd;
+use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::settings::Settings;
+use crate::store::SessionRow;
 use crate::supervisor::{Now, SessionInfo};
 
-use super::process;
-use super::runtime::Runtime;
+use super::prepare::{error_chain, Env};
+use super::process::{self, Spawned};
 
 /// A live session taken over from a previous daemon.
 pub struct Adopted {
     /// What the supervisor will track.
     pub info: SessionInfo,
-    /// Its pidfd, to watch in the ring.
-    pub pidfd: OwnedFd,
+    /// Its pidfd, to watch in the ring (not our child: watched, never reaped).
+    pub spawned: Spawned,
 }
 
 /// What reattaching decided.
@@ -29,51 +29,32 @@ pub struct Reattached {
 }
 
 /// Adopts at most one live session (the newest); ends the rest as stale.
-pub fn reattach(runtime: &mut Runtime, settings: &Settings, now: Now) -> Reattached {
-    let open = match runtime.store().open_sessions() {
+pub fn reattach(env: &Env, now: Now) -> Reattached {
+    let open = match env.store.open_sessions() {
         Ok(open) => open,
         Err(e) => {
-            eprintln!(
-                "xrat: cannot read open sessions: {}",
-                super::runtime::error_chain(&e)
-            );
+            eprintln!("xrat: cannot read open sessions: {}", error_chain(&e));
             return Reattached::default();
         }
     };
     let mut result = Reattached::default();
     for row in open {
-        let alive = match (row.pid, row.pid_start_time) {
-            (Some(pid), Some(start)) => {
-                process::is_same_process(pid, start, Path::new(&row.core_path))
-            }
-            _ => false,
-        };
-        if alive && result.adopted.is_none() {
-            let pid = row.pid.expect("alive implies a pid");
-            match process::pidfd_open(pid) {
-                Ok(pidfd) => {
-                    eprintln!("xrat: reattached session {} (pid {pid})", row.id);
-                    let info = SessionInfo {
-                        id: row.id,
-                        config_id: row.config_id.unwrap_or(0),
-                        core: row.core.clone(),
-                        pid,
-                        socks_addr: row.socks_addr.clone(),
-                        http_addr: row.http_addr.clone(),
-                        started_at: row.started_at,
-                    };
-                    result.adopted = Some(Adopted { info, pidfd });
-                    continue;
-                }
-                Err(e) => eprintln!("xrat: cannot watch session {} (pid {pid}): {e}", row.id),
+        if result.adopted.is_none() {
+            if let Some(adopted) = adopt(&row) {
+                eprintln!(
+                    "xrat: reattached session {} (pid {})",
+                    row.id, adopted.info.pid
+                );
+                result.adopted = Some(adopted);
+                continue;
             }
         }
         eprintln!(
             "xrat: session {} is stale (its core is gone); ending it",
             row.id
         );
-        let _ = runtime.store().end_session(row.id, now.unix_secs, "stale");
-        if settings.runtime.reconnect_on_start && result.reconnect.is_none() {
+        let _ = env.store.end_session(row.id, now.unix_secs, "stale");
+        if env.settings.runtime.reconnect_on_start && result.reconnect.is_none() {
             result.reconnect = row.config_id;
         }
     }
@@ -81,4 +62,37 @@ pub fn reattach(runtime: &mut Runtime, settings: &Settings, now: Now) -> Reattac
         result.reconnect = None;
     }
     result
+}
+
+/// The session's core, when it is the very process that was recorded.
+fn adopt(row: &SessionRow) -> Option<Adopted> {
+    let (pid, start) = (row.pid?, row.pid_start_time?);
+    if !process::is_same_process(pid, start, Path::new(&row.core_path)) {
+        return None;
+    }
+    let socks_addr: SocketAddr = row.socks_addr.parse().ok()?;
+    let pidfd = match process::pidfd_open(pid) {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            eprintln!("xrat: cannot watch session {} (pid {pid}): {e}", row.id);
+            return None;
+        }
+    };
+    let info = SessionInfo {
+        id: row.id,
+        config_id: row.config_id.unwrap_or(0),
+        core: row.core.clone(),
+        pid,
+        socks_addr,
+        http_addr: row.http_addr.as_ref().and_then(|a| a.parse().ok()),
+        started_at: row.started_at,
+    };
+    Some(Adopted {
+        info,
+        spawned: Spawned {
+            pid,
+            pidfd,
+            start_time: start,
+        },
+    })
 }

@@ -13,7 +13,11 @@ pub struct ReplyEncoder {
 
 impl ReplyEncoder {
     /// Appends the response line for `reply` to `out`.
-    pub fn encode(&mut self, out: &mut Vec<u8>, id: &RawId, reply: &Reply) {
+    /// A `message` replaces "success" on a successful reply (a warning the caller should see).
+    pub fn encode(&mut self, out: &mut Vec<u8>, id: &RawId, reply: &Reply, message: Option<&str>) {
+        if let (Some(message), Reply::Disconnected(payload)) = (message, reply) {
+            return write_response(out, id, Code::Ok, message, payload);
+        }
         match reply {
             Reply::Ping { pid, uptime_secs } => {
                 let body = self.ping_body(*pid, *uptime_secs);
@@ -26,6 +30,7 @@ impl ReplyEncoder {
             Reply::Disconnected(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Replaced(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Rotation(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::Reloaded(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Error { code, message } => write_error(out, id, *code, message),
         }
     }

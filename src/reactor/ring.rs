@@ -157,11 +157,16 @@ impl Ring {
     }
 
     /// Queues one op; submits first when the SQ is full.
-    pub fn push(&mut self, op: Op, user_data: u64, bgid: u16) -> io::Result<()> {
+    ///
+    /// # Safety
+    /// The kernel reads or writes the memory behind every pointer in `op` (and the fd) until the
+    /// op's final completion: the caller keeps that memory allocated, at the same address, and
+    /// untouched by Rust code until then.
+    pub unsafe fn push(&mut self, op: Op, user_data: u64, bgid: u16) -> io::Result<()> {
         let entry = build(op, bgid).user_data(user_data);
         loop {
-            // SAFETY: every pointer in `entry` refers to memory the reactor keeps alive and
-            // untouched until the op's final completion (stable boxes and in-flight buffers).
+            // SAFETY: the caller guarantees every pointer in `entry` stays valid until the op's
+            // final completion.
             let pushed = unsafe { self.ring.submission().push(&entry) };
             if pushed.is_ok() {
                 return Ok(());

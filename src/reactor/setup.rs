@@ -70,6 +70,11 @@ pub fn listen(path: &Path) -> Result<OwnedFd, ReactorError> {
             source,
         }
     })?;
+    // Non-blocking, so that the one synchronous accept (refusing a client when descriptors ran
+    // out) can never wait; the ring's accepts are unaffected.
+    listener
+        .set_nonblocking(true)
+        .map_err(syscall("fcntl(O_NONBLOCK)"))?;
     let fd = listener.into_raw_fd();
     // SAFETY: `fd` is a bound socket we own; listen again only raises std's default backlog.
     if unsafe { libc::listen(fd, LISTEN_BACKLOG) } != 0 {
@@ -79,15 +84,17 @@ pub fn listen(path: &Path) -> Result<OwnedFd, ReactorError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Blocks SIGTERM and SIGINT for the process and returns a signalfd that reports them.
+/// Blocks every signal the daemon handles (SIGTERM, SIGINT, SIGHUP, SIGUSR1 and the others that
+/// would kill it) for the process and returns a signalfd that reports them.
 pub fn signalfd() -> Result<OwnedFd, ReactorError> {
     // SAFETY: sigset operations on a local, zero-initialised set; the mask change applies to
     // this (the only) thread, before any child exists.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
+        for signo in super::reload::HANDLED_SIGNALS {
+            libc::sigaddset(&mut set, signo);
+        }
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err(syscall("pthread_sigmask")(io::Error::last_os_error()));
         }

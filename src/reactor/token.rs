@@ -19,12 +19,13 @@ pub enum Kind {
     Timer = 6,
     /// A core's pidfd became readable (it exited); the slot is the pid.
     Pidfd = 7,
-    /// A readiness probe's connect; the slot is the probe's serial.
-    Probe = 8,
-    /// A health probe's socket op; slot and generation name the probe's table entry.
+    /// A probe's socket op (readiness, health, batch); slot and generation name the probe's
+    /// table entry. (8 was a separate readiness kind; it is not reused.)
     ProbeIo = 9,
     /// A connection's close; nothing waits for it.
     Close = 10,
+    /// A drain read of a refused connection; slot and generation name its entry.
+    Reject = 11,
 }
 
 /// Generations wrap at 24 bits; a slot would have to be reused 16 million times while one of its
@@ -69,9 +70,9 @@ impl Token {
             5 => Kind::Signal,
             6 => Kind::Timer,
             7 => Kind::Pidfd,
-            8 => Kind::Probe,
             9 => Kind::ProbeIo,
             10 => Kind::Close,
+            11 => Kind::Reject,
             _ => return None,
         };
         Some(Token {

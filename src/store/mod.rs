@@ -155,6 +155,14 @@ impl Store {
         })
     }
 
+    /// Changes how long a statement waits on another process's lock (the daemon uses zero: its
+    /// loop thread never waits; failed writes are retried from its timer).
+    pub fn set_busy_timeout(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(self.sql_error("set the busy timeout"))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -163,6 +171,20 @@ impl Store {
     /// Maps a rusqlite error of `action` to [`StoreError::Sql`].
     fn sql_error(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| sql_error(&self.path, action, source)
+    }
+}
+
+impl StoreError {
+    /// True when another process holds the database's lock.
+    pub fn is_busy(&self) -> bool {
+        let source = match self {
+            StoreError::Sql { source, .. } | StoreError::Open { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
     }
 }
 

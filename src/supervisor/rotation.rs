@@ -1,4 +1,4 @@
-//! Health accounting and the rotation policy (DESIGN §7): when to probe, when a trigger fires,
+//! Health accounting and the rotation triggers (DESIGN §7): when to probe, when a trigger fires,
 //! the cooldown, and what `proxy_status` reports. Timers are data: deadlines in monotonic ms.
 //!
 //! - `timer`: every `interval_secs` while rotation is enabled; one that meets the cooldown is
@@ -9,27 +9,28 @@
 //!   working session left to protect.
 //! - `manual`: `runtime_replace`, always runs.
 
-use crate::ipc::protocol::{
-    Code, ProxyStatusPayload, ReplacePayload, Request, RotationPayload, Trigger,
-};
+use crate::ipc::protocol::{ProxyStatusPayload, RotationPayload, Trigger};
 use crate::ipc::RawId;
 
-use super::runtime::Session;
-use super::{error, Effect, Now, Plan, ReplaceOutcome, Reply, Supervisor, SupervisorConfig};
+use super::ops::Job;
+use super::replace::Replace;
+use super::SupervisorConfig;
+use super::{trigger_name, Effect, Now, ProbeId, ProbeKind, ReplaceResult, Reply, Supervisor};
 
 /// Rotation state.
 #[derive(Debug)]
 pub(super) struct Rotation {
-    enabled: bool,
-    next_timer_ms: Option<u64>,
-    cooldown_until_ms: u64,
-    /// A health trigger that met the cooldown, waiting for its end.
-    health_pending: bool,
-    probe_in_flight: bool,
-    last_trigger: Option<Trigger>,
-    last_result: Option<&'static str>,
-    last_rotation_at: Option<u64>,
-    last_candidate: Option<i64>,
+    pub enabled: bool,
+    pub next_timer_ms: Option<u64>,
+    pub cooldown_until_ms: u64,
+    /// A health trigger that could not run yet (cooldown, or an operation in flight).
+    pub health_pending: bool,
+    /// The pending health trigger is for a core that exited: it ignores the cooldown.
+    pub pending_core_gone: bool,
+    pub last_trigger: Option<Trigger>,
+    pub last_result: Option<ReplaceResult>,
+    pub last_rotation_at: Option<u64>,
+    pub last_candidate: Option<i64>,
 }
 
 impl Rotation {
@@ -41,7 +42,7 @@ impl Rotation {
                 .then(|| now.monotonic_ms + config.rotation_interval_secs * 1000),
             cooldown_until_ms: 0,
             health_pending: false,
-            probe_in_flight: false,
+            pending_core_gone: false,
             last_trigger: None,
             last_result: None,
             last_rotation_at: None,
@@ -50,18 +51,14 @@ impl Rotation {
     }
 }
 
-fn trigger_name(trigger: Trigger) -> &'static str {
-    match trigger {
-        Trigger::Manual => "manual",
-        Trigger::Timer => "timer",
-        Trigger::HealthCheckFailed => "health_check_failed",
-    }
-}
-
 impl Supervisor {
     /// The earliest rotation deadline: the timer, or the end of a cooldown a trigger waits on.
     pub(super) fn rotation_deadline(&self) -> Option<u64> {
         let r = &self.rotation;
+        if self.op.is_some() {
+            // Due triggers are looked at again when the operation ends.
+            return None;
+        }
         let waiting = r.health_pending.then_some(r.cooldown_until_ms);
         [r.next_timer_ms, waiting].into_iter().flatten().min()
     }
@@ -75,19 +72,29 @@ impl Supervisor {
         let Some(session) = self.session.as_ref().filter(|s| s.pid_running) else {
             return;
         };
-        if self.rotation.probe_in_flight || self.pending.is_some() {
+        if self.health_probe.is_some() || self.op.is_some() {
             return;
         }
-        self.rotation.probe_in_flight = true;
-        self.effects.push_back(Effect::Probe {
-            session_id: session.info.id,
-            socks_addr: session.info.socks_addr.clone(),
+        let addr = session.info.socks_addr;
+        let probe = ProbeId(self.fresh());
+        self.health_probe = Some(probe);
+        // Probes start on every tick, start to start: a probe that could outlast the interval
+        // (a hung core or remote) would make the next tick skip, halving the failure rate.
+        let interval = self.config.health_interval_ms;
+        let timeout_ms = self
+            .config
+            .probe_timeout_ms
+            .min((interval - interval / 10).max(1));
+        self.emit(Effect::Probe {
+            probe,
+            addr,
+            kind: ProbeKind::Http,
+            timeout_ms,
         });
     }
 
-    pub(super) fn on_probe_done(&mut self, now: Now, session_id: i64, result: Result<u64, String>) {
-        self.rotation.probe_in_flight = false;
-        let Some(session) = self.session.as_mut().filter(|s| s.info.id == session_id) else {
+    pub(super) fn on_health_probe_done(&mut self, now: Now, result: Result<u64, String>) {
+        let Some(session) = self.session.as_mut().filter(|s| s.pid_running) else {
             return;
         };
         session.health.last_check_at = Some(now.unix_secs);
@@ -96,6 +103,8 @@ impl Supervisor {
                 session.health.last_latency_ms = Some(latency);
                 session.health.consecutive_failures = 0;
                 session.health.last_error = None;
+                // The session recovered: a trigger waiting for the cooldown lapses.
+                self.rotation.health_pending = false;
             }
             Err(why) => {
                 session.health.consecutive_failures += 1;
@@ -107,32 +116,50 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_core_exit_rotation(&mut self, now: Now) {
-        self.health_trigger(now, true);
-    }
-
-    /// A health trigger: runs now, or waits for the cooldown (unless the core is gone).
-    fn health_trigger(&mut self, now: Now, core_gone: bool) {
+    /// A health trigger: runs now, or waits for the cooldown (unless the core is gone) or for
+    /// the operation in flight.
+    pub(super) fn health_trigger(&mut self, now: Now, core_gone: bool) {
         if !self.rotation.enabled || !self.config.health_trigger_enabled {
             return;
         }
-        if self.cooldown_active(now) && !core_gone {
-            self.rotation.health_pending = true;
+        if (core_gone || !self.cooldown_active(now))
+            && self.try_rotate(now, Trigger::HealthCheckFailed)
+        {
             return;
         }
-        if !self.try_rotate(Trigger::HealthCheckFailed) {
-            self.rotation.health_pending = true;
+        self.rotation.health_pending = true;
+        self.rotation.pending_core_gone |= core_gone;
+    }
+
+    /// After an operation: a dead core whose rotation had to wait gets it now, unless the
+    /// operation was itself a rotation (which already dealt with it) or changed the session.
+    pub(super) fn after_op(&mut self, now: Now, was_replace: bool) {
+        if self.shutting_down {
+            return;
         }
+        let dead = self.session.as_ref().is_some_and(|s| !s.pid_running);
+        if self.rotation.pending_core_gone && dead && !was_replace {
+            self.rotation.health_pending = false;
+            self.rotation.pending_core_gone = false;
+            self.try_rotate(now, Trigger::HealthCheckFailed);
+            return;
+        }
+        if !dead {
+            self.rotation.pending_core_gone = false;
+        }
+        self.rotation_timers(now);
     }
 
     /// Timer and pending-health deadlines.
     pub(super) fn rotation_timers(&mut self, now: Now) {
         let interval_ms = self.config.rotation_interval_secs * 1000;
+        // A pending trigger whose session is gone is dropped (its deadline would stay due).
         if self.rotation.health_pending
             && !self.cooldown_active(now)
-            && self.try_rotate(Trigger::HealthCheckFailed)
+            && (self.session.is_none() || self.try_rotate(now, Trigger::HealthCheckFailed))
         {
             self.rotation.health_pending = false;
+            self.rotation.pending_core_gone = false;
         }
         let Some(due) = self
             .rotation
@@ -141,87 +168,92 @@ impl Supervisor {
         else {
             return;
         };
+        if self.op.is_some() {
+            // Looked at again when the operation ends (the deadline stays due).
+            return;
+        }
         self.rotation.next_timer_ms = Some(due.max(now.monotonic_ms) + interval_ms);
         if !self.cooldown_active(now) {
-            self.try_rotate(Trigger::Timer);
+            self.try_rotate(now, Trigger::Timer);
         }
     }
 
     /// Starts an automatic rotation when a session exists and nothing else runs.
-    fn try_rotate(&mut self, trigger: Trigger) -> bool {
-        if self.pending.is_some() || self.shutting_down {
+    fn try_rotate(&mut self, now: Now, trigger: Trigger) -> bool {
+        if self.op.is_some() || self.shutting_down {
             return false;
         }
         let Some(session) = &self.session else {
             return false;
         };
-        let plan = Plan::Replace {
-            trigger,
-            candidate_id: None,
-            session_id: session.info.id,
-            config_id: session.info.config_id,
-        };
-        self.launch(None, RawId::NONE, plan);
+        let job = Job::Replace(Box::new(Replace::new(trigger, None, session)));
+        self.launch(now, None, RawId::NONE, job);
         true
     }
 
-    /// `runtime_replace` from a client: manual rotation ignores the cooldown.
-    pub(super) fn replace_plan(&self, request: Request) -> Result<Plan, Reply> {
-        let Request::RuntimeReplace {
-            trigger,
-            candidate_id,
-        } = request
-        else {
-            unreachable!("only runtime_replace comes here")
-        };
-        let Some(session) = &self.session else {
-            return Err(error(
-                Code::Conflict,
-                "no session to replace; connect one with `xrat connect <ID>`".into(),
-            ));
-        };
-        Ok(Plan::Replace {
-            trigger,
-            candidate_id,
-            session_id: session.info.id,
-            config_id: session.info.config_id,
-        })
-    }
-
-    /// Records a finished replace and builds its reply.
-    pub(super) fn apply_replace(
+    /// Records a finished rotation: cooldown, timer restart, history.
+    pub(super) fn rotation_finished(
         &mut self,
         now: Now,
         trigger: Trigger,
-        outcome: ReplaceOutcome,
-    ) -> Reply {
-        if let Some(info) = outcome.session.clone() {
-            self.session = Some(Session::new(info));
-        } else if outcome.result != "no_working_candidate" {
-            self.session = None;
-        }
+        result: ReplaceResult,
+        candidate: Option<i64>,
+    ) {
         let r = &mut self.rotation;
         r.cooldown_until_ms = now.monotonic_ms + self.config.cooldown_secs * 1000;
         r.last_trigger = Some(trigger);
-        r.last_result = Some(outcome.result);
+        r.last_result = Some(result);
         r.last_rotation_at = Some(now.unix_secs);
-        r.last_candidate = outcome.candidate;
+        r.last_candidate = candidate;
         if r.enabled {
             r.next_timer_ms = Some(now.monotonic_ms + self.config.rotation_interval_secs * 1000);
         }
-        let new = outcome.session.as_ref();
-        let kept = self.session.as_ref().map(|s| &s.info);
-        Reply::Replaced(Box::new(ReplacePayload {
-            trigger,
-            replaced: outcome.replaced,
-            old_session_id: outcome.old_session_id,
-            new_config_id: new.or(kept).map(|s| s.config_id),
-            new_session_id: new.or(kept).map(|s| s.id),
-            new_pid: new.or(kept).map(|s| s.pid),
-            tested_candidates: outcome.tested_candidates,
-            result: outcome.result.to_string(),
-            detail: outcome.detail,
-        }))
+        if result != ReplaceResult::NoWorkingCandidate {
+            r.health_pending = false;
+            r.pending_core_gone = false;
+        }
+    }
+
+    /// Settings read again: the new periods and thresholds apply from now; whether rotation is
+    /// on stays as `proxy_start`/`proxy_stop` left it.
+    pub(super) fn on_reload(
+        &mut self,
+        now: Now,
+        from: Option<(super::ConnId, crate::ipc::RawId)>,
+        result: Result<super::Reloaded, String>,
+    ) {
+        let reply = match result {
+            Err(why) => {
+                self.log(format!("reload refused: {why}"));
+                super::error(crate::ipc::protocol::Code::Conflict, why)
+            }
+            Ok(reloaded) => {
+                let old = std::mem::replace(&mut self.config, reloaded.config);
+                self.config.pid = old.pid;
+                self.config.rotation_enabled = old.rotation_enabled;
+                if self.config.health_interval_ms != old.health_interval_ms {
+                    self.next_health_ms = now.monotonic_ms + self.config.health_interval_ms;
+                }
+                if self.config.rotation_interval_secs != old.rotation_interval_secs {
+                    if let Some(next) = self.rotation.next_timer_ms.as_mut() {
+                        *next = now.monotonic_ms + self.config.rotation_interval_secs * 1000;
+                    }
+                }
+                self.log(format!(
+                    "settings reloaded; applied: [{}]; need a restart: [{}]",
+                    reloaded.applied.join(", "),
+                    reloaded.restart_needed.join(", ")
+                ));
+                Reply::Reloaded(crate::ipc::protocol::ReloadPayload {
+                    reloaded: true,
+                    applied: reloaded.applied,
+                    restart_needed: reloaded.restart_needed,
+                })
+            }
+        };
+        if let Some((conn, id)) = from {
+            self.reply(conn, id, reply, false);
+        }
     }
 
     /// `proxy_start` / `proxy_stop`.
@@ -233,6 +265,7 @@ impl Supervisor {
         if !enabled {
             r.next_timer_ms = None;
             r.health_pending = false;
+            r.pending_core_gone = false;
         }
         r.enabled = enabled;
         Reply::Rotation(RotationPayload {
@@ -253,7 +286,7 @@ impl Supervisor {
             cooldown_active: self.cooldown_active(now),
             active_config_id: session.map(|s| s.info.config_id),
             last_trigger: r.last_trigger.map(|t| trigger_name(t).to_string()),
-            last_result: r.last_result.map(str::to_string),
+            last_result: r.last_result.map(|result| result.name().to_string()),
             last_rotation_at: r.last_rotation_at,
             next_rotation_at: r.next_timer_ms.map(to_unix),
             last_candidate_config_id: r.last_candidate,

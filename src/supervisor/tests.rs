@@ -1,4 +1,7 @@
-//! Unit tests of the supervisor's rules, driven without a ring.
+//! Unit tests of the supervisor's request rules and the connect / disconnect sequences, driven
+//! without a ring: each test plays the executor by hand.
+
+use std::net::SocketAddr;
 
 use super::*;
 use crate::ipc::decode_request;
@@ -7,9 +10,12 @@ pub(super) fn config() -> SupervisorConfig {
     SupervisorConfig {
         pid: 77,
         health_interval_ms: 15_000,
+        probe_timeout_ms: 5_000,
+        ready_timeout_ms: 5_000,
         rotation_interval_secs: 1800,
         health_trigger_enabled: true,
         cooldown_secs: 300,
+        test_concurrency: 8,
         failure_threshold: 3,
         rotation_enabled: false,
     }
@@ -27,23 +33,8 @@ pub(super) fn id(n: u32) -> RawId {
     decode_request(line.as_bytes()).unwrap().0
 }
 
-pub(super) fn request(s: &mut Supervisor, ms: u64, conn: u64, n: u32, request: Request) {
-    s.handle(
-        at(ms),
-        Input::Request {
-            conn: ConnId(conn),
-            id: id(n),
-            request: Ok(request),
-        },
-    );
-}
-
-pub(super) fn failed() -> Rejection {
-    Rejection {
-        code: Code::Internal,
-        message: "spawn failed".into(),
-        close: false,
-    }
+pub(super) fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 pub(super) fn session(id: i64, config_id: i64) -> SessionInfo {
@@ -51,35 +42,39 @@ pub(super) fn session(id: i64, config_id: i64) -> SessionInfo {
         id,
         config_id,
         core: "v2ray".into(),
-        pid: 4242,
-        socks_addr: "127.0.0.1:1080".into(),
+        pid: 4000 + id as u32,
+        socks_addr: addr(1080),
         http_addr: None,
         started_at: 1_700_000_000,
     }
 }
 
-pub(super) fn take_op(s: &mut Supervisor) -> (OpId, Plan) {
-    match s.poll_effect() {
-        Some(Effect::Operation { op, plan }) => (op, plan),
-        other => panic!("expected an operation, got {other:?}"),
-    }
+/// Feeds one input and returns every effect it caused.
+pub(super) fn feed(s: &mut Supervisor, ms: u64, input: Input) -> Vec<Effect> {
+    s.handle(at(ms), input);
+    drain(s)
 }
 
-pub(super) fn status(s: &mut Supervisor) -> crate::ipc::protocol::RuntimeStatusPayload {
-    request(s, 0, 99, 99, Request::RuntimeStatus);
-    match s.poll_effect() {
-        Some(Effect::Reply {
-            reply: Reply::RuntimeStatus(p),
-            ..
-        }) => *p,
-        other => panic!("expected a status reply, got {other:?}"),
-    }
+pub(super) fn request(
+    s: &mut Supervisor,
+    ms: u64,
+    conn: u64,
+    n: u32,
+    request: Request,
+) -> Vec<Effect> {
+    let input = Input::Request {
+        conn: ConnId(conn),
+        id: id(n),
+        request: Ok(request),
+    };
+    feed(s, ms, input)
 }
 
 pub(super) fn drain(s: &mut Supervisor) -> Vec<Effect> {
     std::iter::from_fn(|| s.poll_effect()).collect()
 }
 
+/// (connection, id, error code) of every reply.
 pub(super) fn replies(effects: &[Effect]) -> Vec<(u64, String, Option<Code>)> {
     effects
         .iter()
@@ -99,12 +94,135 @@ pub(super) fn replies(effects: &[Effect]) -> Vec<(u64, String, Option<Code>)> {
         .collect()
 }
 
+pub(super) fn only_reply(effects: &[Effect]) -> &Reply {
+    let mut all = effects.iter().filter_map(|e| match e {
+        Effect::Reply { reply, .. } => Some(reply),
+        _ => None,
+    });
+    let reply = all
+        .next()
+        .unwrap_or_else(|| panic!("no reply in {effects:?}"));
+    assert!(all.next().is_none(), "more than one reply in {effects:?}");
+    reply
+}
+
+pub(super) fn inspect_in(effects: &[Effect]) -> (InspectId, Selection) {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Inspect { inspect, selection } => Some((*inspect, *selection)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Inspect in {effects:?}"))
+}
+
+pub(super) fn start_in(effects: &[Effect]) -> (CoreId, CoreSpec) {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::StartCore { core, spec, .. } => Some((*core, spec.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no StartCore in {effects:?}"))
+}
+
+pub(super) fn stops_in(effects: &[Effect]) -> Vec<(CoreId, u64)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::StopCore { core, grace_ms } => Some((*core, *grace_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn probes_in(effects: &[Effect]) -> Vec<(ProbeId, SocketAddr)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Probe { probe, addr, .. } => Some((*probe, *addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn ends_in(effects: &[Effect]) -> Vec<(i64, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::EndSession { session_id, reason } => Some((*session_id, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every config in `ids` is runnable.
+pub(super) fn inspected(inspect: InspectId, ids: &[i64]) -> Input {
+    let checks = ids
+        .iter()
+        .map(|id| ConfigCheck {
+            config_id: *id,
+            result: Ok(()),
+        })
+        .collect();
+    Input::Inspected {
+        inspect,
+        configs: Ok(checks),
+    }
+}
+
+pub(super) fn started(
+    core: CoreId,
+    info: Option<SessionInfo>,
+    inbounds: Vec<(i64, SocketAddr)>,
+) -> Input {
+    Input::CoreStarted {
+        core,
+        pid: 5000 + core.0 as u32,
+        session: info,
+        inbounds,
+    }
+}
+
+pub(super) fn exited(core: CoreId) -> Input {
+    Input::CoreExited {
+        core,
+        how: "killed by signal 15".into(),
+        log_tail: String::new(),
+    }
+}
+
+pub(super) fn status(s: &mut Supervisor) -> crate::ipc::protocol::RuntimeStatusPayload {
+    match only_reply(&request(s, 0, 99, 99, Request::RuntimeStatus)) {
+        Reply::RuntimeStatus(p) => (**p).clone(),
+        other => panic!("expected a status reply, got {other:?}"),
+    }
+}
+
+/// Runs a connect of `config_id` on connection 1 to its end; the new session is `session_id`.
+pub(super) fn connect(s: &mut Supervisor, ms: u64, config_id: i64, session_id: i64) -> CoreId {
+    let effects = request(s, ms, 1, 1, Request::RuntimeConnect { config_id });
+    let (inspect, selection) = inspect_in(&effects);
+    assert_eq!(selection, Selection::One(config_id));
+    let effects = feed(s, ms, inspected(inspect, &[config_id]));
+    let (core, spec) = start_in(&effects);
+    assert_eq!(spec, CoreSpec::Session { config_id });
+    feed(
+        s,
+        ms,
+        started(core, Some(session(session_id, config_id)), Vec::new()),
+    );
+    let effects = feed(s, ms, Input::CoreReady { core });
+    assert!(matches!(only_reply(&effects), Reply::Connected(p) if p.session_id == session_id));
+    core
+}
+
 #[test]
 fn ping_reports_pid_and_uptime() {
     let mut s = Supervisor::new(config(), at(1_000), None);
-    request(&mut s, 4_500, 1, 1, Request::DaemonPing);
+    let effects = request(&mut s, 4_500, 1, 1, Request::DaemonPing);
     assert_eq!(
-        drain(&mut s),
+        effects,
         [Effect::Reply {
             conn: ConnId(1),
             id: id(1),
@@ -120,30 +238,25 @@ fn ping_reports_pid_and_uptime() {
 #[test]
 fn replies_wait_behind_an_operation_on_the_same_connection_only() {
     let mut s = Supervisor::new(config(), at(0), None);
-    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 5 });
-    let effects = drain(&mut s);
-    let [Effect::Operation { op, .. }] = effects[..] else {
-        panic!("{effects:?}")
-    };
-    request(&mut s, 2, 1, 2, Request::DaemonPing);
-    request(&mut s, 3, 2, 3, Request::DaemonPing);
-    request(&mut s, 4, 2, 4, Request::RuntimeDisconnect);
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 5 },
+    ));
+    let mut effects = request(&mut s, 2, 1, 2, Request::DaemonPing);
+    effects.extend(request(&mut s, 3, 2, 3, Request::DaemonPing));
+    effects.extend(request(&mut s, 4, 2, 4, Request::RuntimeDisconnect));
     assert_eq!(
-        replies(&drain(&mut s)),
+        replies(&effects),
         [(2, "3".into(), None), (2, "4".into(), Some(Code::Busy))]
     );
     assert!(s.is_busy());
-    let rejection = failed();
-    s.handle(
-        at(5),
-        Input::OperationDone {
-            op,
-            outcome: Err(rejection),
-        },
-    );
+    let effects = feed(&mut s, 5, inspected(inspect, &[]));
     assert_eq!(
-        replies(&drain(&mut s)),
-        [(1, "1".into(), Some(Code::Internal)), (1, "2".into(), None)]
+        replies(&effects),
+        [(1, "1".into(), Some(Code::NotFound)), (1, "2".into(), None)]
     );
     assert!(!s.is_busy());
 }
@@ -151,32 +264,26 @@ fn replies_wait_behind_an_operation_on_the_same_connection_only() {
 #[test]
 fn a_closed_connection_gets_nothing_and_frees_the_operation() {
     let mut s = Supervisor::new(config(), at(0), None);
-    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 1 });
-    let Some(Effect::Operation { op, .. }) = s.poll_effect() else {
-        panic!()
-    };
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 1 },
+    ));
     request(&mut s, 2, 1, 2, Request::DaemonPing);
-    s.handle(at(3), Input::ConnectionClosed { conn: ConnId(1) });
-    let rejection = failed();
-    s.handle(
-        at(4),
-        Input::OperationDone {
-            op,
-            outcome: Err(rejection),
-        },
-    );
-    assert_eq!(drain(&mut s), []);
+    feed(&mut s, 3, Input::ConnectionClosed { conn: ConnId(1) });
+    assert_eq!(replies(&feed(&mut s, 4, inspected(inspect, &[]))), []);
     assert!(!s.is_busy());
 }
 
 #[test]
 fn shutdown_replies_then_refuses_new_work() {
     let mut s = Supervisor::new(config(), at(0), None);
-    request(&mut s, 1, 1, 1, Request::DaemonShutdown);
-    request(&mut s, 2, 2, 2, Request::DaemonPing);
-    let effects = drain(&mut s);
+    let mut effects = request(&mut s, 1, 1, 1, Request::DaemonShutdown);
+    effects.extend(request(&mut s, 2, 2, 2, Request::DaemonPing));
     assert!(
-        matches!(&effects[0], Effect::Reply { reply: Reply::Shutdown(p), .. } if !p.daemon_ready)
+        matches!(&effects[0], Effect::Reply { reply: Reply::Shutdown(p), .. } if !p.daemon_ready && !p.runtime_disconnected)
     );
     assert_eq!(effects[1], Effect::Shutdown);
     assert_eq!(
@@ -187,25 +294,38 @@ fn shutdown_replies_then_refuses_new_work() {
 }
 
 #[test]
-fn shutdown_waits_for_the_operation_in_flight() {
+fn shutdown_waits_for_the_operation_then_stops_the_session() {
     let mut s = Supervisor::new(config(), at(0), None);
-    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 1 });
-    let Some(Effect::Operation { op, .. }) = s.poll_effect() else {
-        panic!()
-    };
-    s.handle(at(2), Input::ShutdownSignal);
-    assert_eq!(drain(&mut s), []);
-    let rejection = failed();
-    s.handle(
-        at(3),
-        Input::OperationDone {
-            op,
-            outcome: Err(rejection),
-        },
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 1 },
+    ));
+    assert_eq!(feed(&mut s, 2, Input::ShutdownSignal), []);
+    let (core, _) = start_in(&feed(&mut s, 3, inspected(inspect, &[1])));
+    feed(&mut s, 4, started(core, Some(session(10, 1)), Vec::new()));
+    let effects = feed(&mut s, 5, Input::CoreReady { core });
+    assert!(matches!(only_reply(&effects), Reply::Connected(_)));
+    assert_eq!(
+        stops_in(&effects),
+        [(core, STOP_GRACE_MS)],
+        "then the session is stopped"
     );
-    let effects = drain(&mut s);
-    assert_eq!(effects.len(), 2);
-    assert_eq!(effects[1], Effect::Shutdown);
+    assert!(!effects.contains(&Effect::Shutdown));
+    let effects = feed(&mut s, 6, exited(core));
+    assert_eq!(ends_in(&effects), [(10, "disconnected".to_string())]);
+    assert_eq!(effects.last(), Some(&Effect::Shutdown));
+}
+
+#[test]
+fn shutdown_with_a_dead_core_exits_at_once() {
+    let mut s = Supervisor::new(config(), at(0), Some(session(7, 2)));
+    let core = s.adopted_core().unwrap();
+    feed(&mut s, 1, exited(core));
+    let effects = feed(&mut s, 2, Input::ShutdownSignal);
+    assert_eq!(effects.last(), Some(&Effect::Shutdown), "{effects:?}");
 }
 
 #[test]
@@ -227,17 +347,13 @@ fn rejections_keep_their_code_and_may_close() {
         message: "too big".into(),
         close: true,
     };
-    s.handle(
-        at(1),
-        Input::Request {
-            conn: ConnId(9),
-            id: RawId::NONE,
-            request: Err(rejection),
-        },
-    );
-    let effects = drain(&mut s);
+    let input = Input::Request {
+        conn: ConnId(9),
+        id: RawId::NONE,
+        request: Err(rejection),
+    };
     assert!(matches!(
-        &effects[..],
+        &feed(&mut s, 1, input)[..],
         [Effect::Reply {
             close_after: true,
             reply: Reply::Error {
@@ -250,101 +366,165 @@ fn rejections_keep_their_code_and_may_close() {
 }
 
 #[test]
-fn proxy_status_reports_rotation_off_with_settings_values() {
-    let mut s = Supervisor::new(config(), at(0), None);
-    request(&mut s, 1, 1, 1, Request::ProxyStatus);
-    let Some(Effect::Reply {
-        reply: Reply::ProxyStatus(p),
-        ..
-    }) = s.poll_effect()
-    else {
-        panic!()
-    };
-    assert!(!p.rotation_enabled);
-    assert_eq!(
-        (p.interval_secs, p.cooldown_secs, p.health_failure_threshold),
-        (1800, 300, 3)
-    );
-    request(&mut s, 1, 1, 2, Request::ProxyStart);
-    assert!(
-        matches!(s.poll_effect(), Some(Effect::Reply { reply: Reply::Rotation(p), .. }) if p.rotation_enabled)
-    );
-}
-
-#[test]
 fn connect_then_status_then_same_config_is_already_active() {
     let mut s = Supervisor::new(config(), at(0), None);
-    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 3 });
-    let (op, plan) = take_op(&mut s);
-    assert_eq!(
-        plan,
-        Plan::Connect {
-            config_id: 3,
-            replacing: None
-        }
-    );
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 3 },
+    ));
     assert_eq!(status(&mut s).runtime_status, "starting");
-    let outcome = Ok(OperationOutput::Connected {
-        session: session(10, 3),
-        replaced: None,
-    });
-    s.handle(at(2), Input::OperationDone { op, outcome });
-    let effects = drain(&mut s);
+    let effects = feed(&mut s, 2, inspected(inspect, &[3]));
+    let (core, spec) = start_in(&effects);
+    assert_eq!(spec, CoreSpec::Session { config_id: 3 });
+    assert!(stops_in(&effects).is_empty(), "nothing to stop");
+    feed(&mut s, 3, started(core, Some(session(10, 3)), Vec::new()));
+    let effects = feed(&mut s, 4, Input::CoreReady { core });
     assert!(
-        matches!(&effects[..], [Effect::Reply { reply: Reply::Connected(p), .. }] if p.session_id == 10 && !p.already_active)
+        matches!(only_reply(&effects), Reply::Connected(p) if p.session_id == 10 && !p.already_active && p.replaced_session_id.is_none())
     );
     let st = status(&mut s);
     assert_eq!(
         (st.runtime_status.as_str(), st.pid, st.pid_running),
-        ("running", Some(4242), true)
+        ("running", Some(4010), true)
     );
-    request(&mut s, 3, 1, 2, Request::RuntimeConnect { config_id: 3 });
-    assert!(
-        matches!(s.poll_effect(), Some(Effect::Reply { reply: Reply::Connected(p), .. }) if p.already_active)
-    );
-    request(&mut s, 4, 1, 3, Request::RuntimeConnect { config_id: 4 });
-    assert_eq!(
-        take_op(&mut s).1,
-        Plan::Connect {
-            config_id: 4,
-            replacing: Some(10)
-        }
-    );
+    let effects = request(&mut s, 5, 1, 2, Request::RuntimeConnect { config_id: 3 });
+    assert!(matches!(only_reply(&effects), Reply::Connected(p) if p.already_active));
+    assert!(!s.is_busy());
 }
 
 #[test]
-fn a_failed_replacing_connect_leaves_no_session_once_the_old_one_ended() {
+fn a_connect_to_another_config_stops_the_old_core_first() {
     let mut s = Supervisor::new(config(), at(0), Some(session(10, 3)));
-    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 4 });
-    let (op, _) = take_op(&mut s);
-    s.handle(at(2), Input::SessionEnded { session_id: 10 });
-    s.handle(
-        at(2),
-        Input::OperationDone {
-            op,
-            outcome: Err(failed()),
-        },
+    let old = s.adopted_core().unwrap();
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 4 },
+    ));
+    let effects = feed(&mut s, 2, inspected(inspect, &[4]));
+    assert_eq!(stops_in(&effects), [(old, STOP_GRACE_MS)]);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::StartCore { .. })),
+        "not before the old one exited"
     );
-    drain(&mut s);
+    let effects = feed(&mut s, 3, exited(old));
+    assert_eq!(ends_in(&effects), [(10, "replaced".to_string())]);
+    let (core, _) = start_in(&effects);
+    feed(&mut s, 4, started(core, Some(session(11, 4)), Vec::new()));
+    let effects = feed(&mut s, 5, Input::CoreReady { core });
+    assert!(
+        matches!(only_reply(&effects), Reply::Connected(p) if p.replaced_session_id == Some(10))
+    );
+    assert_eq!(s.session().map(|s| s.id), Some(11));
+}
+
+#[test]
+fn a_connect_refused_by_the_store_keeps_the_old_session() {
+    let mut s = Supervisor::new(config(), at(0), Some(session(10, 3)));
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 99 },
+    ));
+    let effects = feed(&mut s, 2, inspected(inspect, &[]));
+    assert_eq!(replies(&effects), [(1, "1".into(), Some(Code::NotFound))]);
+    assert!(stops_in(&effects).is_empty());
+    assert_eq!(status(&mut s).session_id, Some(10));
+}
+
+#[test]
+fn a_connect_whose_core_is_not_ready_stops_it_then_answers_504_after_its_exit() {
+    let mut s = Supervisor::new(config(), at(0), None);
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 3 },
+    ));
+    let (core, _) = start_in(&feed(&mut s, 2, inspected(inspect, &[3])));
+    feed(&mut s, 3, started(core, Some(session(10, 3)), Vec::new()));
+    let failure = StartFailure::NotReady {
+        addr: addr(1080),
+        log_tail: "    bind: in use".into(),
+    };
+    let effects = feed(&mut s, 5_003, Input::CoreFailed { core, failure });
+    assert_eq!(stops_in(&effects), [(core, 0)]);
+    assert_eq!(replies(&effects), [], "the answer waits for the exit");
+    assert!(s.is_busy());
+    let effects = feed(&mut s, 5_004, exited(core));
+    let reply = only_reply(&effects);
+    assert!(
+        matches!(reply, Reply::Error { code: Code::Timeout, message } if message.contains("127.0.0.1:1080") && message.contains("bind: in use")),
+        "{reply:?}"
+    );
+    assert!(!s.is_busy());
+    assert_eq!(s.live_cores(), (0, 0));
     assert_eq!(status(&mut s).runtime_status, "idle");
+}
+
+#[test]
+fn a_connect_refused_at_spawn_answers_at_once() {
+    let mut s = Supervisor::new(config(), at(0), None);
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 3 },
+    ));
+    let (core, _) = start_in(&feed(&mut s, 2, inspected(inspect, &[3])));
+    let failure = StartFailure::Refused(Rejection::new(Code::Internal, "spawn failed"));
+    let effects = feed(&mut s, 3, Input::CoreFailed { core, failure });
+    assert_eq!(replies(&effects), [(1, "1".into(), Some(Code::Internal))]);
+    assert!(stops_in(&effects).is_empty());
+    assert_eq!(s.live_cores(), (0, 0));
+}
+
+#[test]
+fn a_core_that_exits_at_start_fails_the_connect() {
+    let mut s = Supervisor::new(config(), at(0), None);
+    let (inspect, _) = inspect_in(&request(
+        &mut s,
+        1,
+        1,
+        1,
+        Request::RuntimeConnect { config_id: 3 },
+    ));
+    let (core, _) = start_in(&feed(&mut s, 2, inspected(inspect, &[3])));
+    feed(&mut s, 3, started(core, Some(session(10, 3)), Vec::new()));
+    let effects = feed(&mut s, 4, exited(core));
+    assert_eq!(replies(&effects), [(1, "1".into(), Some(Code::Timeout))]);
+    assert_eq!(ends_in(&effects), [(10, "failed".to_string())]);
+    assert_eq!(s.session(), None);
 }
 
 #[test]
 fn disconnect_needs_a_session_and_core_exit_degrades() {
     let mut s = Supervisor::new(config(), at(0), None);
-    request(&mut s, 1, 1, 1, Request::RuntimeDisconnect);
-    assert_eq!(
-        replies(&drain(&mut s)),
-        [(1, "1".into(), Some(Code::Conflict))]
-    );
+    let effects = request(&mut s, 1, 1, 1, Request::RuntimeDisconnect);
+    assert_eq!(replies(&effects), [(1, "1".into(), Some(Code::Conflict))]);
 
     let mut s = Supervisor::new(config(), at(0), Some(session(7, 2)));
-    s.handle(
-        at(1),
-        Input::CoreExited {
-            session_id: 7,
-            description: "core killed by signal 9".into(),
-        },
+    let core = s.adopted_core().unwrap();
+    let input = Input::CoreExited {
+        core,
+        how: "killed by signal 9".into(),
+        log_tail: String::new(),
+    };
+    let effects = feed(&mut s, 1, input);
+    assert_eq!(
+        ends_in(&effects),
+        [(7, "core_exited: killed by signal 9".to_string())]
     );
     let st = status(&mut s);
     assert_eq!(
@@ -355,57 +535,35 @@ fn disconnect_needs_a_session_and_core_exit_degrades() {
         st.health.last_error.as_deref(),
         Some("core killed by signal 9")
     );
-    request(&mut s, 2, 1, 2, Request::RuntimeDisconnect);
-    let (op, plan) = take_op(&mut s);
-    assert_eq!(plan, Plan::Disconnect { session_id: 7 });
-    s.handle(
-        at(3),
-        Input::OperationDone {
-            op,
-            outcome: Ok(OperationOutput::Disconnected { session_id: 7 }),
-        },
-    );
-    assert!(
-        matches!(s.poll_effect(), Some(Effect::Reply { reply: Reply::Disconnected(p), .. }) if p.stopped_session == 7)
-    );
+    let effects = request(&mut s, 2, 1, 2, Request::RuntimeDisconnect);
+    assert!(stops_in(&effects).is_empty(), "nothing left to stop");
+    assert!(matches!(only_reply(&effects), Reply::Disconnected(p) if p.stopped_session == 7));
     assert_eq!(status(&mut s).runtime_status, "idle");
+}
+
+#[test]
+fn disconnect_stops_the_core_and_answers_after_its_exit() {
+    let mut s = Supervisor::new(config(), at(0), Some(session(7, 2)));
+    let core = s.adopted_core().unwrap();
+    let effects = request(&mut s, 1, 1, 1, Request::RuntimeDisconnect);
+    assert_eq!(stops_in(&effects), [(core, STOP_GRACE_MS)]);
+    assert_eq!(replies(&effects), []);
+    assert_eq!(status(&mut s).runtime_status, "stopping");
+    let effects = feed(&mut s, 2, exited(core));
+    assert_eq!(ends_in(&effects), [(7, "disconnected".to_string())]);
+    assert!(matches!(only_reply(&effects), Reply::Disconnected(p) if p.stopped_session == 7));
 }
 
 #[test]
 fn shutdown_stops_the_session_before_exiting() {
     let mut s = Supervisor::new(config(), at(0), Some(session(7, 2)));
-    request(&mut s, 1, 1, 1, Request::DaemonShutdown);
-    let effects = drain(&mut s);
+    let core = s.adopted_core().unwrap();
+    let effects = request(&mut s, 1, 1, 1, Request::DaemonShutdown);
     assert!(
         matches!(&effects[0], Effect::Reply { reply: Reply::Shutdown(p), .. } if p.runtime_disconnected)
     );
-    let Effect::Operation { op, ref plan } = effects[1] else {
-        panic!("{effects:?}")
-    };
-    assert_eq!(*plan, Plan::Disconnect { session_id: 7 });
-    assert_eq!(effects.len(), 2);
-    s.handle(
-        at(2),
-        Input::OperationDone {
-            op,
-            outcome: Ok(OperationOutput::Disconnected { session_id: 7 }),
-        },
-    );
-    assert_eq!(drain(&mut s), [Effect::Shutdown]);
-}
-
-#[test]
-fn a_connect_refused_before_stopping_keeps_the_old_session() {
-    let mut s = Supervisor::new(config(), at(0), Some(session(10, 3)));
-    request(&mut s, 1, 1, 1, Request::RuntimeConnect { config_id: 99 });
-    let (op, _) = take_op(&mut s);
-    s.handle(
-        at(2),
-        Input::OperationDone {
-            op,
-            outcome: Err(failed()),
-        },
-    );
-    drain(&mut s);
-    assert_eq!(status(&mut s).session_id, Some(10));
+    assert_eq!(stops_in(&effects), [(core, STOP_GRACE_MS)]);
+    assert!(!effects.contains(&Effect::Shutdown));
+    let effects = feed(&mut s, 2, exited(core));
+    assert_eq!(effects.last(), Some(&Effect::Shutdown));
 }

@@ -21,11 +21,16 @@ pub struct Rig {
 
 /// `count` remote SOCKS servers, their configs imported, and a daemon with `settings` running.
 pub fn rig(count: usize, settings: &str) -> Rig {
+    rig_with(count, settings, 800)
+}
+
+/// [`rig`] with another `health.timeout_ms`.
+pub fn rig_with(count: usize, settings: &str, probe_timeout_ms: u64) -> Rig {
     let root = Root::new();
     let http = HttpTarget::start();
     let socks_port = free_port();
     root.write_settings(&format!(
-        "[daemon]\nhealth_interval_secs = 1\n[runtime]\n{}socks_port = {socks_port}\n[health]\nprobe_url = \"{}\"\ntimeout_ms = 800\n{settings}",
+        "[daemon]\nhealth_interval_secs = 1\n[runtime]\n{}socks_port = {socks_port}\n[health]\nprobe_url = \"{}\"\ntimeout_ms = {probe_timeout_ms}\n{settings}",
         Core::V2ray.runtime_settings(),
         http.url("/probe"),
     ));

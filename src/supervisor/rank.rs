@@ -1,7 +1,8 @@
 //! Ranking a batch test, pure: which candidates may be switched to, in which order, and when the
 //! probes still running can no longer change the winner.
 
-use super::super::probes::ProbeResult;
+/// A probe's verdict: latency in ms, or why it failed.
+pub type ProbeResult = Result<u64, String>;
 
 /// One candidate's batch-test state.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +42,25 @@ pub fn decided(trials: &[Trial<'_>], now_ms: u64) -> bool {
         t.started_ms
             .is_some_and(|s| now_ms.saturating_sub(s) > *best)
     })
+}
+
+/// The moment [`decided`] turns true if no further answer arrives: one ms after the slowest
+/// running probe has run as long as the best latency. None while nothing passed or a candidate
+/// has not started.
+pub fn decision_due(trials: &[Trial<'_>]) -> Option<u64> {
+    let best = trials
+        .iter()
+        .filter_map(|t| t.result?.as_ref().ok())
+        .min()?;
+    trials
+        .iter()
+        .filter(|t| t.result.is_none())
+        .map(|t| t.started_ms.map(|s| s + best + 1))
+        .try_fold(None::<u64>, |latest, due| {
+            let due = due?;
+            Some(Some(latest.map_or(due, |l| l.max(due))))
+        })
+        .flatten()
 }
 
 #[cfg(test)]
@@ -136,6 +156,13 @@ mod tests {
                     })
                     .collect();
                 let all_in = results.iter().all(Option::is_some);
+                if let Some(due) = decision_due(&trials) {
+                    assert!(
+                        decided(&trials, due),
+                        "seed {seed}: decided at its due time"
+                    );
+                    assert!(!decided(&trials, due - 1), "seed {seed}: and not before");
+                }
                 if decided(&trials, now) || all_in {
                     let winner = rank(&trials).first().map(|i| trials[*i].config_id);
                     assert_eq!(winner, true_best, "seed {seed} at {now} ms: {truth:?}");

@@ -1,0 +1,171 @@
+//! Signals, the daemon convention (issue 10): SIGHUP (and `daemon_reload`) re-reads config.toml
+//! and reopens the log, SIGUSR1 logs a one-line state summary, SIGTERM/SIGINT shut down, and every
+//! other signal that would kill the process is blocked and logged.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+
+use crate::ipc::RawId;
+use crate::settings::Settings;
+use crate::supervisor::{ConnId, Input, Reloaded};
+
+use super::prepare::error_chain;
+use super::Reactor;
+
+/// Keys read once at start; a change is named in the log as needing a restart.
+const RESTART_KEYS: [&str; 2] = ["daemon.max_connections", "runtime.rotation.enabled"];
+
+/// Signals the daemon takes through its signalfd (blocked for the process, so none kills it).
+pub const HANDLED_SIGNALS: [libc::c_int; 15] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGQUIT,
+    libc::SIGALRM,
+    libc::SIGPIPE,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGIO,
+    libc::SIGPWR,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGSTKFLT,
+];
+
+/// Dotted key → value of every setting, to tell what a reload changed.
+fn flatten(settings: &Settings) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    let dotted = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&dotted, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let value = serde_json::to_value(settings).expect("settings serialize");
+    walk("", &value, &mut out);
+    out
+}
+
+impl Reactor {
+    /// Reads config.toml again and applies what can change live; the answer goes to the
+    /// supervisor in the request's place (so it keeps its order among the connection's replies).
+    pub(super) fn reload_input(&mut self, from: Option<(ConnId, RawId)>) -> Input {
+        let file = self.env.paths.settings_file();
+        let result = match Settings::load(&file) {
+            Err(e) => Err(format!(
+                "{}; the running settings are kept",
+                error_chain(&e)
+            )),
+            Ok(new) => Ok(self.apply_settings(new)),
+        };
+        Input::Reload { from, result }
+    }
+
+    fn apply_settings(&mut self, new: Settings) -> Reloaded {
+        let (before, after) = (flatten(&self.env.settings), flatten(&new));
+        let changed: Vec<String> = after
+            .iter()
+            .filter(|(key, value)| before.get(*key) != Some(*value))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let (restart_needed, applied): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|key| RESTART_KEYS.contains(&key.as_str()));
+        let mut settings = new;
+        // Kept as started: the connection slab and the rotation switch (proxy_start/stop).
+        settings.daemon.max_connections = self.env.settings.daemon.max_connections;
+        settings.runtime.rotation.enabled = self.env.settings.runtime.rotation.enabled;
+        self.admission.frame_timeout_ms = settings.daemon.frame_timeout_ms;
+        self.admission.idle_timeout_ms = settings.daemon.idle_timeout_secs * 1000;
+        if let Ok(target) = crate::probe::ProbeTarget::parse(&settings.health.probe_url) {
+            self.probes.set_target(target);
+        }
+        let config = super::supervisor_config(&settings);
+        self.env.settings = settings;
+        Reloaded {
+            config,
+            applied,
+            restart_needed,
+        }
+    }
+
+    /// Reopens the daemon log (logrotate moved it) when stderr is that file.
+    pub(super) fn reopen_log(&mut self) {
+        // SAFETY: fstat on our own stderr into a zeroed stat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let regular =
+            unsafe { libc::fstat(2, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG;
+        if !regular {
+            return; // the journal, a terminal or a pipe: nothing to reopen
+        }
+        let path = self.env.paths.logs_dir().join("daemon.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        match file {
+            Ok(file) => {
+                let fd = file.as_raw_fd();
+                // SAFETY: dup2 of a valid fd onto stdout and stderr.
+                unsafe {
+                    libc::dup2(fd, 1);
+                    libc::dup2(fd, 2);
+                }
+            }
+            Err(e) => eprintln!("xrat: cannot reopen {}: {e}", path.display()),
+        }
+    }
+
+    /// One line about the daemon's state (SIGUSR1).
+    pub(super) fn log_summary(&self) {
+        let session = self.sup.session().map_or("none".to_string(), |s| {
+            format!(
+                "session {} (config {}, {} pid {}, socks {})",
+                s.id, s.config_id, s.core, s.pid, s.socks_addr
+            )
+        });
+        eprintln!(
+            "xrat: state: {session}; operation in flight: {}; connections: {}; cores watched: {}; deadlines: {}; health ticks: {}",
+            self.sup.is_busy(),
+            self.conns.len(),
+            self.procs.len(),
+            self.deadlines.len(),
+            self.sup.health_ticks()
+        );
+    }
+
+    /// A signal arrived through the signalfd.
+    pub(super) fn on_signo(&mut self, now: crate::supervisor::Now, signo: u32) {
+        match signo as libc::c_int {
+            libc::SIGTERM | libc::SIGINT => {
+                eprintln!("xrat: received signal {signo}; shutting down");
+                if self.shutdown_deadline.is_some() {
+                    // A second signal while flushing: stop waiting for slow clients.
+                    self.shutdown_deadline = Some(now.monotonic_ms);
+                }
+                self.inputs.push_back(Input::ShutdownSignal);
+            }
+            libc::SIGHUP => {
+                self.reopen_log();
+                eprintln!("xrat: SIGHUP: reopened the log; reloading config.toml");
+                let input = self.reload_input(None);
+                self.inputs.push_back(input);
+            }
+            libc::SIGUSR1 => self.log_summary(),
+            other => eprintln!("xrat: ignoring signal {other} (only SIGTERM and SIGINT stop the daemon; SIGHUP reloads, SIGUSR1 logs the state)"),
+        }
+    }
+}

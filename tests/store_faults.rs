@@ -1,0 +1,106 @@
+//! The store never stalls the loop and never loses a state change (issue 10): another process
+//! holding SQLite's write lock for seconds leaves every ping fast, and a disconnect recorded while
+//! the lock is held is retried until written, so a restarted daemon does not reconnect a session
+//! the user ended. Real V2Ray core and remote on 127.0.0.1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::rig::rig;
+use common::wait_until;
+use serde_json::json;
+
+/// Holds an exclusive lock on the database for `hold`, from another connection (as another
+/// process would); returns once the lock is taken.
+fn lock_database(path: std::path::PathBuf, hold: Duration) -> std::thread::JoinHandle<()> {
+    let (taken, wait) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        taken.send(()).unwrap();
+        std::thread::sleep(hold);
+        db.execute_batch("COMMIT").unwrap();
+    });
+    wait.recv().unwrap();
+    handle
+}
+
+#[test]
+fn a_locked_database_never_stalls_pings_and_a_disconnect_is_recorded_later() {
+    let rig = rig(1, "");
+    let session = rig.connect(rig.ids[0])["session_id"].as_i64().unwrap();
+    let db = rig.root.path().join("xrat.db");
+    let lock = lock_database(db.clone(), Duration::from_secs(4));
+
+    let reply = rig.call(json!({"type": "runtime_disconnect"}));
+    assert_eq!(reply["code"], 200, "{reply}");
+    let message = reply["message"].as_str().unwrap();
+    assert!(
+        message.contains("recording it failed") && message.contains("will retry"),
+        "{message}"
+    );
+    let status = rig.status();
+    assert!(status["store_error"].is_string(), "{status}");
+
+    let mut conn = rig.root.connect();
+    let mut worst = Duration::ZERO;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let sent = Instant::now();
+        assert_eq!(
+            conn.call(json!(1), json!({"type": "daemon_ping"}))["code"],
+            200
+        );
+        worst = worst.max(sent.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        worst < Duration::from_millis(50),
+        "a ping took {worst:?} while the database was locked"
+    );
+    lock.join().unwrap();
+
+    assert!(
+        wait_until(Duration::from_secs(5), || rig.status()["store_error"]
+            .is_null()),
+        "the write was retried: {}",
+        rig.status()
+    );
+    let ended: Option<String> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT end_reason FROM runtime_sessions WHERE id = ?1",
+            [session],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ended.as_deref(), Some("disconnected"));
+    // A restart does not bring back the session the user ended.
+    assert!(rig.root.run(&["daemon", "stop"]).status.success());
+    rig.root.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rig.status()["runtime_status"], "idle", "{}", rig.root.log());
+    eprintln!("database locked 4 s: worst ping {worst:?}; disconnect recorded after the lock");
+}
+
+#[test]
+fn a_connect_while_the_database_is_locked_is_refused_at_once() {
+    let rig = rig(1, "");
+    let lock = lock_database(rig.root.path().join("xrat.db"), Duration::from_secs(2));
+    let started = Instant::now();
+    let reply = rig.call(json!({"type": "runtime_connect", "config_id": rig.ids[0]}));
+    let took = started.elapsed();
+    lock.join().unwrap();
+    assert_eq!(reply["code"], 503, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked by another process"),
+        "{reply}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Once the lock is gone the same connect works.
+    rig.connect(rig.ids[0]);
+}
