@@ -30,6 +30,9 @@ pub const LOG_TAIL_LINES: usize = 8;
 /// A core being started: the inbounds still to accept, one connect at a time.
 struct ReadyWait {
     pending: VecDeque<SocketAddr>,
+    /// Waited once every inbound accepted (mihomo accepts before it relays; see
+    /// [`core::ready_grace`]).
+    grace_ms: u64,
     deadline_ms: u64,
     retry_at: Option<u64>,
     probing: bool,
@@ -79,6 +82,9 @@ impl Reactor {
         ready_timeout_ms: u64,
         binary: Result<CoreBinary, Rejection>,
     ) {
+        let grace_ms = binary
+            .as_ref()
+            .map_or(0, |b| core::ready_grace(b).as_millis() as u64);
         let started = binary.and_then(|binary| match &spec {
             CoreSpec::Session { config_id } => self.spawn_session(now, &binary, *config_id),
             CoreSpec::Batch { config_ids } => self.spawn_batch(id, &binary, config_ids),
@@ -115,6 +121,7 @@ impl Reactor {
         if let Some(proc_) = self.procs.map.get_mut(&id) {
             proc_.ready = Some(ReadyWait {
                 pending,
+                grace_ms,
                 deadline_ms,
                 retry_at: None,
                 probing: false,
@@ -307,6 +314,15 @@ impl Reactor {
             return;
         };
         let Some(&addr) = wait.pending.front() else {
+            if wait.grace_ms > 0 {
+                let at = now.monotonic_ms + std::mem::take(&mut wait.grace_ms);
+                wait.retry_at = Some(at);
+                self.deadlines.add(at, Due::ReadyRetry(id));
+                return;
+            }
+            if wait.retry_at.is_some_and(|at| now.monotonic_ms < at) {
+                return;
+            }
             let deadline_ms = wait.deadline_ms;
             self.procs.map.get_mut(&id).expect("looked up").ready = None;
             self.deadlines.remove(deadline_ms, Due::ReadyExpired(id));
