@@ -1,6 +1,8 @@
 //! The IPC frame decoder fed the input in chunks chosen by the input itself, checked against a
 //! plain model: split on `\n`, drop one trailing `\r`, skip blank lines; a line over the limit is
-//! an error, after which nothing more is expected.
+//! an error, after which nothing more is expected. With the seed's high bit set, each 0xFF byte
+//! stands for 4 KiB of `a` (the first 20 of them), so short inputs reach the 64 KiB limit from
+//! either side.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +13,25 @@ fuzz_target!(|data: &[u8]| {
     let Some((&seed, stream)) = data.split_first() else {
         return;
     };
+    let big = seed & 0x80 != 0;
+    let expanded: Vec<u8>;
+    let stream = if big {
+        let mut budget = 20;
+        let mut out = Vec::with_capacity(stream.len() + 20 * 4096);
+        for &b in stream {
+            if b == 0xFF && budget > 0 {
+                budget -= 1;
+                out.resize(out.len() + 4096, b'a');
+            } else {
+                out.push(b);
+            }
+        }
+        expanded = out;
+        &expanded[..]
+    } else {
+        stream
+    };
+    let scale = if big { 256 } else { 1 };
     let mut decoder = FrameDecoder::default();
     let mut got: Vec<Vec<u8>> = Vec::new();
     let mut failed = false;
@@ -18,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     let mut step = 0usize;
     'feed: while offset < stream.len() {
         step += 1;
-        let size = 1 + (usize::from(seed).wrapping_mul(step) % 97);
+        let size = 1 + (usize::from(seed).wrapping_mul(step) % 97) * scale;
         let chunk = &stream[offset..stream.len().min(offset + size)];
         offset += chunk.len();
         let mut pos = 0;
