@@ -1,8 +1,17 @@
 //! The XRAT root and every path derived from it (DESIGN §2).
 
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+/// Mode of `logs/` and `runtime/`: only the owner may list or open what is inside.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every log file (`daemon.log`, `core-<session>.log`, `batch.log`): core logs can quote
+/// configs, which carry credentials.
+pub const LOG_FILE_MODE: u32 = 0o600;
 
 /// Longest socket path `sun_path` can hold (108 bytes including the trailing NUL).
 pub const SOCKET_PATH_BYTES_MAX: usize = 107;
@@ -25,6 +34,15 @@ pub enum PathsError {
     #[error("cannot prepare directory {}; check that its parent exists and is writable", path.display())]
     CreateDir {
         /// The directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An existing log file's mode could not be made private.
+    #[error("cannot make log file {} private (mode 0600); check that you own it", path.display())]
+    SecureFile {
+        /// The file.
         path: PathBuf,
         /// The failure.
         #[source]
@@ -106,9 +124,9 @@ impl Paths {
         Ok(path)
     }
 
-    /// Creates the root and `logs/` (0700 when new) and `runtime/` (always 0700).
+    /// Creates the root (0700 when new), and `logs/` and `runtime/` (always 0700, fixed when they
+    /// exist with another mode); makes every existing file in `logs/` 0600.
     pub fn create_dirs(&self) -> Result<(), PathsError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let create = |path: &Path, mode: u32, force: bool| -> Result<(), PathsError> {
             let failed = |source| PathsError::CreateDir {
                 path: path.to_path_buf(),
@@ -125,11 +143,54 @@ impl Paths {
             }
             Ok(())
         };
-        // The root may be a directory the user chose; only the runtime dir is forced private.
-        create(&self.root, 0o700, false)?;
-        create(&self.logs_dir(), 0o700, false)?;
-        create(&self.runtime_dir(), 0o700, true)
+        // The root may be a directory the user chose; only logs/ and runtime/ are forced private.
+        create(&self.root, PRIVATE_DIR_MODE, false)?;
+        create(&self.logs_dir(), PRIVATE_DIR_MODE, true)?;
+        create(&self.runtime_dir(), PRIVATE_DIR_MODE, true)?;
+        secure_logs(&self.logs_dir())
     }
+}
+
+/// Opens a log file for appending, creating it with mode 0600 (whatever the umask); an existing
+/// file with another mode is set to 0600 through the open descriptor. Use it for every log the
+/// daemon writes or hands to a child as stdout/stderr.
+pub fn open_log(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o7777 != LOG_FILE_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(LOG_FILE_MODE))?;
+    }
+    Ok(file)
+}
+
+/// Sets every regular file directly in `dir` to 0600. Symbolic links are left alone (and not
+/// followed); `dir` is 0700 by then, so nobody else can swap one in.
+fn secure_logs(dir: &Path) -> Result<(), PathsError> {
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PathsError::SecureFile { path, source }
+    };
+    for entry in std::fs::read_dir(dir).map_err(failed(dir))? {
+        let entry = entry.map_err(failed(dir))?;
+        let path = entry.path();
+        // DirEntry::metadata does not follow symbolic links.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Removed meanwhile (a log rotated away): nothing to secure.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed(&path)(e)),
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o7777 != LOG_FILE_MODE {
+            match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(LOG_FILE_MODE)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other.map_err(failed(&path))?,
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -143,5 +204,73 @@ mod tests {
         assert!(err.contains(&paths.socket().display().to_string()));
         assert!(err.contains("set XRAT_ROOT to a shorter directory"));
         assert!(Paths::at("/tmp/x").checked_socket().is_ok());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn open_log_creates_0600_and_fixes_an_existing_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("core-1.log");
+        open_log(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+
+        let old = dir.path().join("daemon.log");
+        std::fs::write(&old, "kept\n").unwrap();
+        chmod(&old, 0o644);
+        use std::io::Write;
+        writeln!(open_log(&old).unwrap(), "appended").unwrap();
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "kept\nappended\n");
+    }
+
+    #[test]
+    fn create_dirs_fixes_existing_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path().join("root"));
+        std::fs::create_dir_all(paths.logs_dir()).unwrap();
+        std::fs::create_dir_all(paths.runtime_dir()).unwrap();
+        chmod(&paths.logs_dir(), 0o777);
+        chmod(&paths.runtime_dir(), 0o755);
+        let logs = ["daemon.log", "core-7.log", "batch.log"].map(|n| paths.logs_dir().join(n));
+        for log in &logs {
+            std::fs::write(log, "x").unwrap();
+            chmod(log, 0o644);
+        }
+        // A symbolic link is neither followed nor changed.
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "x").unwrap();
+        chmod(&outside, 0o644);
+        std::os::unix::fs::symlink(&outside, paths.logs_dir().join("link.log")).unwrap();
+        std::fs::create_dir(paths.logs_dir().join("sub")).unwrap();
+        chmod(&paths.logs_dir().join("sub"), 0o755);
+
+        paths.create_dirs().unwrap();
+        assert_eq!(mode(&paths.logs_dir()), 0o700);
+        assert_eq!(mode(&paths.runtime_dir()), 0o700);
+        for log in &logs {
+            assert_eq!(mode(log), 0o600, "{}", log.display());
+        }
+        assert_eq!(mode(&outside), 0o644);
+        assert_eq!(mode(&paths.logs_dir().join("sub")), 0o755);
+    }
+
+    #[test]
+    fn create_dirs_makes_new_dirs_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path().join("new"));
+        paths.create_dirs().unwrap();
+        assert_eq!(mode(&paths.logs_dir()), 0o700);
+        assert_eq!(mode(&paths.runtime_dir()), 0o700);
     }
 }

@@ -50,6 +50,8 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     /// `[health]`.
     pub health: HealthSettings,
+    /// `[api]`: `xrat api serve`.
+    pub api: ApiSettings,
 }
 
 /// `[daemon]`.
@@ -225,6 +227,27 @@ impl Default for HealthSettings {
     }
 }
 
+/// `[api]`: the HTTP API server (`xrat api serve`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// A request head must arrive whole within this (from the accept for a connection's first
+    /// request, from its first byte for later ones); a late one gets 408.
+    pub header_timeout_ms: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            header_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Longest `api.header_timeout_ms`: ten minutes; more would let a slow client hold a slot for
+/// as long as it likes.
+pub const API_HEADER_TIMEOUT_MS_MAX: u64 = 600_000;
+
 /// Most connections a daemon may be configured to serve; bounded by the reactor's slab tokens.
 pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
 /// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
@@ -265,7 +288,7 @@ impl Settings {
 
     /// Range checks toml cannot express. The first violation is reported.
     fn validate(&self, path: &Path) -> Result<(), SettingsError> {
-        let (d, r, h) = (&self.daemon, &self.runtime, &self.health);
+        let (d, r, h, a) = (&self.daemon, &self.runtime, &self.health, &self.api);
         const AT_LEAST_ONE: &str = "must be at least 1";
         let preference = &r.core_preference;
         let duplicate = preference
@@ -276,7 +299,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 16] = [
+        let checks: [(&'static str, bool, String, &'static str); 17] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -380,6 +403,12 @@ impl Settings {
                 h.failure_threshold == 0,
                 "0".into(),
                 AT_LEAST_ONE,
+            ),
+            (
+                "api.header_timeout_ms",
+                a.header_timeout_ms == 0 || a.header_timeout_ms > API_HEADER_TIMEOUT_MS_MAX,
+                a.header_timeout_ms.to_string(),
+                "must be between 1 and 600000 (10 minutes)",
             ),
         ];
         match checks.into_iter().find(|(_, bad, _, _)| *bad) {
@@ -509,5 +538,31 @@ mod tests {
         }
         let top = parse("[daemon]\nhealth_interval_secs = 31622400\n[runtime.rotation]\ncooldown_secs = 31622400\n").unwrap();
         assert_eq!(top.daemon.health_interval_secs, DURATION_SECS_MAX);
+    }
+
+    #[test]
+    fn api_header_timeout_is_bounded() {
+        assert_eq!(parse("").unwrap().api.header_timeout_ms, 5000);
+        let s = parse("[api]\nheader_timeout_ms = 250\n").unwrap();
+        assert_eq!(s.api.header_timeout_ms, 250);
+        assert_eq!(
+            parse("[api]\nheader_timeout_ms = 600000\n")
+                .unwrap()
+                .api
+                .header_timeout_ms,
+            API_HEADER_TIMEOUT_MS_MAX
+        );
+        for bad in ["0", "600001", "18446744073709551615"] {
+            let err = parse(&format!("[api]\nheader_timeout_ms = {bad}\n")).unwrap_err();
+            assert!(err.contains("/r/config.toml"), "{err}");
+            assert!(err.contains("header_timeout_ms"), "{err}");
+        }
+        let err = parse("[api]\nheader_timeout_ms = 0\n").unwrap_err();
+        assert_eq!(
+            err,
+            "invalid settings in /r/config.toml: `api.header_timeout_ms` = 0: must be between 1 and 600000 (10 minutes)"
+        );
+        let err = parse("[api]\nheader_timeout = 5\n").unwrap_err();
+        assert!(err.contains("unknown field `header_timeout`"), "{err}");
     }
 }

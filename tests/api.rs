@@ -306,15 +306,20 @@ fn only_loopback_binds_without_allow_remote() {
 }
 
 #[test]
-fn connections_over_the_limit_get_503_and_sigterm_stops_cleanly() {
+fn a_full_house_evicts_the_oldest_waiting_connection_and_sigterm_stops_cleanly() {
     let root = Root::new();
     let mut api = Api::start(&root);
     let idle: Vec<TcpStream> = (0..64).map(|_| api.open()).collect();
-    // The 65th is answered at once, before it sends anything.
-    let mut reader = BufReader::new(api.open());
-    let reply = read_reply(&mut reader);
-    assert_eq!(reply.expect(503)["payload"]["error"], "unavailable");
-    assert_eq!(reply.header("retry-after"), Some("1"));
+    // Every slot holds a connection that has sent nothing. The 65th is served all the same...
+    let reply = api.get("/v1/configs");
+    reply.expect(200);
+    // ...and the connection that had waited longest was told why it was closed.
+    let mut oldest = BufReader::new(idle[0].try_clone().unwrap());
+    let evicted = read_reply(&mut oldest);
+    assert_eq!(evicted.expect(503)["payload"]["error"], "unavailable");
+    assert_eq!(evicted.header("retry-after"), Some("1"));
+    let mut rest = Vec::new();
+    assert_eq!(oldest.read_to_end(&mut rest).unwrap(), 0, "then closed");
     drop(idle);
     assert!(
         wait_until(Duration::from_secs(5), || api.get("/v1/configs").status
@@ -329,6 +334,111 @@ fn connections_over_the_limit_get_503_and_sigterm_stops_cleanly() {
     assert!(api.child.wait().unwrap().success());
     let last = api.lines.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(last, "API stopped (SIGTERM).");
+}
+
+/// Slow clients in the attack below.
+const SLOW_CLIENTS: usize = 200;
+/// Each slow client sends one header byte per this.
+const SLOW_BYTE_EVERY: Duration = Duration::from_secs(2);
+/// The bound a legitimate request must meet during the attack.
+const LEGIT_LATENCY_MAX: Duration = Duration::from_secs(1);
+
+/// What the slow clients saw: connections opened, and the status lines the server sent them.
+#[derive(Debug, Default)]
+struct SlowReport {
+    opened: usize,
+    statuses: std::collections::BTreeMap<String, usize>,
+}
+
+/// Keeps [`SLOW_CLIENTS`] connections open, each sending one byte of a request head every
+/// [`SLOW_BYTE_EVERY`]; a connection the server answers or closes is opened again at once, as a
+/// real attacker would. Runs until `stop`.
+fn slowloris(port: u16, stop: &std::sync::atomic::AtomicBool) -> SlowReport {
+    use std::sync::atomic::Ordering;
+    let head = b"GET /v1/daemon HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".repeat(8);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut report = SlowReport::default();
+    let open = |report: &mut SlowReport| {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        report.opened += 1;
+        (stream, 0usize)
+    };
+    let mut conns: Vec<(TcpStream, usize)> = (0..SLOW_CLIENTS).map(|_| open(&mut report)).collect();
+    while !stop.load(Ordering::SeqCst) {
+        for conn in conns.iter_mut() {
+            let mut buf = [0u8; 4096];
+            let mut answer = Vec::new();
+            let closed = loop {
+                match (&conn.0).read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            if !answer.is_empty() {
+                let text = String::from_utf8_lossy(&answer);
+                let status = text.lines().next().unwrap_or_default().to_owned();
+                *report.statuses.entry(status).or_default() += 1;
+            }
+            let sent = !closed && (&conn.0).write_all(&head[conn.1..conn.1 + 1]).is_ok();
+            if sent {
+                conn.1 = (conn.1 + 1) % head.len();
+            } else {
+                *conn = open(&mut report);
+                let _ = (&conn.0).write_all(&head[..1]);
+                conn.1 = 1;
+            }
+        }
+        let until = std::time::Instant::now() + SLOW_BYTE_EVERY;
+        while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    report
+}
+
+#[test]
+fn slow_clients_cannot_starve_a_legitimate_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let root = Root::new();
+    let api = Api::start(&root);
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = api.port;
+    let attack = {
+        let stop = stop.clone();
+        std::thread::spawn(move || slowloris(port, &stop))
+    };
+    // Let every slow client connect and send its first bytes: the 64 slots are full of them.
+    std::thread::sleep(SLOW_BYTE_EVERY + Duration::from_millis(500));
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let reply = api.get("/v1/configs");
+        let took = started.elapsed();
+        assert_eq!(reply.status, 200, "during the attack: {reply:?}");
+        latencies.push(took);
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let report = attack.join().unwrap();
+    println!("legitimate request latencies under {SLOW_CLIENTS} slow clients: {latencies:?}");
+    println!("slow clients: {report:?}");
+    for took in &latencies {
+        assert!(*took < LEGIT_LATENCY_MAX, "{latencies:?}");
+    }
+    // The attack was real: more clients than slots, so the server had to evict them.
+    let evicted = report
+        .statuses
+        .get("HTTP/1.1 503 Service Unavailable")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        report.opened >= SLOW_CLIENTS && evicted >= SLOW_CLIENTS - 64,
+        "{report:?}"
+    );
 }
 
 /// Two V2Ray SOCKS remotes imported, a daemon with the V2Ray core, the API in front.
@@ -430,4 +540,37 @@ fn every_endpoint_works_against_a_live_daemon() {
     assert!(stopped.payload()["stopped_session"].as_i64().is_some());
     assert_eq!(api.get("/v1/runtime").payload()["runtime_status"], "idle");
     api.post("/v1/runtime/disconnect", "").expect(409);
+}
+
+#[test]
+fn the_header_deadline_comes_from_config_toml() {
+    let root = Root::new();
+    root.write_settings("[api]\nheader_timeout_ms = 0\n");
+    let (code, stderr) = run_bounded(&root, &["api", "serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let file = root.path().join("config.toml");
+    assert!(
+        stderr.contains("`api.header_timeout_ms` = 0") && stderr.contains(&*file.to_string_lossy()),
+        "{stderr}"
+    );
+
+    root.write_settings("[api]\nheader_timeout_ms = 400\n");
+    let api = Api::start(&root);
+    let stream = api.open();
+    let started = std::time::Instant::now();
+    (&stream)
+        .write_all(b"GET /v1/configs HTTP/1.1\r\nHost: 127.")
+        .unwrap();
+    let reply = read_reply(&mut BufReader::new(stream));
+    let took = started.elapsed();
+    println!("a partial head was answered 408 after {took:?} (api.header_timeout_ms = 400)");
+    assert_eq!(reply.expect(408)["payload"]["error"], "timeout");
+    assert!(
+        reply.body["message"].as_str().unwrap().contains("400 ms"),
+        "{reply:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }

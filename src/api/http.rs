@@ -15,10 +15,13 @@ pub const HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const HEADERS_MAX: usize = 32;
 /// Most bytes of a request body; the daemon's own frame limit is the same 64 KiB.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
-/// A request must arrive whole within this, from its first byte (a slow client cannot hold a
-/// connection slot forever by trickling bytes).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection may sit idle before (or between) requests.
+/// Default of `api.header_timeout_ms`: a request head must arrive whole within this, counted
+/// from the accept for a connection's first request and from the first byte for a later one (a
+/// slow client cannot hold a slot by trickling header bytes).
+pub const HEADER_TIMEOUT: Duration = Duration::from_millis(5000);
+/// A body must arrive whole within this once its head has arrived.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive: how long a connection may sit idle between requests before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing one response may block on a client that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,8 +64,10 @@ impl Request {
 pub enum ReadError {
     /// The client closed, vanished or stayed idle: nothing to answer.
     Closed,
-    /// A request began but did not arrive whole within [`REQUEST_TIMEOUT`] (408).
-    Timeout,
+    /// The head did not arrive whole within its deadline (`api.header_timeout_ms`) (408).
+    HeadTimeout(Duration),
+    /// The body did not arrive whole within [`BODY_TIMEOUT`] of its head (408).
+    BodyTimeout(Duration),
     /// Not valid HTTP/1.x (400).
     Malformed(String),
     /// Head over [`HEAD_BYTES_MAX`] or more than [`HEADERS_MAX`] headers (431).
@@ -78,12 +83,20 @@ impl ReadError {
     pub fn response(&self) -> Option<Response> {
         let (status, meaning, message) = match self {
             ReadError::Closed => return None,
-            ReadError::Timeout => (
+            ReadError::HeadTimeout(limit) => (
                 408,
                 "timeout",
                 format!(
-                    "the request did not arrive whole within {} s",
-                    REQUEST_TIMEOUT.as_secs()
+                    "the request head did not arrive whole within {} ms (api.header_timeout_ms)",
+                    limit.as_millis()
+                ),
+            ),
+            ReadError::BodyTimeout(limit) => (
+                408,
+                "timeout",
+                format!(
+                    "the request body did not arrive whole within {} ms of its head",
+                    limit.as_millis()
                 ),
             ),
             ReadError::Malformed(why) => (400, "bad_request", why.clone()),
@@ -178,10 +191,34 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The read deadlines of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Whole head, from the accept (first request) or the first byte (later requests).
+    pub header: Duration,
+    /// Whole body, from the end of its head.
+    pub body: Duration,
+    /// Keep-alive: wait for a later request's first byte.
+    pub idle: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            header: HEADER_TIMEOUT,
+            body: BODY_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// A client connection with the bytes read past the last request (pipelining).
 pub struct Connection {
     stream: TcpStream,
     buf: Vec<u8>,
+    deadlines: Deadlines,
+    /// When the connection was accepted, until its first request has been read.
+    accepted: Option<Instant>,
 }
 
 /// What one bounded read brought.
@@ -192,8 +229,12 @@ enum Fill {
 }
 
 impl Connection {
-    /// Wraps an accepted stream.
-    pub fn new(stream: TcpStream) -> io::Result<Connection> {
+    /// Wraps a stream accepted at `accepted`.
+    pub fn new(
+        stream: TcpStream,
+        deadlines: Deadlines,
+        accepted: Instant,
+    ) -> io::Result<Connection> {
         stream.set_nonblocking(false)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         // Responses go out in one write; waiting for more to coalesce only adds latency.
@@ -201,18 +242,38 @@ impl Connection {
         Ok(Connection {
             stream,
             buf: Vec::new(),
+            deadlines,
+            accepted: Some(accepted),
         })
     }
 
-    /// Reads the next request, waiting at most [`IDLE_TIMEOUT`] for it to begin.
+    /// Reads the next request. The first must arrive whole within the header deadline of the
+    /// accept (a client that sends nothing is closed then, unanswered); a later one may take the
+    /// idle timeout to begin, then has the header deadline from its first byte. A head that is
+    /// late gets [`ReadError::HeadTimeout`], a body [`ReadError::BodyTimeout`].
     pub fn read_request(&mut self) -> Result<Request, ReadError> {
-        if self.buf.is_empty() {
-            match self.fill(Instant::now() + IDLE_TIMEOUT) {
-                Fill::Data => {}
-                Fill::Eof | Fill::Timeout => return Err(ReadError::Closed),
+        let head_deadline = match self.accepted.take() {
+            Some(accepted) => {
+                let deadline = accepted + self.deadlines.header;
+                if self.buf.is_empty() {
+                    match self.fill(deadline) {
+                        Fill::Data => {}
+                        Fill::Eof | Fill::Timeout => return Err(ReadError::Closed),
+                    }
+                }
+                deadline
             }
-        }
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
+            None => {
+                if self.buf.is_empty() {
+                    match self.fill(Instant::now() + self.deadlines.idle) {
+                        Fill::Data => {}
+                        Fill::Eof | Fill::Timeout => return Err(ReadError::Closed),
+                    }
+                }
+                Instant::now() + self.deadlines.header
+            }
+        };
+        let head_timeout = ReadError::HeadTimeout(self.deadlines.header);
         let (head_len, mut request) = loop {
             if let Some(parsed) = parse_head(&self.buf)? {
                 break parsed;
@@ -220,8 +281,10 @@ impl Connection {
             if self.buf.len() > HEAD_BYTES_MAX {
                 return Err(ReadError::HeadTooLarge);
             }
-            self.fill_by(deadline)?;
+            self.fill_by(head_deadline, &head_timeout)?;
         };
+        let body_deadline = Instant::now() + self.deadlines.body;
+        let body_timeout = ReadError::BodyTimeout(self.deadlines.body);
         let length = content_length(&request)?;
         let end = head_len + length;
         if self.buf.len() < end && expects_continue(&request) {
@@ -229,7 +292,7 @@ impl Connection {
             let _ = self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         while self.buf.len() < end {
-            self.fill_by(deadline)?;
+            self.fill_by(body_deadline, &body_timeout)?;
         }
         request.body = self.buf[head_len..end].to_vec();
         self.buf.drain(..end);
@@ -248,11 +311,11 @@ impl Connection {
     }
 
     /// Like [`Connection::fill`], but a request already begun turns EOF and timeout into errors.
-    fn fill_by(&mut self, deadline: Instant) -> Result<(), ReadError> {
+    fn fill_by(&mut self, deadline: Instant, timeout: &ReadError) -> Result<(), ReadError> {
         match self.fill(deadline) {
             Fill::Data => Ok(()),
             Fill::Eof => Err(ReadError::Closed),
-            Fill::Timeout => Err(ReadError::Timeout),
+            Fill::Timeout => Err(timeout.clone()),
         }
     }
 

@@ -3,7 +3,8 @@
 //! It keeps no state of its own: each request opens one connection to the daemon (or the store,
 //! for `/v1/configs`) and the daemon's response envelope goes back as the HTTP body. The server is
 //! small and blocking: one thread per connection, at most [`CONNECTIONS_MAX`] at once, every read
-//! and write bounded by a timeout. `docs/API.md` says why this and not the daemon's io_uring
+//! and write bounded by a timeout; at a full house the oldest connection still reading a request
+//! is evicted for a new one. `docs/API.md` says why this and not the daemon's io_uring
 //! reactor, and lists the endpoints.
 
 mod auth;
@@ -23,10 +24,11 @@ use crate::paths::PathsError;
 
 pub use auth::{Token, TOKEN_BYTES, TOKEN_FILE};
 pub use http::{
-    BODY_BYTES_MAX, HEADERS_MAX, HEAD_BYTES_MAX, IDLE_TIMEOUT, REQUEST_TIMEOUT, WRITE_TIMEOUT,
+    Deadlines, BODY_BYTES_MAX, BODY_TIMEOUT, HEADERS_MAX, HEADER_TIMEOUT, HEAD_BYTES_MAX,
+    IDLE_TIMEOUT, WRITE_TIMEOUT,
 };
 pub use routes::{http_status, ROTATE_TIMEOUT, RUNTIME_OP_TIMEOUT};
-pub use server::{serve, CONNECTIONS_MAX, SHUTDOWN_GRACE};
+pub use server::{serve, CONNECTIONS_MAX, SHUTDOWN_GRACE, THREADS_MAX};
 
 /// Where `xrat api serve` listens unless `--listen` says otherwise: loopback, so the default
 /// never exposes the API; the port is arbitrary (another is one `--listen` away).
@@ -70,6 +72,9 @@ pub enum ApiError {
     /// The XRAT root could not be resolved or created.
     #[error(transparent)]
     Paths(#[from] PathsError),
+    /// `config.toml` is invalid (the message names the key and the file).
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     /// An OS call the server loop needs failed.
     #[error("the API server failed in {call}: {source}")]
     Os {

@@ -1,22 +1,33 @@
 //! The accept loop: one thread per connection, at most [`CONNECTIONS_MAX`] at once, and a
 //! graceful stop on SIGTERM/SIGINT (read through a signalfd, polled with the listener).
+//!
+//! A full house: a new connection evicts the connection that has waited longest for its current
+//! request to arrive whole (it gets 503 and is closed); only when every slot is serving a request
+//! that arrived whole is the new connection answered 503 at once. So clients that trickle bytes
+//! can delay no one: each holds its slot only until someone else needs it, and never past the
+//! header deadline.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::auth::{Token, TOKEN_FILE};
-use super::http::{encode, Connection, Response};
+use super::http::{encode, Connection, Deadlines, Response};
 use super::routes::{respond, Context};
 use super::{check_listen, ApiError, ServeOptions};
 use crate::paths::Paths;
+use crate::settings::Settings;
 
-/// Most connections served at once; one more is answered 503 and closed at once. Each holds a
-/// thread, so this bounds the server's threads and memory.
+/// Most connections held at once. At the limit a new connection evicts the oldest one still
+/// reading a request; when none is, it is answered 503 and closed at once.
 pub const CONNECTIONS_MAX: usize = 64;
+/// Most connection threads alive at once: the slots plus evicted threads that are winding down
+/// (each only sees its socket shut down and exits). Past it a new connection gets 503.
+pub const THREADS_MAX: usize = 2 * CONNECTIONS_MAX;
 /// After a signal, how long in-flight requests get to finish before the process exits.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after an accept error such as EMFILE, which would otherwise spin the poll loop.
@@ -31,16 +42,96 @@ const DRAIN_STEP: Duration = Duration::from_millis(10);
 /// State shared by the accept loop and every connection thread.
 struct Shared {
     ctx: Context,
-    active: AtomicUsize,
+    deadlines: Deadlines,
+    slots: Mutex<Slots>,
+    /// Connection threads alive (evicted ones included).
+    threads: AtomicUsize,
     stopping: AtomicBool,
 }
 
-/// Counts a connection while it lives; dropping it (also when spawning fails) frees the slot.
-struct Slot(Arc<Shared>);
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        // A panicking connection thread cannot leave the table half-updated (every update is
+        // one map operation), so a poisoned lock is still good.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a connection is doing, for choosing whom to evict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for a request to arrive whole (head or body), since the given instant.
+    Reading(Instant),
+    /// A request arrived whole and is being answered: never evicted.
+    Busy,
+    /// An error was answered and the client's input is being drained before the close.
+    Closing,
+}
+
+/// One held connection: its phase and a second handle on its socket, to shut it down.
+struct Held {
+    phase: Phase,
+    stream: TcpStream,
+}
+
+/// The connection table: at most [`CONNECTIONS_MAX`] entries, keyed by a never-reused id.
+#[derive(Default)]
+pub(super) struct Slots {
+    next_id: u64,
+    held: HashMap<u64, Held>,
+}
+
+impl Slots {
+    fn insert(&mut self, stream: TcpStream, now: Instant) -> u64 {
+        self.next_id += 1;
+        let held = Held {
+            phase: Phase::Reading(now),
+            stream,
+        };
+        self.held.insert(self.next_id, held);
+        self.next_id
+    }
+
+    /// Sets the phase of `id`; false when it was evicted (the caller must stop at once).
+    fn set(&mut self, id: u64, phase: Phase) -> bool {
+        match self.held.get_mut(&id) {
+            Some(held) => {
+                held.phase = phase;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whom a new connection evicts: a closing connection first, else the one whose current
+    /// request has waited longest; None when every connection is busy answering.
+    fn victim(&self) -> Option<u64> {
+        pick_victim(self.held.iter().map(|(&id, held)| (id, held.phase)))
+    }
+}
+
+/// [`Slots::victim`] over `(id, phase)` pairs; ties go to the lower (older) id.
+pub(super) fn pick_victim(entries: impl Iterator<Item = (u64, Phase)>) -> Option<u64> {
+    entries
+        .filter_map(|(id, phase)| match phase {
+            Phase::Closing => Some(((0, None), id)),
+            Phase::Reading(since) => Some(((1, Some(since)), id)),
+            Phase::Busy => None,
+        })
+        .min()
+        .map(|(_, id)| id)
+}
+
+/// Counts a connection thread while it lives and frees its slot when it ends.
+struct Slot {
+    shared: Arc<Shared>,
+    id: u64,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.shared.slots().held.remove(&self.id);
+        self.shared.threads.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -48,6 +139,7 @@ impl Drop for Slot {
 /// token, binds, prints the start line, then serves.
 pub fn serve(paths: &Paths, options: ServeOptions) -> Result<(), ApiError> {
     check_listen(&options)?;
+    let settings = Settings::load(&paths.settings_file())?;
     paths.create_dirs()?;
     let token = Token::load_or_create(&paths.root.join(TOKEN_FILE))?;
     let listener = TcpListener::bind(options.listen).map_err(|source| ApiError::Bind {
@@ -71,14 +163,19 @@ pub fn serve(paths: &Paths, options: ServeOptions) -> Result<(), ApiError> {
             paths: paths.clone(),
             token,
         },
-        active: AtomicUsize::new(0),
+        deadlines: Deadlines {
+            header: Duration::from_millis(settings.api.header_timeout_ms),
+            ..Deadlines::default()
+        },
+        slots: Mutex::new(Slots::default()),
+        threads: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
     });
     let signal = accept_loop(&listener, &signals, &shared)?;
     drop(listener);
     shared.stopping.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+    while shared.threads.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(DRAIN_STEP);
     }
     let _ = writeln!(io::stdout(), "API stopped ({signal}).");
@@ -142,19 +239,40 @@ fn accept_ready(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
-/// Starts a thread for `stream`, or answers 503 when every slot is taken.
+/// Starts a thread for `stream`, evicting the oldest reading connection at a full house, or
+/// answers 503 when every slot is serving a request.
 fn admit(stream: TcpStream, shared: &Arc<Shared>) {
-    if shared.active.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
-        shared.active.fetch_sub(1, Ordering::SeqCst);
+    let accepted = Instant::now();
+    if shared.threads.load(Ordering::SeqCst) >= THREADS_MAX {
         refuse(stream);
         return;
     }
-    let slot = Slot(shared.clone());
+    let Ok(handle) = stream.try_clone() else {
+        refuse(stream);
+        return;
+    };
+    let mut slots = shared.slots();
+    if slots.held.len() >= CONNECTIONS_MAX {
+        let Some(victim) = slots.victim() else {
+            drop(slots);
+            refuse(stream);
+            return;
+        };
+        if let Some(held) = slots.held.remove(&victim) {
+            evict(held);
+        }
+    }
+    let id = slots.insert(handle, accepted);
+    drop(slots);
+    shared.threads.fetch_add(1, Ordering::SeqCst);
+    let slot = Slot {
+        shared: shared.clone(),
+        id,
+    };
     let spawned = std::thread::Builder::new()
         .name("xrat-api-conn".into())
         .spawn(move || {
-            let shared = slot.0.clone();
-            serve_connection(stream, &shared);
+            serve_connection(stream, &slot.shared, slot.id, accepted);
             drop(slot);
         });
     if let Err(e) = spawned {
@@ -174,13 +292,53 @@ fn refuse(stream: TcpStream) {
     }
 }
 
-/// Serves requests on one connection until it closes, fails, or the server stops.
-fn serve_connection(stream: TcpStream, shared: &Shared) {
-    let Ok(mut conn) = Connection::new(stream) else {
+/// Ends an evicted connection from the accept thread: a reading one is told 503 (written with
+/// MSG_DONTWAIT: the handle shares its file status flags with the thread's, so it must not be
+/// switched to nonblocking); then both directions are shut down, which wakes the connection's
+/// thread from its read with EOF, and it exits without writing.
+fn evict(held: Held) {
+    if let Phase::Reading(_) = held.phase {
+        let message = format!(
+            "the API was full ({CONNECTIONS_MAX} connections) and this connection had waited longest for its request; retry"
+        );
+        let response = Response::error(503, "unavailable", message).with_header("Retry-After", "1");
+        let bytes = encode(&response, false);
+        // SAFETY: send(2) of a live buffer on a socket this handle owns.
+        unsafe {
+            libc::send(
+                held.stream.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+        }
+    }
+    let _ = held.stream.shutdown(Shutdown::Both);
+}
+
+/// Serves requests on one connection until it closes, fails, is evicted, or the server stops.
+/// Every phase change goes through the slot table; a false answer means the connection was
+/// evicted (and already answered), so the thread stops without writing.
+fn serve_connection(stream: TcpStream, shared: &Shared, id: u64, accepted: Instant) {
+    let Ok(mut conn) = Connection::new(stream, shared.deadlines, accepted) else {
         return;
     };
+    let mut first = true;
     loop {
-        let request = match conn.read_request() {
+        if !first && !shared.slots().set(id, Phase::Reading(Instant::now())) {
+            return;
+        }
+        first = false;
+        let read = conn.read_request();
+        let phase = if read.is_ok() {
+            Phase::Busy
+        } else {
+            Phase::Closing
+        };
+        if !shared.slots().set(id, phase) {
+            return;
+        }
+        let request = match read {
             Ok(request) => request,
             Err(e) => {
                 if let Some(response) = e.response() {

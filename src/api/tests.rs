@@ -3,10 +3,12 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
 use super::auth::{constant_time_eq, Token};
-use super::http::{parse_head, Connection, ReadError, Request, BODY_BYTES_MAX};
+use super::http::{parse_head, Connection, Deadlines, ReadError, Request, BODY_BYTES_MAX};
 use super::routes::{http_status, respond, route, Context, Endpoint, RouteError, ROUTES};
+use super::server::{pick_victim, Phase};
 use super::{check_listen, ServeOptions, TOKEN_FILE};
 use crate::paths::Paths;
 
@@ -138,21 +140,40 @@ fn heads_parse_with_keep_alive_rules() {
 /// Writes `bytes` from a client thread and reads requests from the server side until the
 /// connection fails; returns what each read gave.
 fn read_all(bytes: Vec<u8>) -> Vec<Result<Request, ReadError>> {
+    read_timed(bytes, Deadlines::default(), None)
+        .into_iter()
+        .map(|(result, _)| result)
+        .collect()
+}
+
+/// Like [`read_all`] with `deadlines`; the client keeps its side open for `hold` (None: it
+/// half-closes at once). Each result comes with the time since the accept.
+fn read_timed(
+    bytes: Vec<u8>,
+    deadlines: Deadlines,
+    hold: Option<Duration>,
+) -> Vec<(Result<Request, ReadError>, Duration)> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let client = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         let _ = stream.write_all(&bytes);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let mut sink = Vec::new();
-        let _ = stream.read_to_end(&mut sink);
+        match hold {
+            Some(hold) => std::thread::sleep(hold),
+            None => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink);
+            }
+        }
     });
-    let mut conn = Connection::new(listener.accept().unwrap().0).unwrap();
+    let accepted = Instant::now();
+    let mut conn = Connection::new(listener.accept().unwrap().0, deadlines, accepted).unwrap();
     let mut results = Vec::new();
     loop {
         let result = conn.read_request();
         let done = result.is_err();
-        results.push(result);
+        results.push((result, accepted.elapsed()));
         if done {
             break;
         }
@@ -160,6 +181,79 @@ fn read_all(bytes: Vec<u8>) -> Vec<Result<Request, ReadError>> {
     drop(conn);
     client.join().unwrap();
     results
+}
+
+const SHORT: Deadlines = Deadlines {
+    header: Duration::from_millis(300),
+    body: Duration::from_millis(400),
+    idle: Duration::from_millis(500),
+};
+
+/// Asserts `took` is at least `limit` and not much more (a loaded machine gets slack).
+fn about(took: Duration, limit: Duration) {
+    assert!(
+        took >= limit && took < limit + Duration::from_millis(1500),
+        "took {took:?}, limit {limit:?}"
+    );
+}
+
+#[test]
+fn a_head_late_past_the_header_deadline_gets_408() {
+    let hold = Some(Duration::from_secs(3));
+    let results = read_timed(b"GET /v1/daemon HT".to_vec(), SHORT, hold);
+    let (last, took) = results.last().unwrap();
+    assert_eq!(last, &Err(ReadError::HeadTimeout(SHORT.header)));
+    about(*took, SHORT.header);
+    let response = last.as_ref().unwrap_err().response().unwrap();
+    assert_eq!(response.status, 408);
+    let body = String::from_utf8(response.body).unwrap();
+    assert!(body.contains("300 ms (api.header_timeout_ms)"), "{body}");
+}
+
+#[test]
+fn a_silent_client_is_closed_unanswered_at_the_header_deadline() {
+    let results = read_timed(Vec::new(), SHORT, Some(Duration::from_secs(3)));
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, Err(ReadError::Closed));
+    about(results[0].1, SHORT.header);
+    assert!(ReadError::Closed.response().is_none());
+}
+
+#[test]
+fn a_body_late_past_its_deadline_gets_408() {
+    let head = b"POST /v1/connect HTTP/1.1\r\nContent-Length: 10\r\n\r\n{\"a".to_vec();
+    let results = read_timed(head, SHORT, Some(Duration::from_secs(3)));
+    let (last, took) = results.last().unwrap();
+    assert_eq!(last, &Err(ReadError::BodyTimeout(SHORT.body)));
+    about(*took, SHORT.body);
+    assert_eq!(last.as_ref().unwrap_err().response().unwrap().status, 408);
+}
+
+#[test]
+fn keep_alive_connections_close_when_idle() {
+    let one = b"GET /a HTTP/1.1\r\n\r\n".to_vec();
+    let results = read_timed(one, SHORT, Some(Duration::from_secs(3)));
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].0.as_ref().unwrap().path, "/a");
+    assert_eq!(results[1].0, Err(ReadError::Closed));
+    about(results[1].1, SHORT.idle);
+}
+
+#[test]
+fn eviction_picks_closing_then_the_longest_reading_never_busy() {
+    let t0 = Instant::now();
+    let at = |ms| Phase::Reading(t0 + Duration::from_millis(ms));
+    assert_eq!(
+        pick_victim([(1, Phase::Busy), (2, Phase::Busy)].into_iter()),
+        None
+    );
+    assert_eq!(pick_victim(std::iter::empty()), None);
+    let table = [(1, Phase::Busy), (2, at(50)), (3, at(10)), (4, at(30))];
+    assert_eq!(pick_victim(table.into_iter()), Some(3));
+    let table = [(1, at(0)), (5, Phase::Closing), (9, Phase::Closing)];
+    assert_eq!(pick_victim(table.into_iter()), Some(5));
+    // Equal ages: the older connection (lower id) goes.
+    assert_eq!(pick_victim([(8, at(5)), (7, at(5))].into_iter()), Some(7));
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! `xrat daemon start|status|stop` and the hidden `run-server`.
 
-use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -174,16 +173,12 @@ fn spawn_and_wait(paths: &Paths) -> Result<u32, CliError> {
         ))
     })?;
     let log_path = paths.daemon_log();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| {
-            CliError::Daemon(format!(
-                "cannot open the daemon log {}: {e}",
-                log_path.display()
-            ))
-        })?;
+    let log = crate::paths::open_log(&log_path).map_err(|e| {
+        CliError::Daemon(format!(
+            "cannot open the daemon log {}: {e}",
+            log_path.display()
+        ))
+    })?;
     let log_err = log.try_clone().map_err(|e| {
         CliError::Daemon(format!(
             "cannot open the daemon log {}: {e}",

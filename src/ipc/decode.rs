@@ -44,7 +44,9 @@ impl RawId {
             Some(b'"') => serde_json::from_str::<Cow<str>>(text)
                 .map(|s| s.len() <= ID_BYTES_MAX)
                 .unwrap_or(false),
-            Some(b'-' | b'0'..=b'9') => true,
+            // RawValue does not range-check numbers; an id serde_json cannot read back (1e999)
+            // would make the echoing reply unreadable to the client, so it is refused.
+            Some(b'-' | b'0'..=b'9') => serde_json::from_str::<serde_json::Number>(text).is_ok(),
             Some(b'n') => return Ok(RawId::NONE),
             _ => false,
         };
@@ -313,6 +315,32 @@ mod tests {
         assert!(err(line)
             .message
             .contains("field `id` must be a number or a string"));
+    }
+
+    /// Found by the `request` fuzz target: a number id out of f64 range was echoed verbatim, so
+    /// the reply was JSON that serde_json (the CLI's own client) rejects.
+    #[test]
+    fn fuzz_regression_out_of_range_number_id_is_not_echoed() {
+        let crash = r#"{"protocol_version":1,"verosni":1,"id":999999E9990000000000000000008,"config_idiTTTTTTTTTTTTTTTTTTTTTTTTTTE99900000id":99}"#;
+        let e = err(crash);
+        assert_eq!(e.code, Code::BadRequest);
+        assert_eq!(e.id.as_json(), b"null");
+        for id in ["1e999", "-1e400", "123456789e310"] {
+            let line =
+                format!(r#"{{"protocol_version":1,"id":{id},"request":{{"type":"daemon_ping"}}}}"#);
+            let e = err(&line);
+            assert!(
+                e.message.contains("field `id` must be a number"),
+                "{}",
+                e.message
+            );
+            assert_eq!(e.id.as_json(), b"null");
+        }
+        // Large but finite numbers are still echoed byte for byte.
+        let line = r#"{"protocol_version":1,"id":1.5e300,"request":{"type":"daemon_ping"}}"#;
+        assert_eq!(ok(line).0, "1.5e300");
+        let line = r#"{"protocol_version":1,"id":123456789012345678901234567890,"request":{"type":"daemon_ping"}}"#;
+        assert_eq!(ok(line).0, "123456789012345678901234567890");
     }
 
     #[test]

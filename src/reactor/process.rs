@@ -21,7 +21,7 @@ pub struct Spawned {
 
 /// Spawns `program args` in its own process group with stdio to `log`, and opens its pidfd.
 pub fn spawn(program: &Path, args: &[std::ffi::OsString], log: &Path) -> io::Result<Spawned> {
-    let out = File::options().create(true).append(true).open(log)?;
+    let out = crate::paths::open_log(log)?;
     spawn_to(program, args, out)
 }
 

@@ -112,10 +112,7 @@ impl Reactor {
             return; // the journal, a terminal or a pipe: nothing to reopen
         }
         let path = self.env.paths.logs_dir().join("daemon.log");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path);
+        let file = crate::paths::open_log(&path);
         match file {
             Ok(file) => {
                 let fd = file.as_raw_fd();
