@@ -270,6 +270,10 @@ struct ListEntry {
     server: String,
     port: u16,
     created_at: u64,
+    /// The core that would run it (`runtime.core`, or with `auto` the first capable one).
+    core: Option<String>,
+    /// Why no installed core can run it.
+    core_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -280,9 +284,17 @@ struct ListView {
 fn list(json: bool) -> Result<i32, CliError> {
     let configs = open_store()?.configs()?;
     if json {
+        let paths = Paths::from_env()?;
+        let settings = crate::settings::Settings::load(&paths.settings_file())?;
+        let outbounds: Vec<&crate::links::Outbound> = configs.iter().map(|c| &c.outbound).collect();
+        let cores =
+            crate::core::describe_choices(&settings.runtime, &paths.settings_file(), &outbounds);
         let configs = configs
             .into_iter()
-            .map(|c| ListEntry {
+            .zip(cores)
+            .map(|(c, core)| ListEntry {
+                core: core.as_ref().ok().cloned(),
+                core_error: core.err(),
                 id: c.id,
                 name: c.name,
                 enabled: c.enabled,

@@ -25,6 +25,33 @@ fn reference(family: CoreName) -> CoreBinary {
     }
 }
 
+/// For `config list`: the core that would run each outbound, or why none can. Detects the
+/// installed cores once (the CLI may wait on version runs; the daemon never does).
+pub fn describe_choices(
+    settings: &crate::settings::RuntimeSettings,
+    settings_file: &std::path::Path,
+    outbounds: &[&Outbound],
+) -> Vec<Result<String, String>> {
+    let installed = match super::detect_all(settings, settings_file) {
+        Ok(installed) => installed,
+        Err(e) => return outbounds.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    let explicit =
+        !settings.core_path.is_empty() || settings.core != crate::settings::CoreChoice::Auto;
+    outbounds
+        .iter()
+        .map(|outbound| {
+            let chosen = match installed.as_slice() {
+                [only] if explicit => check_support(only, outbound).map(|()| only),
+                _ => choose_core(&installed, &settings.core_preference, outbound),
+            };
+            chosen
+                .map(|core| core.kind.name().to_string())
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// The first core of `installed` whose family comes first in `preference` and that supports
 /// every feature of `outbound`. Cores of a family missing from `preference` are never
 /// chosen. When none can, the error names what the first preferred installed core refused

@@ -182,6 +182,29 @@ pub(crate) fn detect_all_in(
     Ok(found)
 }
 
+/// Every binary [`detect_all`] would ask, without running any: with `core_path` set or a
+/// family named in `runtime.core`, that one binary; for `auto`, each family of
+/// `runtime.core_preference` found on PATH, in order. The daemon runs their version probes in the
+/// ring.
+pub fn locate_all(
+    settings: &RuntimeSettings,
+    settings_file: &Path,
+) -> Result<Vec<(PathBuf, CoreChoice)>, CoreError> {
+    if !settings.core_path.is_empty() || settings.core != CoreChoice::Auto {
+        return Ok(vec![(locate(settings, settings_file)?, settings.core)]);
+    }
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    let found: Vec<(PathBuf, CoreChoice)> = settings
+        .core_preference
+        .iter()
+        .filter_map(|family| Some((find_on_path(family.as_str(), &search)?, choice_of(*family))))
+        .collect();
+    if found.is_empty() {
+        return Err(not_found(CoreChoice::Auto, &AUTO_ORDER, settings_file));
+    }
+    Ok(found)
+}
+
 fn choice_of(family: CoreName) -> CoreChoice {
     match family {
         CoreName::Xray => CoreChoice::Xray,

@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::links::Outbound;
 use crate::settings::{CoreName, RuntimeSettings};
 
-pub use choose::choose_core;
+pub use choose::{choose_core, describe_choices};
 pub use detect::{detect, detect_all, detect_at};
 pub use error::CoreError;
 pub use support::check_support;

@@ -7,13 +7,11 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
-use crate::core::{self, CoreBinary};
-use crate::ipc::protocol::Code;
-use crate::store::NewSession;
-use crate::supervisor::{CoreId, CoreSpec, Input, Now, Rejection, SessionInfo, StartFailure};
+use crate::core::CoreBinary;
+use crate::supervisor::{CoreId, CoreSpec, Input, Now, Rejection, StartFailure};
 
 use super::deadlines::Due;
-use super::prepare::{error_chain, free_ports, write_private, Prepared};
+use super::launch::Launched;
 use super::probes::Owner;
 use super::process::{self, Spawned};
 use super::ring::Op;
@@ -38,31 +36,38 @@ struct ReadyWait {
     probing: bool,
 }
 
-/// A watched core process.
-pub struct Proc {
+/// One process of a core.
+struct Member {
     pid: u32,
     pidfd: OwnedFd,
+    /// How it ended, once its pidfd fired.
+    how: Option<String>,
+}
+
+/// A watched core: one process, or one per core family for a batch.
+pub struct Proc {
+    members: Vec<Member>,
     log: PathBuf,
-    /// A batch core's config, removed when it exits (it carries credentials).
-    config: Option<PathBuf>,
+    /// Batch configs, removed when it exits (they carry credentials).
+    configs: Vec<PathBuf>,
     ready: Option<ReadyWait>,
     escalate_at: Option<u64>,
 }
 
-/// A core just spawned, before it is watched.
-struct Launched {
-    spawned: Spawned,
-    log: PathBuf,
-    /// A file to remove when it exits.
-    config: Option<PathBuf>,
-    session: Option<SessionInfo>,
-    inbounds: Vec<(i64, SocketAddr)>,
+impl Proc {
+    fn signal(&self, signo: i32) {
+        for m in self.members.iter().filter(|m| m.how.is_none()) {
+            process::signal_group(m.pid, signo);
+        }
+    }
 }
 
 /// Every core the executor watches, by the supervisor's name for it.
 #[derive(Default)]
 pub struct Procs {
     map: HashMap<CoreId, Proc>,
+    /// Killed processes of a refused start, reaped when their pidfds fire.
+    zombies: Vec<(u32, OwnedFd)>,
 }
 
 impl Procs {
@@ -80,19 +85,17 @@ impl Reactor {
         id: CoreId,
         spec: CoreSpec,
         ready_timeout_ms: u64,
-        binary: Result<CoreBinary, Rejection>,
+        installed: Result<Vec<CoreBinary>, Rejection>,
     ) {
-        let grace_ms = binary
-            .as_ref()
-            .map_or(0, |b| core::ready_grace(b).as_millis() as u64);
-        let started = binary.and_then(|binary| match &spec {
-            CoreSpec::Session { config_id } => self.spawn_session(now, &binary, *config_id),
-            CoreSpec::Batch { config_ids } => self.spawn_batch(id, &binary, config_ids),
+        let started = installed.and_then(|installed| match &spec {
+            CoreSpec::Session { config_id } => self.spawn_session(now, &installed, *config_id),
+            CoreSpec::Batch { config_ids } => self.spawn_batch(id, &installed, config_ids),
         });
         let Launched {
+            grace_ms,
             spawned,
             log,
-            config,
+            configs,
             session,
             inbounds,
         } = match started {
@@ -104,8 +107,8 @@ impl Reactor {
                     .push_back(Input::CoreFailed { core: id, failure });
             }
         };
-        let pid = spawned.pid;
-        self.watch(id, spawned, log, config);
+        let pid = spawned.first().map_or(0, |s| s.pid);
+        self.watch(id, spawned, log, configs);
         let pending: VecDeque<SocketAddr> = match &session {
             Some(s) => [s.socks_addr].into(),
             None => inbounds.iter().map(|(_, addr)| *addr).collect(),
@@ -130,182 +133,55 @@ impl Reactor {
         self.advance_ready(now, id);
     }
 
-    /// Records the session and spawns its core on the user's inbounds.
-    fn spawn_session(
-        &mut self,
-        now: Now,
-        binary: &CoreBinary,
-        config_id: i64,
-    ) -> Result<Launched, Rejection> {
-        let prepared = self.prepared_for(binary, config_id)?;
-        self.env.ports_free()?;
-        let internal = |e: &dyn std::error::Error| Rejection::new(Code::Internal, error_chain(e));
-        let sessions_dir = self.env.paths.runtime_dir().join("sessions");
-        std::fs::create_dir_all(&sessions_dir).map_err(|e| internal(&e))?;
-        let inbounds = self.env.inbounds();
-        let socks_addr = SocketAddr::new(inbounds.listen, inbounds.socks_port);
-        let http_addr = inbounds
-            .http_port
-            .map(|p| SocketAddr::new(inbounds.listen, p));
-        let new = NewSession {
-            config_id,
-            core: binary.kind.name().to_string(),
-            core_path: binary.path.display().to_string(),
-            config_path: String::new(),
-            socks_addr: socks_addr.to_string(),
-            http_addr: http_addr.map(|a| a.to_string()),
-            started_at: now.unix_secs,
-        };
-        let store = &self.env.store;
-        let session_id = store.begin_session(&new).map_err(|e| {
-            if e.is_busy() {
-                // The loop never waits on another process's lock: the caller retries.
-                Rejection::new(
-                    Code::Unavailable,
-                    format!("{} is locked by another process, so the session cannot be recorded; retry in a moment (or stop whatever holds the database open for writing)", store.path().display()),
-                )
-            } else {
-                internal(&e)
-            }
-        })?;
-        let config_path = sessions_dir.join(format!("{session_id}.json"));
-        let log = self
-            .env
-            .paths
-            .logs_dir()
-            .join(format!("core-{session_id}.log"));
-        let spawned = write_private(&config_path, &prepared.rendered).and_then(|()| {
-            process::spawn(&binary.path, &core::run_args(binary, &config_path), &log)
-        });
-        let spawned = spawned.map_err(|e| {
-            let _ = store.end_session(session_id, now.unix_secs, "spawn_failed");
-            let _ = std::fs::remove_file(&config_path);
-            let path = binary.path.display();
-            Rejection::new(
-                Code::Internal,
-                format!("cannot start {path} for session {session_id}: {e}"),
-            )
-        })?;
-        // The core runs now: a failure to record its identity must not orphan it.
-        let write = super::journal::Write::Process {
-            session_id,
-            pid: spawned.pid,
-            start_time: spawned.start_time,
-        };
-        self.record(now, write);
-        let info = SessionInfo {
-            id: session_id,
-            config_id,
-            core: binary.kind.name().to_string(),
-            pid: spawned.pid,
-            socks_addr,
-            http_addr,
-            started_at: now.unix_secs,
-        };
-        Ok(Launched {
-            spawned,
-            log,
-            config: None,
-            session: Some(info),
-            inbounds: Vec::new(),
-        })
-    }
-
-    /// Renders and spawns a batch core: one loopback SOCKS inbound per candidate.
-    fn spawn_batch(
-        &mut self,
-        id: CoreId,
-        binary: &CoreBinary,
-        config_ids: &[i64],
-    ) -> Result<Launched, Rejection> {
-        let refuse = |message: String| Rejection::new(Code::Internal, message);
-        let mut prepared = Vec::with_capacity(config_ids.len());
-        for config_id in config_ids {
-            let p = self.prepared_for(binary, *config_id).map_err(|r| {
-                refuse(format!(
-                    "config {config_id} cannot run in the batch test: {}",
-                    r.message
-                ))
-            })?;
-            prepared.push(p);
-        }
-        let listen = self.env.listen();
-        let ports = free_ports(listen, prepared.len())
-            .map_err(|e| refuse(format!("no free ports for the batch test: {e}")))?;
-        let pairs: Vec<(u16, &crate::links::Outbound)> = ports
-            .iter()
-            .copied()
-            .zip(prepared.iter().map(|p| &p.outbound))
-            .collect();
-        let rendered =
-            core::render_batch(binary, listen, &pairs).map_err(|e| refuse(error_chain(&e)))?;
-        let path = self
-            .env
-            .paths
-            .runtime_dir()
-            .join(format!("batch-{}.json", id.0));
-        let log = self.env.paths.logs_dir().join("batch.log");
-        write_private(&path, &rendered)
-            .map_err(|e| refuse(format!("cannot write {}: {e}", path.display())))?;
-        let spawned =
-            process::spawn(&binary.path, &core::run_args(binary, &path), &log).map_err(|e| {
-                let _ = std::fs::remove_file(&path);
-                refuse(format!(
-                    "cannot start the batch test core {}: {e}",
-                    binary.path.display()
-                ))
-            })?;
-        let inbounds = config_ids
-            .iter()
-            .zip(&ports)
-            .map(|(config_id, port)| (*config_id, SocketAddr::new(listen, *port)))
-            .collect();
-        Ok(Launched {
-            spawned,
-            log,
-            config: Some(path),
-            session: None,
-            inbounds,
-        })
-    }
-
-    /// The render the last inspect made of `config_id`, or a fresh one. (A rotation inspects its
-    /// candidates once and starts them moments later; rendering twice doubled the synchronous
-    /// work on the loop thread.)
-    fn prepared_for(&self, binary: &CoreBinary, config_id: i64) -> Result<Prepared, Rejection> {
-        match self.prepared.get(&config_id) {
-            Some(p) => Ok(p.clone()),
-            None => self.env.prepare(binary, config_id),
-        }
-    }
-
-    /// Watches a spawned or adopted core's pidfd in the ring.
+    /// Watches a spawned or adopted core's pidfds in the ring.
     pub(super) fn watch(
         &mut self,
         id: CoreId,
-        spawned: Spawned,
+        spawned: Vec<Spawned>,
         log: PathBuf,
-        config: Option<PathBuf>,
+        configs: Vec<PathBuf>,
     ) {
-        let fd = spawned.pidfd.as_raw_fd();
+        let mut members = Vec::with_capacity(spawned.len());
+        for s in spawned {
+            self.poll_pidfd(s.pid, &s.pidfd);
+            members.push(Member {
+                pid: s.pid,
+                pidfd: s.pidfd,
+                how: None,
+            });
+        }
+        let proc_ = Proc {
+            members,
+            log,
+            configs,
+            ready: None,
+            escalate_at: None,
+        };
+        self.procs.map.insert(id, proc_);
+    }
+
+    fn poll_pidfd(&mut self, pid: u32, pidfd: &OwnedFd) {
         let token = Token {
             kind: Kind::Pidfd,
             generation: 0,
-            slot: spawned.pid,
+            slot: pid,
         };
-        self.procs.map.insert(
-            id,
-            Proc {
-                pid: spawned.pid,
-                pidfd: spawned.pidfd,
-                log,
-                config,
-                ready: None,
-                escalate_at: None,
-            },
-        );
-        // SAFETY: a poll carries no buffer; the pidfd lives in the table until its completion.
-        unsafe { self.push(Op::PollIn { fd }, token.encode()) };
+        // SAFETY: a poll carries no buffer; the pidfd lives in the table (or the zombies)
+        // until its completion.
+        unsafe {
+            self.push(
+                Op::PollIn {
+                    fd: pidfd.as_raw_fd(),
+                },
+                token.encode(),
+            )
+        };
+    }
+
+    /// Reaps a killed process of a refused start once it is gone.
+    pub(super) fn bury(&mut self, spawned: Spawned) {
+        self.poll_pidfd(spawned.pid, &spawned.pidfd);
+        self.procs.zombies.push((spawned.pid, spawned.pidfd));
     }
 
     /// Starts the next readiness connect, or reports the core ready.
@@ -377,10 +253,10 @@ impl Reactor {
             return;
         };
         if grace_ms == 0 {
-            process::signal_group(proc_.pid, libc::SIGKILL);
+            proc_.signal(libc::SIGKILL);
             return;
         }
-        process::signal_group(proc_.pid, libc::SIGTERM);
+        proc_.signal(libc::SIGTERM);
         if proc_.escalate_at.is_none() {
             let at = now.monotonic_ms + grace_ms;
             proc_.escalate_at = Some(at);
@@ -394,11 +270,9 @@ impl Reactor {
             return;
         };
         proc_.escalate_at = None;
-        eprintln!(
-            "xrat: core pid {} ignored SIGTERM for its grace period; sending SIGKILL",
-            proc_.pid
-        );
-        process::signal_group(proc_.pid, libc::SIGKILL);
+        let pids: Vec<u32> = proc_.members.iter().map(|m| m.pid).collect();
+        eprintln!("xrat: core pid {pids:?} ignored SIGTERM for its grace period; sending SIGKILL");
+        proc_.signal(libc::SIGKILL);
     }
 
     /// A pidfd fired: reap the core and report its exit.
@@ -407,17 +281,31 @@ impl Reactor {
         if self.detect_exited(now, pid) {
             return;
         }
-        let Some(id) = self
-            .procs
-            .map
-            .iter()
-            .find(|(_, p)| p.pid == pid)
-            .map(|(id, _)| *id)
-        else {
+        if let Some(i) = self.procs.zombies.iter().position(|(p, _)| *p == pid) {
+            let (_, pidfd) = self.procs.zombies.swap_remove(i);
+            process::reap(pidfd.as_raw_fd());
+            return;
+        }
+        let found = self.procs.map.iter_mut().find_map(|(id, p)| {
+            let m = p
+                .members
+                .iter_mut()
+                .find(|m| m.pid == pid && m.how.is_none())?;
+            m.how = Some(process::reap(m.pidfd.as_raw_fd()));
+            Some((*id, p.members.iter().all(|m| m.how.is_some())))
+        });
+        let Some((id, all_gone)) = found else {
             return;
         };
+        if !all_gone {
+            return; // a batch core is gone when its last process is
+        }
         let proc_ = self.procs.map.remove(&id).expect("found");
-        let how = process::reap(proc_.pidfd.as_raw_fd());
+        let how = proc_
+            .members
+            .iter()
+            .find_map(|m| m.how.clone())
+            .unwrap_or_else(|| "exited".into());
         if let Some(wait) = &proc_.ready {
             self.deadlines
                 .remove(wait.deadline_ms, Due::ReadyExpired(id));
@@ -428,7 +316,7 @@ impl Reactor {
         if let Some(at) = proc_.escalate_at {
             self.deadlines.remove(at, Due::Escalate(id));
         }
-        if let Some(config) = &proc_.config {
+        for config in &proc_.configs {
             let _ = std::fs::remove_file(config);
         }
         let log_tail = log_excerpt(&proc_.log);

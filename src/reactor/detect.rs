@@ -57,10 +57,19 @@ struct Run {
     deadline_ms: u64,
 }
 
+/// The cores that can run configs, or why none can.
+pub type Installed = Result<Vec<CoreBinary>, Rejection>;
+
 /// Detection state.
 #[derive(Default)]
 pub struct Detector {
     cache: HashMap<PathBuf, (Stamp, CoreBinary)>,
+    /// The binaries of the current round, in preference order.
+    round: Vec<(PathBuf, CoreChoice)>,
+    /// Those still to run.
+    queue: std::collections::VecDeque<(PathBuf, CoreChoice)>,
+    /// Why runs of this round failed.
+    failures: Vec<Rejection>,
     run: Option<Run>,
     parked: Vec<Parked>,
     /// Killed runs not yet reaped (pid, pidfd).
@@ -77,28 +86,66 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 }
 
 impl Reactor {
-    /// Runs `parked` with the core: at once when it is known, after a version run otherwise.
-    pub(super) fn with_core(&mut self, now: Now, parked: Parked) {
+    /// Runs `parked` with the installed cores: at once when every located binary is known,
+    /// after their version runs otherwise (one at a time; effects arriving meanwhile wait for
+    /// the same round).
+    pub(super) fn with_cores(&mut self, now: Now, parked: Parked) {
         let settings = &self.env.settings.runtime;
-        let path = match core::detect::locate(settings, &self.env.paths.settings_file()) {
-            Ok(path) => path,
+        let located = match core::detect::locate_all(settings, &self.env.paths.settings_file()) {
+            Ok(located) => located,
             Err(e) => return self.resume(now, parked, Err(internal(&e))),
         };
-        let hint = settings.core;
-        let stamp = stamp(&path);
-        if let Some((known, binary)) = self.detector.cache.get(&path) {
-            if Some(known) == stamp.as_ref() {
-                let binary = binary.clone();
-                return self.resume(now, parked, Ok(binary));
-            }
+        let missing: Vec<(PathBuf, CoreChoice)> = located
+            .iter()
+            .filter(|(path, _)| self.cached(path).is_none())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            let installed = self.installed(&located);
+            return self.resume(now, parked, Ok(installed));
         }
         self.detector.parked.push(parked);
-        if self.detector.run.is_none() {
-            let stamp = stamp.unwrap_or(Stamp {
+        if self.detector.run.is_none() && self.detector.queue.is_empty() {
+            self.detector.round = located;
+            self.detector.failures.clear();
+            self.detector.queue = missing.into();
+            self.start_next(now);
+        }
+    }
+
+    /// The cached identity of `path`, if the binary did not change since.
+    fn cached(&self, path: &std::path::Path) -> Option<CoreBinary> {
+        let (known, binary) = self.detector.cache.get(path)?;
+        (Some(known) == stamp(path).as_ref()).then(|| binary.clone())
+    }
+
+    fn installed(&self, located: &[(PathBuf, CoreChoice)]) -> Vec<CoreBinary> {
+        located.iter().filter_map(|(p, _)| self.cached(p)).collect()
+    }
+
+    /// Starts the next version run of the round, or ends the round.
+    fn start_next(&mut self, now: Now) {
+        while let Some((path, hint)) = self.detector.queue.pop_front() {
+            if self.cached(&path).is_some() {
+                continue;
+            }
+            let stamp = stamp(&path).unwrap_or(Stamp {
                 len: 0,
                 modified: None,
             });
-            self.start_detect(now, path, stamp, hint, 0);
+            return self.start_detect(now, path, stamp, hint, 0);
+        }
+        let round = std::mem::take(&mut self.detector.round);
+        let installed = self.installed(&round);
+        let result = if installed.is_empty() {
+            Err(self.detector.failures.first().cloned().unwrap_or_else(|| {
+                Rejection::new(Code::Internal, "no usable proxy core was found")
+            }))
+        } else {
+            Ok(installed)
+        };
+        for parked in std::mem::take(&mut self.detector.parked) {
+            self.resume(now, parked, result.clone());
         }
     }
 
@@ -197,14 +244,15 @@ impl Reactor {
         self.detected(now, Err(internal(&e)));
     }
 
-    /// Detection ended: every parked effect goes on with its result.
+    /// One version run ended: note a failure, go on with the round.
     fn detected(&mut self, now: Now, result: Result<CoreBinary, Rejection>) {
-        for parked in std::mem::take(&mut self.detector.parked) {
-            self.resume(now, parked, result.clone());
+        if let Err(rejection) = result {
+            self.detector.failures.push(rejection);
         }
+        self.start_next(now);
     }
 
-    fn resume(&mut self, now: Now, parked: Parked, core: Result<CoreBinary, Rejection>) {
+    fn resume(&mut self, now: Now, parked: Parked, core: Installed) {
         match parked {
             Parked::Inspect(inspect, selection) => self.inspect_with(inspect, selection, &core),
             Parked::Start(id, spec, ready_timeout_ms) => {

@@ -58,7 +58,7 @@ impl Reactor {
                 core,
                 spec,
                 ready_timeout_ms,
-            } => self.with_core(now, Parked::Start(core, spec, ready_timeout_ms)),
+            } => self.with_cores(now, Parked::Start(core, spec, ready_timeout_ms)),
             Effect::StopCore { core, grace_ms } => self.stop_core(now, core, grace_ms),
             Effect::Probe {
                 probe,
@@ -91,7 +91,7 @@ impl Reactor {
             Err(_) => false,
         };
         if needs_core {
-            self.with_core(now, Parked::Inspect(inspect, selection));
+            self.with_cores(now, Parked::Inspect(inspect, selection));
         } else {
             let unused = Err(crate::supervisor::Rejection::new(
                 crate::ipc::protocol::Code::Internal,
@@ -106,7 +106,7 @@ impl Reactor {
         &mut self,
         inspect: InspectId,
         selection: Selection,
-        core: &Result<crate::core::CoreBinary, crate::supervisor::Rejection>,
+        core: &super::detect::Installed,
     ) {
         self.prepared.clear();
         let configs = self.env.select(selection).map(|selected| {

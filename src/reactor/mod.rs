@@ -11,6 +11,7 @@ mod detect;
 mod exec;
 mod handlers;
 mod journal;
+mod launch;
 mod prepare;
 mod probes;
 mod process;
@@ -240,7 +241,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         let log = paths
             .logs_dir()
             .join(format!("core-{}.log", adopted.info.id));
-        reactor.watch(core, adopted.spawned, log, None);
+        reactor.watch(core, vec![adopted.spawned], log, Vec::new());
     }
     if let Some(config_id) = reattached.reconnect {
         eprintln!("xrat: reconnecting config {config_id} (runtime.reconnect_on_start)");

@@ -14,6 +14,8 @@ use crate::supervisor::{ConfigCheck, Rejection, Selection};
 /// A config checked and rendered for a session core; nothing has been touched yet.
 #[derive(Clone)]
 pub struct Prepared {
+    /// The core chosen for it.
+    pub core: CoreBinary,
     pub outbound: Outbound,
     pub rendered: String,
 }
@@ -89,15 +91,15 @@ impl Env {
     pub fn checks(
         &self,
         selected: Selected,
-        core: &Result<CoreBinary, Rejection>,
+        installed: &Result<Vec<CoreBinary>, Rejection>,
     ) -> (Vec<ConfigCheck>, Vec<(i64, Prepared)>) {
         let mut renders = Vec::new();
         let checks = selected
             .into_iter()
             .map(|(config_id, outbound)| {
                 let prepared = outbound.and_then(|outbound| {
-                    let core = core.as_ref().map_err(Clone::clone)?;
-                    self.render(core, outbound)
+                    let installed = installed.as_ref().map_err(Clone::clone)?;
+                    self.render(installed, outbound)
                 });
                 let result = prepared.map(|p| renders.push((config_id, p)));
                 ConfigCheck { config_id, result }
@@ -107,17 +109,38 @@ impl Env {
     }
 
     /// Checks the config against the core and renders its session config.
-    pub fn prepare(&self, core: &CoreBinary, config_id: i64) -> Result<Prepared, Rejection> {
+    pub fn prepare(&self, installed: &[CoreBinary], config_id: i64) -> Result<Prepared, Rejection> {
         let outbound = self.outbound(config_id)?;
-        self.render(core, outbound)
+        self.render(installed, outbound)
     }
 
-    fn render(&self, core: &CoreBinary, outbound: Outbound) -> Result<Prepared, Rejection> {
-        core::check_support(core, &outbound)
-            .map_err(|e| Rejection::new(Code::Conflict, error_chain(&e)))?;
+    /// The core that runs `outbound`: the one binary settings name, or with `auto` the first
+    /// installed core in `runtime.core_preference` that supports every feature it uses.
+    fn choose<'a>(
+        &self,
+        installed: &'a [CoreBinary],
+        outbound: &Outbound,
+    ) -> Result<&'a CoreBinary, Rejection> {
+        let r = &self.settings.runtime;
+        let conflict = |e: core::CoreError| Rejection::new(Code::Conflict, error_chain(&e));
+        match installed {
+            [only] if !r.core_path.is_empty() || r.core != crate::settings::CoreChoice::Auto => {
+                core::check_support(only, outbound).map_err(conflict)?;
+                Ok(only)
+            }
+            _ => core::choose_core(installed, &r.core_preference, outbound).map_err(conflict),
+        }
+    }
+
+    fn render(&self, installed: &[CoreBinary], outbound: Outbound) -> Result<Prepared, Rejection> {
+        let core = self.choose(installed, &outbound)?;
         let rendered = core::render_session(core, &self.inbounds(), &outbound)
             .map_err(|e| Rejection::new(Code::Internal, error_chain(&e)))?;
-        Ok(Prepared { outbound, rendered })
+        Ok(Prepared {
+            core: core.clone(),
+            outbound,
+            rendered,
+        })
     }
 
     /// Refuses to start when another process holds an inbound port: the readiness probe would
