@@ -117,6 +117,22 @@ impl Params {
 
 /// Reads `type` (default tcp) and the settings of that transport.
 pub(crate) fn transport(params: &Params) -> Result<Transport, LinkError> {
+    // Shadowrocket spells WebSocket `ws=1&wspath=/p` (or `obfs=websocket`) instead of
+    // `type=ws&path=/p`; dropping it would give an outbound that cannot reach the server.
+    let shadowrocket_ws = params.get("type").is_none()
+        && (params.flag("ws").unwrap_or(false)
+            || params
+                .get("obfs")
+                .is_some_and(|o| o.eq_ignore_ascii_case("websocket")));
+    if shadowrocket_ws {
+        return Ok(Transport::Ws {
+            path: params.owned("wspath").unwrap_or_else(|| params.path()),
+            host: params
+                .owned("wshost")
+                .or_else(|| params.owned("obfsParam"))
+                .or_else(|| params.owned("host")),
+        });
+    }
     let kind = params.get("type").unwrap_or("tcp");
     let transport = match kind.to_ascii_lowercase().as_str() {
         // Xray renamed tcp to raw; panels emit either.
@@ -344,6 +360,25 @@ mod tests {
             security_err(&format!("security=reality&pbk={PBK}&sid=xyz")),
             "vless: parameter \"sid\" is \"xyz\", expected an even number of hex digits, at most 16"
         );
+    }
+
+    #[test]
+    fn shadowrocket_websocket_spelling_is_kept() {
+        let ws = |path: &str, host: Option<&str>| Transport::Ws {
+            path: path.into(),
+            host: host.map(str::to_owned),
+        };
+        assert_eq!(
+            transport(&query("ws=1&wspath=%2Fray&wshost=cdn.example")).unwrap(),
+            ws("/ray", Some("cdn.example"))
+        );
+        assert_eq!(
+            transport(&query("obfs=websocket&path=%2Fw&obfsParam=h.example")).unwrap(),
+            ws("/w", Some("h.example"))
+        );
+        assert_eq!(transport(&query("ws=true")).unwrap(), ws("/", None));
+        // An explicit type wins.
+        assert_eq!(transport(&query("type=tcp&ws=1")).unwrap(), Transport::Tcp);
     }
 
     #[test]
