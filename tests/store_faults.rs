@@ -104,3 +104,77 @@ fn a_connect_while_the_database_is_locked_is_refused_at_once() {
     // Once the lock is gone the same connect works.
     rig.connect(rig.ids[0]);
 }
+
+/// A tmpfs mounted over the test root, unmounted when dropped (needs root, as CI runs).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount(8) runs");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI runs as root): {}",
+            common::text(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_disconnect_on_a_full_disk_is_retried_and_never_reversed() {
+    use common::cores::{Core, HttpTarget, Proto, RemoteServer};
+    let target = HttpTarget::start();
+    let remote = RemoteServer::start_on(Proto::Socks, Core::V2ray);
+    let root = common::Root::new();
+    let _fs = Tmpfs::mount(root.path(), "8m");
+    let daemon = common::daemon::Daemon::start_in(root, &Core::V2ray.runtime_settings(), &target);
+    let id = daemon.import(&remote.link());
+    daemon.connect(id);
+    // Fill the disk.
+    let filler = daemon.root.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    let reply = daemon
+        .root
+        .connect()
+        .call(json!(1), json!({"type": "runtime_disconnect"}));
+    assert_eq!(reply["code"], 200, "{reply}");
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains("recording it failed"), "{message}");
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || daemon.status()["store_error"]
+            .is_null()),
+        "{}",
+        daemon.status()
+    );
+    assert!(daemon.root.run(&["daemon", "stop"]).status.success());
+    daemon.root.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        daemon.status()["runtime_status"],
+        "idle",
+        "{}",
+        daemon.root.log()
+    );
+    assert!(
+        !daemon.root.log().contains("reconnecting config"),
+        "{}",
+        daemon.root.log()
+    );
+}

@@ -18,7 +18,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(runtime: &str, target: &HttpTarget) -> Daemon {
-        let root = Root::new();
+        Daemon::start_in(Root::new(), runtime, target)
+    }
+
+    /// [`Daemon::start`] in a root the caller prepared (a tmpfs mounted on it, say).
+    pub fn start_in(root: Root, runtime: &str, target: &HttpTarget) -> Daemon {
         let socks_port = free_port();
         root.write_settings(&format!(
             "[runtime]\n{runtime}socks_port = {socks_port}\nhttp_port = 0\n\
