@@ -52,6 +52,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// `[api]`: `xrat api serve`.
     pub api: ApiSettings,
+    /// `[relay]`: the front relay (front mode).
+    pub relay: RelaySettings,
 }
 
 /// `[daemon]`.
@@ -66,6 +68,9 @@ pub struct DaemonSettings {
     pub frame_timeout_ms: u64,
     /// A connection with nothing pending is closed after this long without a byte.
     pub idle_timeout_secs: u64,
+    /// Most relayed connections open at once on the front ports; one more gets the client
+    /// protocol's own refusal.
+    pub relay_connections_max: u32,
 }
 
 impl Default for DaemonSettings {
@@ -75,6 +80,7 @@ impl Default for DaemonSettings {
             max_connections: 1024,
             frame_timeout_ms: 10_000,
             idle_timeout_secs: 300,
+            relay_connections_max: 4096,
         }
     }
 }
@@ -136,10 +142,33 @@ impl CoreName {
     }
 }
 
+/// Who binds the user's ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuntimeMode {
+    /// The daemon binds them and relays each connection to a pool core's internal inbound.
+    #[serde(rename = "front")]
+    Front,
+    /// The session core binds them (milestone 1).
+    #[serde(rename = "direct")]
+    Direct,
+}
+
+impl RuntimeMode {
+    /// The name as settings and the protocol write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeMode::Front => "front",
+            RuntimeMode::Direct => "direct",
+        }
+    }
+}
+
 /// `[runtime]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSettings {
+    /// Who binds the user's ports.
+    pub mode: RuntimeMode,
     /// Which core.
     pub core: CoreChoice,
     /// With `core = "auto"`, the order in which installed cores are tried for a config: the
@@ -164,6 +193,7 @@ pub struct RuntimeSettings {
 impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
+            mode: RuntimeMode::Front,
             core: CoreChoice::Auto,
             core_preference: CoreName::DEFAULT_PREFERENCE.to_vec(),
             core_path: String::new(),
@@ -191,6 +221,10 @@ pub struct RotationSettings {
     pub cooldown_secs: u64,
     /// Most candidates probed at once in a batch test.
     pub test_concurrency: u32,
+    /// Warm members besides the active one in the pool core (front mode).
+    pub pool_size: u32,
+    /// How long open connections may stay on a replaced pool core before it is stopped.
+    pub drain_secs: u64,
 }
 
 impl Default for RotationSettings {
@@ -201,6 +235,8 @@ impl Default for RotationSettings {
             health_trigger_enabled: true,
             cooldown_secs: 300,
             test_concurrency: 8,
+            pool_size: 4,
+            drain_secs: 30,
         }
     }
 }
@@ -215,6 +251,12 @@ pub struct HealthSettings {
     pub timeout_ms: u64,
     /// Failed probes in a row that trigger a rotation.
     pub failure_threshold: u32,
+    /// Re-probe cadence (and deadline) of a member once a probe or a passive signal failed.
+    pub retry_interval_ms: u64,
+    /// Failed relayed openings within `passive_window_ms` that fail a member at once.
+    pub passive_failures: u32,
+    /// The window of `passive_failures`.
+    pub passive_window_ms: u64,
 }
 
 impl Default for HealthSettings {
@@ -223,6 +265,9 @@ impl Default for HealthSettings {
             probe_url: "http://cp.cloudflare.com/generate_204".into(),
             timeout_ms: 5000,
             failure_threshold: 3,
+            retry_interval_ms: 500,
+            passive_failures: 2,
+            passive_window_ms: 2000,
         }
     }
 }
@@ -243,6 +288,29 @@ impl Default for ApiSettings {
         }
     }
 }
+
+/// `[relay]`: the front relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Opening bytes of a client kept so a failed opening can be replayed on another member.
+    pub replay_bytes_max: u32,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            replay_bytes_max: 16 * 1024,
+        }
+    }
+}
+
+/// Most relayed connections a daemon may be configured for (each holds two sockets).
+pub const RELAY_CONNECTIONS_LIMIT: u32 = 65_536;
+/// Most warm pool members besides the active one (each is an inbound and a probe schedule).
+pub const POOL_SIZE_MAX: u32 = 32;
+/// Largest `relay.replay_bytes_max`: 1 MiB per connection is already more than any opening.
+pub const REPLAY_BYTES_LIMIT: u32 = 1 << 20;
 
 /// Longest `api.header_timeout_ms`: ten minutes; more would let a slow client hold a slot for
 /// as long as it likes.
@@ -289,6 +357,7 @@ impl Settings {
     /// Range checks toml cannot express. The first violation is reported.
     fn validate(&self, path: &Path) -> Result<(), SettingsError> {
         let (d, r, h, a) = (&self.daemon, &self.runtime, &self.health, &self.api);
+        let relay = &self.relay;
         const AT_LEAST_ONE: &str = "must be at least 1";
         let preference = &r.core_preference;
         let duplicate = preference
@@ -299,7 +368,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 17] = [
+        let checks: [(&'static str, bool, String, &'static str); 24] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -405,6 +474,48 @@ impl Settings {
                 AT_LEAST_ONE,
             ),
             (
+                "daemon.relay_connections_max",
+                d.relay_connections_max == 0 || d.relay_connections_max > RELAY_CONNECTIONS_LIMIT,
+                d.relay_connections_max.to_string(),
+                "must be between 1 and 65536",
+            ),
+            (
+                "runtime.rotation.pool_size",
+                r.rotation.pool_size > POOL_SIZE_MAX,
+                r.rotation.pool_size.to_string(),
+                "must be between 0 and 32",
+            ),
+            (
+                "runtime.rotation.drain_secs",
+                r.rotation.drain_secs > DURATION_SECS_MAX,
+                r.rotation.drain_secs.to_string(),
+                "must be at most 31622400 seconds (366 days)",
+            ),
+            (
+                "health.retry_interval_ms",
+                timeout(h.retry_interval_ms),
+                h.retry_interval_ms.to_string(),
+                TIMEOUT,
+            ),
+            (
+                "health.passive_failures",
+                h.passive_failures == 0,
+                "0".into(),
+                AT_LEAST_ONE,
+            ),
+            (
+                "health.passive_window_ms",
+                timeout(h.passive_window_ms),
+                h.passive_window_ms.to_string(),
+                TIMEOUT,
+            ),
+            (
+                "relay.replay_bytes_max",
+                relay.replay_bytes_max > REPLAY_BYTES_LIMIT,
+                relay.replay_bytes_max.to_string(),
+                "must be at most 1048576 (1 MiB)",
+            ),
+            (
                 "api.header_timeout_ms",
                 a.header_timeout_ms == 0 || a.header_timeout_ms > API_HEADER_TIMEOUT_MS_MAX,
                 a.header_timeout_ms.to_string(),
@@ -424,145 +535,5 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn core_choice_and_preference() {
-        let s = parse("[runtime]\ncore = \"mihomo\"\n").unwrap();
-        assert_eq!(s.runtime.core, CoreChoice::Mihomo);
-        assert_eq!(
-            s.runtime.core_preference,
-            [
-                CoreName::Xray,
-                CoreName::SingBox,
-                CoreName::Mihomo,
-                CoreName::V2ray
-            ]
-        );
-        let s = parse("[runtime]\ncore_preference = [\"mihomo\", \"v2ray\"]\n").unwrap();
-        assert_eq!(
-            s.runtime.core_preference,
-            [CoreName::Mihomo, CoreName::V2ray]
-        );
-        let err = parse("[runtime]\ncore_preference = [\"mihomo\", \"clash\"]\n").unwrap_err();
-        assert!(
-            err.starts_with("invalid settings in /r/config.toml: "),
-            "{err}"
-        );
-        assert!(err.contains("core_preference"), "{err}");
-        assert!(
-            err.contains(
-                "unknown variant `clash`, expected one of `xray`, `v2ray`, `sing-box`, `mihomo`"
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            parse("[runtime]\ncore_preference = []\n").unwrap_err(),
-            "invalid settings in /r/config.toml: `runtime.core_preference` = []: must name at \
-             least one of xray, sing-box, mihomo, v2ray"
-        );
-        assert_eq!(
-            parse("[runtime]\ncore_preference = [\"xray\", \"mihomo\", \"xray\"]\n").unwrap_err(),
-            "invalid settings in /r/config.toml: `runtime.core_preference` = [\"xray\", \
-             \"mihomo\", \"xray\"]: names a core twice; list each of xray, sing-box, mihomo, \
-             v2ray at most once"
-        );
-    }
-
-    fn parse(text: &str) -> Result<Settings, String> {
-        Settings::parse(text, Path::new("/r/config.toml")).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn empty_file_is_all_defaults() {
-        assert_eq!(parse("").unwrap(), Settings::default());
-        let s = parse("[runtime.rotation]\nenabled = true\n").unwrap();
-        assert!(s.runtime.rotation.enabled);
-        assert_eq!(s.runtime.rotation.interval_secs, 1800);
-        assert_eq!(s.daemon.health_interval_secs, 15);
-    }
-
-    #[test]
-    fn unknown_keys_are_named_with_the_file() {
-        let err = parse("[daemon]\nhealth_interval = 3\n").unwrap_err();
-        assert!(err.contains("/r/config.toml"), "{err}");
-        assert!(err.contains("unknown field `health_interval`"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_name_key_and_value() {
-        let err = parse("[runtime]\nsocks_port = 70000\n").unwrap_err();
-        assert!(err.contains("socks_port") && err.contains("70000"), "{err}");
-        let err = parse("[runtime]\ncore = \"clash\"\n").unwrap_err();
-        assert!(err.contains("clash") && err.contains("sing-box"), "{err}");
-        let err = parse("[runtime]\ncore = \"clash\"\n").unwrap_err();
-        assert!(err.contains("mihomo"), "{err}");
-        let err = parse("[daemon]\nhealth_interval_secs = 0\n").unwrap_err();
-        assert_eq!(
-            err,
-            "invalid settings in /r/config.toml: `daemon.health_interval_secs` = 0: must be between 1 and 31622400 seconds (366 days)"
-        );
-    }
-
-    /// Periods are turned into milliseconds and added to the clock: a huge one used to wrap
-    /// (18446744073709552 s ticked every 384 ms).
-    #[test]
-    fn periods_and_timeouts_are_bounded() {
-        let cases = [
-            (
-                "[daemon]\nhealth_interval_secs = 18446744073709552\n",
-                "daemon.health_interval_secs",
-            ),
-            (
-                "[runtime.rotation]\ninterval_secs = 31622401\n",
-                "runtime.rotation.interval_secs",
-            ),
-            (
-                "[runtime.rotation]\ncooldown_secs = 31622401\n",
-                "runtime.rotation.cooldown_secs",
-            ),
-            (
-                "[runtime.rotation]\ntest_concurrency = 257\n",
-                "runtime.rotation.test_concurrency",
-            ),
-            (
-                "[runtime]\nready_timeout_ms = 600001\n",
-                "runtime.ready_timeout_ms",
-            ),
-            ("[health]\ntimeout_ms = 600001\n", "health.timeout_ms"),
-        ];
-        for (text, key) in cases {
-            let err = parse(text).unwrap_err();
-            assert!(err.contains(&format!("`{key}`")), "{err}");
-        }
-        let top = parse("[daemon]\nhealth_interval_secs = 31622400\n[runtime.rotation]\ncooldown_secs = 31622400\n").unwrap();
-        assert_eq!(top.daemon.health_interval_secs, DURATION_SECS_MAX);
-    }
-
-    #[test]
-    fn api_header_timeout_is_bounded() {
-        assert_eq!(parse("").unwrap().api.header_timeout_ms, 5000);
-        let s = parse("[api]\nheader_timeout_ms = 250\n").unwrap();
-        assert_eq!(s.api.header_timeout_ms, 250);
-        assert_eq!(
-            parse("[api]\nheader_timeout_ms = 600000\n")
-                .unwrap()
-                .api
-                .header_timeout_ms,
-            API_HEADER_TIMEOUT_MS_MAX
-        );
-        for bad in ["0", "600001", "18446744073709551615"] {
-            let err = parse(&format!("[api]\nheader_timeout_ms = {bad}\n")).unwrap_err();
-            assert!(err.contains("/r/config.toml"), "{err}");
-            assert!(err.contains("header_timeout_ms"), "{err}");
-        }
-        let err = parse("[api]\nheader_timeout_ms = 0\n").unwrap_err();
-        assert_eq!(
-            err,
-            "invalid settings in /r/config.toml: `api.header_timeout_ms` = 0: must be between 1 and 600000 (10 minutes)"
-        );
-        let err = parse("[api]\nheader_timeout = 5\n").unwrap_err();
-        assert!(err.contains("unknown field `header_timeout`"), "{err}");
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;

@@ -268,6 +268,46 @@ pub struct HealthView {
     pub last_error: Option<String>,
 }
 
+/// One member of the pool core (front mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolMemberView {
+    /// The stored config.
+    pub config_id: i64,
+    /// True for the member new connections go to.
+    pub active: bool,
+    /// Its internal SOCKS inbound, host:port.
+    pub socks_addr: String,
+    /// Latency of its last successful probe.
+    pub latency_ms: Option<u64>,
+    /// Whether the front may relay to it (its last probe passed and passive failures are
+    /// under `health.passive_failures`).
+    pub alive: bool,
+    /// Failed relayed openings within `health.passive_window_ms`.
+    pub passive_failures: u32,
+    /// What failed it last, if it is not alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The front relay's counters since the daemon started (front mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayView {
+    /// Relayed connections open now.
+    pub connections_open: u64,
+    /// Relayed connections accepted since start.
+    pub connections_total: u64,
+    /// Bytes from clients to cores.
+    pub bytes_up: u64,
+    /// Bytes from cores to clients.
+    pub bytes_down: u64,
+    /// Openings replayed on another member.
+    pub retries: u64,
+    /// Openings that failed on a member (each counts as a passive failure).
+    pub failures: u64,
+    /// Connections refused because `daemon.relay_connections_max` were open.
+    pub refused_at_limit: u64,
+}
+
 /// Payload of `runtime_status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeStatusPayload {
@@ -295,6 +335,25 @@ pub struct RuntimeStatusPayload {
     /// retried until written. Absent when everything is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+    /// `front` (the daemon binds the user's ports and relays) or `direct` (the core binds them).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Front mode: the user's SOCKS port as the daemon bound it, host:port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_socks_addr: Option<String>,
+    /// Front mode: the user's HTTP port as the daemon bound it, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_http_addr: Option<String>,
+    /// Front mode: the pool core's members, the active one first. Empty in direct mode.
+    #[serde(default)]
+    pub pool: Vec<PoolMemberView>,
+    /// Front mode: the relay's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayView>,
+}
+
+fn default_mode() -> String {
+    "direct".into()
 }
 
 /// Payload of `proxy_status`.
@@ -328,6 +387,9 @@ pub struct ProxyStatusPayload {
     pub consecutive_health_failures: u32,
     /// What the last failed probe saw.
     pub last_health_error: Option<String>,
+    /// Front mode: the pool core's members, the active one first. Empty in direct mode.
+    #[serde(default)]
+    pub pool: Vec<PoolMemberView>,
 }
 
 /// Payload of `runtime_connect`.

@@ -90,6 +90,7 @@ impl Reactor {
         let started = installed.and_then(|installed| match &spec {
             CoreSpec::Session { config_id } => self.spawn_session(now, &installed, *config_id),
             CoreSpec::Batch { config_ids } => self.spawn_batch(id, &installed, config_ids),
+            CoreSpec::Pool { config_ids } => self.spawn_pool(id, &installed, config_ids),
         });
         let Launched {
             grace_ms,

@@ -78,6 +78,10 @@ impl Reactor {
                 };
                 self.record(now, super::journal::Write::Event(row));
             }
+            Effect::Route { targets } => self.set_route(now, targets),
+            Effect::BeginSession { core, config_id } => {
+                self.begin_pool_session(now, core, config_id)
+            }
             Effect::Log(line) => eprintln!("xrat: {line}"),
             Effect::Shutdown => self.begin_shutdown(now),
         }

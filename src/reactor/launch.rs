@@ -179,6 +179,17 @@ impl Reactor {
         Ok(launched)
     }
 
+    /// Renders and spawns a pool core (front mode). For now the members get SOCKS inbounds
+    /// only, like a batch core.
+    pub(super) fn spawn_pool(
+        &mut self,
+        id: CoreId,
+        installed: &[CoreBinary],
+        config_ids: &[i64],
+    ) -> Result<Launched, Rejection> {
+        self.spawn_batch(id, installed, config_ids)
+    }
+
     fn spawn_batch_part(
         &mut self,
         id: CoreId,

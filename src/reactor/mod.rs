@@ -9,6 +9,7 @@ mod cores;
 mod deadlines;
 mod detect;
 mod exec;
+mod front;
 mod handlers;
 mod journal;
 mod launch;
@@ -138,6 +139,8 @@ pub struct Reactor {
     detector: detect::Detector,
     /// Renders made by the last inspect, by config id.
     prepared: std::collections::HashMap<i64, prepare::Prepared>,
+    /// Front mode: where new relayed connections go, best first.
+    route: Vec<crate::supervisor::RouteTarget>,
     probes: probes::Probes,
     deadlines: deadlines::Deadlines,
     admission: admission::Admission,
@@ -207,6 +210,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         procs: cores::Procs::default(),
         detector: detect::Detector::default(),
         prepared: std::collections::HashMap::new(),
+        route: Vec::new(),
         probes: probes::Probes::new(probe_target),
         deadlines: deadlines::Deadlines::default(),
         journal: journal::Journal::default(),
@@ -277,6 +281,12 @@ fn supervisor_config(settings: &Settings) -> SupervisorConfig {
         test_concurrency: settings.runtime.rotation.test_concurrency,
         failure_threshold: settings.health.failure_threshold,
         rotation_enabled: settings.runtime.rotation.enabled,
+        front: settings.runtime.mode == crate::settings::RuntimeMode::Front,
+        pool_size: settings.runtime.rotation.pool_size,
+        drain_ms: settings.runtime.rotation.drain_secs * 1000,
+        retry_interval_ms: settings.health.retry_interval_ms,
+        passive_failures: settings.health.passive_failures,
+        passive_window_ms: settings.health.passive_window_ms,
     }
 }
 

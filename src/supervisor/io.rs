@@ -109,6 +109,54 @@ pub enum CoreSpec {
         /// The candidates, in order.
         config_ids: Vec<i64>,
     },
+    /// A pool core (front mode): like a batch core, one internal loopback inbound per member
+    /// (SOCKS, plus HTTP when `runtime.http_port` is set), kept running; the front relays to
+    /// whichever members [`Effect::Route`] names. No session row is written until
+    /// [`Effect::BeginSession`].
+    Pool {
+        /// The members, in order.
+        config_ids: Vec<i64>,
+    },
+}
+
+/// One member the front may relay new connections to, in [`Effect::Route`]'s order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTarget {
+    /// The pool core serving it.
+    pub core: CoreId,
+    /// The member (the executor knows its internal inbounds from the start).
+    pub config_id: i64,
+    /// A connection whose client spoke but that has no byte from the remote this long after the
+    /// opening is reported as [`RelayFailure::Stalled`] (it is left open: a long poll is legal).
+    pub stall_ms: u64,
+}
+
+/// How a relayed opening failed, as the front saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayFailure {
+    /// The member's internal inbound refused the connection (or the connect failed).
+    Refused,
+    /// The core answered the SOCKS5 request with this failure code.
+    SocksReply(u8),
+    /// The core answered an HTTP CONNECT with this non-2xx status.
+    HttpStatus(u16),
+    /// The core closed after the request and before any byte from the remote.
+    ClosedEarly,
+    /// No byte from the remote within the target's `stall_ms` (the connection stays open).
+    Stalled,
+}
+
+impl RelayFailure {
+    /// For logs and status.
+    pub fn describe(self) -> String {
+        match self {
+            RelayFailure::Refused => "the internal inbound refused the connection".into(),
+            RelayFailure::SocksReply(code) => format!("the core answered SOCKS5 reply {code}"),
+            RelayFailure::HttpStatus(code) => format!("the core answered HTTP {code}"),
+            RelayFailure::ClosedEarly => "the core closed before any byte from the remote".into(),
+            RelayFailure::Stalled => "no byte from the remote in time".into(),
+        }
+    }
 }
 
 /// What a probe checks.
@@ -250,6 +298,30 @@ pub enum Input {
     },
     /// The deadline given by [`super::Supervisor::poll_timeout`] passed (early calls are harmless).
     Timer,
+    /// The answer to [`Effect::BeginSession`].
+    SessionBegun {
+        /// The pool core.
+        core: CoreId,
+        /// The member.
+        config_id: i64,
+        /// The row written, or why not (the store refused).
+        session: Result<SessionInfo, Rejection>,
+    },
+    /// A relayed connection's opening failed on a member (front mode). After [`RelayFailure::
+    /// Stalled`] the connection goes on; after the others the front tried the next target.
+    RelayFailed {
+        /// The pool core.
+        core: CoreId,
+        /// The member.
+        config_id: i64,
+        /// How.
+        failure: RelayFailure,
+    },
+    /// A pool core that is no longer routed has no relayed connection left.
+    CoreDrained {
+        /// Which.
+        core: CoreId,
+    },
     /// config.toml was read again (SIGHUP, or `daemon_reload` from `from`, answered in order).
     Reload {
         /// The request, when a client asked.
@@ -311,6 +383,20 @@ pub enum Effect {
         kind: ProbeKind,
         /// Whole-probe deadline.
         timeout_ms: u64,
+    },
+    /// Front mode: new relayed connections go to the first target; a failed opening is replayed
+    /// on the next (never on one the list leaves out). An empty list refuses new connections in
+    /// the client's protocol. Open connections stay where they are.
+    Route {
+        /// Alive members, best first.
+        targets: Vec<RouteTarget>,
+    },
+    /// Record a pool member as the session (front mode); answer with [`Input::SessionBegun`].
+    BeginSession {
+        /// The pool core.
+        core: CoreId,
+        /// The member.
+        config_id: i64,
     },
     /// Record that a session ended and remove its config file.
     EndSession {
@@ -401,4 +487,16 @@ pub struct SupervisorConfig {
     pub failure_threshold: u32,
     /// `runtime.rotation.enabled`: rotation state at start.
     pub rotation_enabled: bool,
+    /// `runtime.mode = "front"`: sessions run in a pool core behind the front relay.
+    pub front: bool,
+    /// `runtime.rotation.pool_size`: warm members besides the active one.
+    pub pool_size: u32,
+    /// `runtime.rotation.drain_secs`, in ms.
+    pub drain_ms: u64,
+    /// `health.retry_interval_ms`.
+    pub retry_interval_ms: u64,
+    /// `health.passive_failures`.
+    pub passive_failures: u32,
+    /// `health.passive_window_ms`.
+    pub passive_window_ms: u64,
 }

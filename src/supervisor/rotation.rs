@@ -293,6 +293,7 @@ impl Supervisor {
             health_failure_threshold: c.failure_threshold,
             consecutive_health_failures: session.map_or(0, |s| s.health.consecutive_failures),
             last_health_error: session.and_then(|s| s.health.last_error.clone()),
+            pool: self.pool_view(),
         }
     }
 }

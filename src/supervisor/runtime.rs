@@ -117,6 +117,19 @@ impl Supervisor {
             health: s.map(|s| s.health.clone()).unwrap_or_default(),
             // Filled by the executor, which owns the database.
             store_error: None,
+            mode: if self.config.front { "front" } else { "direct" }.into(),
+            // The front's addresses and counters are the executor's.
+            front_socks_addr: None,
+            front_http_addr: None,
+            pool: self.pool_view(),
+            relay: None,
         }
+    }
+}
+
+impl Supervisor {
+    /// The pool's members for status (front mode); empty without a pool.
+    pub(super) fn pool_view(&self) -> Vec<crate::ipc::protocol::PoolMemberView> {
+        Vec::new()
     }
 }

@@ -215,6 +215,10 @@ impl World {
                     .on_start(now, core, spec, ready_timeout_ms, &mut self.rng);
             }
             Effect::StopCore { core, grace_ms } => self.on_stop(core, grace_ms),
+            Effect::Route { .. } | Effect::BeginSession { .. } if !self.cfg.front => {
+                self.fail("a front-mode effect in direct mode")
+            }
+            Effect::Route { .. } | Effect::BeginSession { .. } => {}
             Effect::Probe {
                 probe,
                 addr,

@@ -473,7 +473,7 @@ impl Exec {
                 self.next_session += 1;
                 (Some(info), Vec::new())
             }
-            CoreSpec::Batch { config_ids } => {
+            CoreSpec::Batch { config_ids } | CoreSpec::Pool { config_ids } => {
                 let mut inbounds = Vec::new();
                 for id in config_ids {
                     let a = self.fresh_addr(Target::Batch(core, *id));

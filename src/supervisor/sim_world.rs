@@ -185,6 +185,12 @@ fn random_config(rng: &mut Rng) -> SupervisorConfig {
         test_concurrency: 1 + rng.below(4) as u32,
         failure_threshold: 1 + rng.below(4) as u32,
         rotation_enabled: rng.below(3) != 0,
+        front: false,
+        pool_size: rng.below(4) as u32,
+        drain_ms: [0, 1_000, 30_000][rng.below(3) as usize],
+        retry_interval_ms: 100 + rng.below(900),
+        passive_failures: 1 + rng.below(3) as u32,
+        passive_window_ms: 500 + rng.below(3_000),
     }
 }
 

@@ -18,6 +18,12 @@ pub(super) fn config() -> SupervisorConfig {
         test_concurrency: 8,
         failure_threshold: 3,
         rotation_enabled: false,
+        front: false,
+        pool_size: 4,
+        drain_ms: 30_000,
+        retry_interval_ms: 500,
+        passive_failures: 2,
+        passive_window_ms: 2_000,
     }
 }
 

@@ -1,0 +1,28 @@
+//! The front (front mode): the daemon binds the user's ports and relays each connection to the
+//! internal inbound of the pool member that [`Effect::Route`](crate::supervisor::Effect::Route)
+//! names first.
+
+use crate::supervisor::{CoreId, Now, RouteTarget};
+
+use super::Reactor;
+
+impl Reactor {
+    /// `Effect::Route`.
+    pub(super) fn set_route(&mut self, _now: Now, targets: Vec<RouteTarget>) {
+        self.route = targets;
+    }
+
+    /// `Effect::BeginSession`.
+    pub(super) fn begin_pool_session(&mut self, _now: Now, core: CoreId, config_id: i64) {
+        let session = Err(crate::supervisor::Rejection::new(
+            crate::ipc::protocol::Code::Internal,
+            "pool sessions are not recorded yet",
+        ));
+        self.inputs
+            .push_back(crate::supervisor::Input::SessionBegun {
+                core,
+                config_id,
+                session,
+            });
+    }
+}

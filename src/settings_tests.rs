@@ -1,0 +1,144 @@
+//! Tests of settings parsing and bounds.
+use super::*;
+
+#[test]
+fn core_choice_and_preference() {
+    let s = parse("[runtime]\ncore = \"mihomo\"\n").unwrap();
+    assert_eq!(s.runtime.core, CoreChoice::Mihomo);
+    assert_eq!(
+        s.runtime.core_preference,
+        [
+            CoreName::Xray,
+            CoreName::SingBox,
+            CoreName::Mihomo,
+            CoreName::V2ray
+        ]
+    );
+    let s = parse("[runtime]\ncore_preference = [\"mihomo\", \"v2ray\"]\n").unwrap();
+    assert_eq!(
+        s.runtime.core_preference,
+        [CoreName::Mihomo, CoreName::V2ray]
+    );
+    let err = parse("[runtime]\ncore_preference = [\"mihomo\", \"clash\"]\n").unwrap_err();
+    assert!(
+        err.starts_with("invalid settings in /r/config.toml: "),
+        "{err}"
+    );
+    assert!(err.contains("core_preference"), "{err}");
+    assert!(
+        err.contains(
+            "unknown variant `clash`, expected one of `xray`, `v2ray`, `sing-box`, `mihomo`"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        parse("[runtime]\ncore_preference = []\n").unwrap_err(),
+        "invalid settings in /r/config.toml: `runtime.core_preference` = []: must name at \
+         least one of xray, sing-box, mihomo, v2ray"
+    );
+    assert_eq!(
+        parse("[runtime]\ncore_preference = [\"xray\", \"mihomo\", \"xray\"]\n").unwrap_err(),
+        "invalid settings in /r/config.toml: `runtime.core_preference` = [\"xray\", \
+         \"mihomo\", \"xray\"]: names a core twice; list each of xray, sing-box, mihomo, \
+         v2ray at most once"
+    );
+}
+
+fn parse(text: &str) -> Result<Settings, String> {
+    Settings::parse(text, Path::new("/r/config.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    assert_eq!(parse("").unwrap(), Settings::default());
+    let s = parse("[runtime.rotation]\nenabled = true\n").unwrap();
+    assert!(s.runtime.rotation.enabled);
+    assert_eq!(s.runtime.rotation.interval_secs, 1800);
+    assert_eq!(s.daemon.health_interval_secs, 15);
+}
+
+#[test]
+fn unknown_keys_are_named_with_the_file() {
+    let err = parse("[daemon]\nhealth_interval = 3\n").unwrap_err();
+    assert!(err.contains("/r/config.toml"), "{err}");
+    assert!(err.contains("unknown field `health_interval`"), "{err}");
+}
+
+#[test]
+fn bad_values_name_key_and_value() {
+    let err = parse("[runtime]\nsocks_port = 70000\n").unwrap_err();
+    assert!(err.contains("socks_port") && err.contains("70000"), "{err}");
+    let err = parse("[runtime]\ncore = \"clash\"\n").unwrap_err();
+    assert!(err.contains("clash") && err.contains("sing-box"), "{err}");
+    let err = parse("[runtime]\ncore = \"clash\"\n").unwrap_err();
+    assert!(err.contains("mihomo"), "{err}");
+    let err = parse("[daemon]\nhealth_interval_secs = 0\n").unwrap_err();
+    assert_eq!(
+        err,
+        "invalid settings in /r/config.toml: `daemon.health_interval_secs` = 0: must be between 1 and 31622400 seconds (366 days)"
+    );
+}
+
+/// Periods are turned into milliseconds and added to the clock: a huge one used to wrap
+/// (18446744073709552 s ticked every 384 ms).
+#[test]
+fn periods_and_timeouts_are_bounded() {
+    let cases = [
+        (
+            "[daemon]\nhealth_interval_secs = 18446744073709552\n",
+            "daemon.health_interval_secs",
+        ),
+        (
+            "[runtime.rotation]\ninterval_secs = 31622401\n",
+            "runtime.rotation.interval_secs",
+        ),
+        (
+            "[runtime.rotation]\ncooldown_secs = 31622401\n",
+            "runtime.rotation.cooldown_secs",
+        ),
+        (
+            "[runtime.rotation]\ntest_concurrency = 257\n",
+            "runtime.rotation.test_concurrency",
+        ),
+        (
+            "[runtime]\nready_timeout_ms = 600001\n",
+            "runtime.ready_timeout_ms",
+        ),
+        ("[health]\ntimeout_ms = 600001\n", "health.timeout_ms"),
+    ];
+    for (text, key) in cases {
+        let err = parse(text).unwrap_err();
+        assert!(err.contains(&format!("`{key}`")), "{err}");
+    }
+    let top = parse(
+        "[daemon]\nhealth_interval_secs = 31622400\n[runtime.rotation]\ncooldown_secs = 31622400\n",
+    )
+    .unwrap();
+    assert_eq!(top.daemon.health_interval_secs, DURATION_SECS_MAX);
+}
+
+#[test]
+fn api_header_timeout_is_bounded() {
+    assert_eq!(parse("").unwrap().api.header_timeout_ms, 5000);
+    let s = parse("[api]\nheader_timeout_ms = 250\n").unwrap();
+    assert_eq!(s.api.header_timeout_ms, 250);
+    assert_eq!(
+        parse("[api]\nheader_timeout_ms = 600000\n")
+            .unwrap()
+            .api
+            .header_timeout_ms,
+        API_HEADER_TIMEOUT_MS_MAX
+    );
+    for bad in ["0", "600001", "18446744073709551615"] {
+        let err = parse(&format!("[api]\nheader_timeout_ms = {bad}\n")).unwrap_err();
+        assert!(err.contains("/r/config.toml"), "{err}");
+        assert!(err.contains("header_timeout_ms"), "{err}");
+    }
+    let err = parse("[api]\nheader_timeout_ms = 0\n").unwrap_err();
+    assert_eq!(
+        err,
+        "invalid settings in /r/config.toml: `api.header_timeout_ms` = 0: must be between 1 and 600000 (10 minutes)"
+    );
+    let err = parse("[api]\nheader_timeout = 5\n").unwrap_err();
+    assert!(err.contains("unknown field `header_timeout`"), "{err}");
+}
