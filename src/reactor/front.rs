@@ -2,7 +2,20 @@
 //! internal inbound of the pool member that [`Effect::Route`](crate::supervisor::Effect::Route)
 //! names first.
 
+use std::net::SocketAddr;
+
 use crate::supervisor::{CoreId, Now, RouteTarget};
+
+/// Where one pool member listens, and which process serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberAddrs {
+    /// Its internal SOCKS inbound.
+    pub socks: SocketAddr,
+    /// Its internal HTTP inbound, when `runtime.http_port` is set.
+    pub http: Option<SocketAddr>,
+    /// The process (of the pool core's one per core family) that serves it.
+    pub pid: u32,
+}
 
 use super::Reactor;
 

@@ -141,6 +141,9 @@ pub struct Reactor {
     prepared: std::collections::HashMap<i64, prepare::Prepared>,
     /// Front mode: where new relayed connections go, best first.
     route: Vec<crate::supervisor::RouteTarget>,
+    /// Front mode: each pool member's internal inbounds, filled when its pool core is spawned
+    /// (or adopted) and removed when the core exits.
+    pool_members: std::collections::HashMap<(crate::supervisor::CoreId, i64), front::MemberAddrs>,
     probes: probes::Probes,
     deadlines: deadlines::Deadlines,
     admission: admission::Admission,
@@ -211,6 +214,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         detector: detect::Detector::default(),
         prepared: std::collections::HashMap::new(),
         route: Vec::new(),
+        pool_members: std::collections::HashMap::new(),
         probes: probes::Probes::new(probe_target),
         deadlines: deadlines::Deadlines::default(),
         journal: journal::Journal::default(),
