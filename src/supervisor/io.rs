@@ -84,6 +84,9 @@ pub enum Selection {
     One(i64),
     /// Every enabled config.
     Enabled,
+    /// This one first (enabled or not), then every other enabled config: a front-mode connect
+    /// fills the pool with the others.
+    WithEnabled(i64),
 }
 
 /// What the executor found about one stored config: it can run (the core is known and supports

@@ -20,12 +20,18 @@ use crate::ipc::RawId;
 
 mod io;
 mod ops;
+mod pool;
+mod pool_ops;
+mod pool_replace;
+mod pool_switch;
 mod rank;
 mod replace;
 mod rotation;
 mod runtime;
 mod switch;
 
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod rotation_tests;
 #[cfg(test)]
@@ -53,6 +59,8 @@ enum CoreRole {
     Session,
     /// Tests candidates.
     Batch,
+    /// Holds the session's config and warm members behind the front (front mode).
+    Pool,
 }
 
 /// The active session and what is known of its health.
@@ -95,6 +103,12 @@ pub struct Supervisor {
     next_health_ms: u64,
     health_ticks: u64,
     effects: VecDeque<Effect>,
+    /// Front mode: the routed pool core.
+    pool: Option<pool::Pool>,
+    /// Front mode: replaced pool cores, unrouted, and when their drain time ends.
+    draining: BTreeMap<CoreId, u64>,
+    /// Front mode: the route last emitted.
+    route: Vec<RouteTarget>,
 }
 
 impl Supervisor {
@@ -116,6 +130,9 @@ impl Supervisor {
             next_id: 1,
             health_ticks: 0,
             effects: VecDeque::new(),
+            pool: None,
+            draining: BTreeMap::new(),
+            route: Vec::new(),
         };
         if let Some(info) = adopted {
             let core = CoreId(sup.fresh());
@@ -138,9 +155,16 @@ impl Supervisor {
             Input::Timer => self.on_timer(now),
             Input::Reload { from, result } => self.on_reload(now, from, result),
             Input::ShutdownSignal => self.shutting_down = true,
+            Input::RelayFailed {
+                core,
+                config_id,
+                failure,
+            } => self.on_relay_failed(now, core, config_id, failure),
+            Input::CoreDrained { core } => self.on_core_drained(core),
             other => self.on_completion(now, other),
         }
         self.advance_shutdown(now);
+        self.sync_route();
         self.check_invariants();
     }
 
@@ -159,6 +183,7 @@ impl Supervisor {
             Some(self.next_health_ms),
             self.rotation_deadline(),
             self.op.as_ref().and_then(|op| op.deadline()),
+            self.pool_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -185,14 +210,24 @@ impl Supervisor {
         self.session.as_ref().map(|s| &s.info)
     }
 
-    /// Cores started and not yet exited: (session cores, batch cores).
-    pub fn live_cores(&self) -> (usize, usize) {
-        let sessions = self
-            .cores
-            .values()
-            .filter(|r| **r == CoreRole::Session)
-            .count();
-        (sessions, self.cores.len() - sessions)
+    /// Cores started and not yet exited: (session cores, batch cores, pool cores).
+    pub fn live_cores(&self) -> (usize, usize, usize) {
+        let count = |role: CoreRole| self.cores.values().filter(|r| **r == role).count();
+        (
+            count(CoreRole::Session),
+            count(CoreRole::Batch),
+            count(CoreRole::Pool),
+        )
+    }
+
+    /// Front mode: the route last emitted.
+    pub fn route(&self) -> &[RouteTarget] {
+        &self.route
+    }
+
+    /// Front mode: pool cores draining, with their deadlines.
+    pub fn draining(&self) -> &BTreeMap<CoreId, u64> {
+        &self.draining
     }
 
     fn fresh(&mut self) -> u64 {
@@ -214,6 +249,10 @@ impl Supervisor {
         if !self.shutting_down || self.shutdown_announced || self.op.is_some() {
             return;
         }
+        let draining: Vec<CoreId> = self.draining.keys().copied().collect();
+        for core in draining {
+            self.retire_now(core);
+        }
         if self.session.is_some() {
             self.launch(now, None, RawId::NONE, ops::Job::disconnect());
             // A session whose core already exited ends at once: nothing else would come to
@@ -228,14 +267,27 @@ impl Supervisor {
 
     /// The rules every transition keeps (checked in debug builds and by the simulation).
     fn check_invariants(&self) {
-        let (sessions, batches) = self.live_cores();
+        let (sessions, batches, pools) = self.live_cores();
         debug_assert!(sessions <= 1, "{sessions} session cores alive");
         debug_assert!(batches <= 1, "{batches} batch cores alive");
+        debug_assert!(pools <= 2 + pool::DRAINING_MAX, "{pools} pool cores alive");
         debug_assert!(
-            self.session.as_ref().is_none_or(
-                |s| !s.pid_running || self.cores.get(&s.core) == Some(&CoreRole::Session)
-            ),
+            self.config.front || pools == 0,
+            "a pool core in direct mode"
+        );
+        debug_assert!(
+            self.session.as_ref().is_none_or(|s| !s.pid_running
+                || matches!(
+                    self.cores.get(&s.core),
+                    Some(CoreRole::Session | CoreRole::Pool)
+                )),
             "the session's core is not tracked"
+        );
+        debug_assert!(
+            self.pool
+                .as_ref()
+                .is_none_or(|p| !self.draining.contains_key(&p.core)),
+            "the routed pool core drains"
         );
         debug_assert!(
             !self.shutdown_announced || (self.session.is_none() && self.op.is_none()),
@@ -312,9 +364,11 @@ impl Supervisor {
             self.next_health_ms += self.config.health_interval_ms;
             tick = true;
         }
-        if tick {
+        if tick && !self.config.front {
+            // In front mode the pool's member probes watch the active member too.
             self.start_health_probe();
         }
+        self.pool_timers(now);
         self.rotation_timers(now);
     }
 
@@ -325,6 +379,11 @@ impl Supervisor {
         match &input {
             Input::CoreExited { core, .. } => {
                 self.cores.remove(core);
+                self.draining.remove(core);
+                if self.pool.as_ref().is_some_and(|p| p.core == *core) {
+                    // Nothing is left to route to; the session's exit handling rebuilds.
+                    self.pool = None;
+                }
             }
             Input::CoreFailed {
                 core,
@@ -342,6 +401,9 @@ impl Supervisor {
             Input::ProbeDone { probe, result } if self.health_probe == Some(probe) => {
                 self.health_probe = None;
                 self.on_health_probe_done(now, result);
+            }
+            Input::ProbeDone { probe, result } => {
+                self.on_member_probe(now, probe, &result);
             }
             _ => {}
         }

@@ -46,6 +46,7 @@ pub(super) enum Job {
     Connect(Connect),
     Disconnect(Disconnect),
     Replace(Box<Replace>),
+    PoolSwitch(super::pool_switch::PoolSwitch),
 }
 
 impl Job {
@@ -55,6 +56,7 @@ impl Job {
             replacing: None,
             step: ConnectStep::Inspecting(InspectId(0)),
             new: None,
+            inbounds: Vec::new(),
         })
     }
 
@@ -75,19 +77,23 @@ pub(super) enum Flow {
 
 #[derive(Debug)]
 pub(super) struct Connect {
-    config_id: i64,
-    /// The session stopped on the way.
-    replacing: Option<i64>,
-    step: ConnectStep,
+    pub config_id: i64,
+    /// The session stopped (or, in front mode, replaced) on the way.
+    pub replacing: Option<i64>,
+    pub step: ConnectStep,
     /// The new session, once its core was spawned.
-    new: Option<SessionInfo>,
+    pub new: Option<SessionInfo>,
+    /// Front mode: the new pool core's members.
+    pub inbounds: Vec<(i64, std::net::SocketAddr)>,
 }
 
 #[derive(Debug)]
-enum ConnectStep {
+pub(super) enum ConnectStep {
     Inspecting(InspectId),
     StoppingOld(CoreId),
     Starting(CoreId),
+    /// Front mode: the pool core is ready; its session row is being written.
+    Beginning(CoreId),
     /// A failed core was stopped; the answer leaves once it exited.
     Cleanup(CoreId, Reply),
 }
@@ -114,6 +120,7 @@ impl Supervisor {
             Job::Connect(c) => self.begin_connect(c),
             Job::Disconnect(d) => self.begin_disconnect(d),
             Job::Replace(r) => self.begin_replace(now, r),
+            Job::PoolSwitch(s) => self.begin_pool_switch(s),
         };
         self.settle_op(now, operation, flow);
     }
@@ -127,6 +134,7 @@ impl Supervisor {
             Job::Connect(c) => self.step_connect(now, c, input),
             Job::Disconnect(d) => self.step_disconnect(now, d, input),
             Job::Replace(r) => self.step_replace(now, r, input),
+            Job::PoolSwitch(s) => self.step_pool_switch(now, s, input),
         };
         let taken = !matches!(flow, Flow::NotMine);
         self.settle_op(now, operation, flow);
@@ -142,7 +150,7 @@ impl Supervisor {
 
     /// Sends the answer, then every reply held behind it.
     fn finish_op(&mut self, now: Now, operation: Operation, reply: Reply) {
-        let was_replace = matches!(operation.job, Job::Replace(_));
+        let was_replace = matches!(operation.job, Job::Replace(_) | Job::PoolSwitch(_));
         if let (Some(conn), true) = (operation.conn, operation.conn_open) {
             self.push_reply(conn, operation.id, reply, false);
             for (id, reply, close_after) in operation.held {
@@ -211,10 +219,12 @@ impl Supervisor {
     fn begin_connect(&mut self, c: &mut Connect) -> Flow {
         let inspect = InspectId(self.fresh());
         c.step = ConnectStep::Inspecting(inspect);
-        self.emit(Effect::Inspect {
-            inspect,
-            selection: Selection::One(c.config_id),
-        });
+        let selection = if self.config.front {
+            Selection::WithEnabled(c.config_id)
+        } else {
+            Selection::One(c.config_id)
+        };
+        self.emit(Effect::Inspect { inspect, selection });
         Flow::Continue
     }
 
@@ -237,6 +247,9 @@ impl Supervisor {
                 if let Err(rejection) = check {
                     return Flow::Done(error(rejection.code, rejection.message));
                 }
+                if self.config.front {
+                    return self.front_connect(now, c, configs.as_deref().unwrap_or(&[]));
+                }
                 c.replacing = self.session.as_ref().map(|s| s.info.id);
                 match self.stop_session("replaced") {
                     Some((core, _)) => c.step = ConnectStep::StoppingOld(core),
@@ -250,6 +263,16 @@ impl Supervisor {
                 }
                 c.step = ConnectStep::Starting(self.start_session_core(c.config_id));
                 Flow::Continue
+            }
+            (ConnectStep::Starting(want), input)
+                if input_core(input) == Some(*want) && self.config.front =>
+            {
+                self.front_connect_starting(c, *want, input)
+            }
+            (ConnectStep::Beginning(want), Input::SessionBegun { core, session, .. })
+                if want == core =>
+            {
+                self.front_connect_begun(now, c, *want, session)
             }
             (ConnectStep::Starting(want), input) if input_core(input) == Some(*want) => {
                 self.connect_starting(c, *want, input)

@@ -65,6 +65,19 @@ pub(super) enum Step {
         session: SessionInfo,
         probe: ProbeId,
     },
+    /// Front mode: the new pool core accepts; its first member is being probed.
+    PoolVerifying {
+        core: CoreId,
+        config_id: i64,
+        probe: ProbeId,
+    },
+    /// Front mode: the new pool core's member was probed (or is restored unprobed); its session
+    /// row is being written.
+    Beginning {
+        core: CoreId,
+        config_id: i64,
+        latency_ms: Option<u64>,
+    },
 }
 
 /// A rotation in progress.
@@ -81,6 +94,8 @@ pub(super) struct Replace {
     pub phase: Phase,
     /// Cores this rotation stopped and has not yet seen exit.
     pub stopping: BTreeSet<CoreId>,
+    /// Front mode: the members of the pool core being started.
+    pub pool_inbounds: Vec<(i64, SocketAddr)>,
 }
 
 impl Replace {
@@ -96,6 +111,7 @@ impl Replace {
             notes: Vec::new(),
             phase: Phase::Inspecting(InspectId(0)),
             stopping: BTreeSet::new(),
+            pool_inbounds: Vec::new(),
         }
     }
 
@@ -383,6 +399,19 @@ impl Supervisor {
         debug_assert!(ranked
             .iter()
             .all(|i| matches!(r.candidates[*i].result, Some(Ok(_)))));
+        if self.config.front {
+            // Make-before-break: the old pool core keeps serving until the new one took over.
+            r.phase = Phase::Switching {
+                ranked,
+                current: None,
+                restoring: false,
+                step: Step::Stopping {
+                    core: r.old_core,
+                    then_end: None,
+                },
+            };
+            return self.launch_next(now, r);
+        }
         let step = match self.session.as_ref() {
             Some(s) if s.info.id == r.old_session && s.pid_running => {
                 self.emit(Effect::StopCore {

@@ -183,6 +183,12 @@ impl Supervisor {
         if self.op.is_some() || self.shutting_down {
             return false;
         }
+        if trigger == Trigger::HealthCheckFailed {
+            if let Some(to) = self.warm_member(None) {
+                self.start_pool_switch(now, None, RawId::NONE, to, trigger, false);
+                return true;
+            }
+        }
         let Some(session) = &self.session else {
             return false;
         };

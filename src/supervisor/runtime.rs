@@ -43,6 +43,11 @@ impl Supervisor {
                         already_active: true,
                     }));
                 }
+                if self.warm_member(Some(config_id)).is_some() {
+                    let trigger = crate::ipc::protocol::Trigger::Manual;
+                    self.start_pool_switch(now, Some(conn), id, config_id, trigger, true);
+                    return None;
+                }
                 Job::connect(config_id)
             }
             Request::RuntimeDisconnect => {
@@ -58,6 +63,12 @@ impl Supervisor {
                 trigger,
                 candidate_id,
             } => {
+                if self.session.is_some() && trigger != crate::ipc::protocol::Trigger::Timer {
+                    if let Some(to) = self.warm_member(candidate_id) {
+                        self.start_pool_switch(now, Some(conn), id, to, trigger, false);
+                        return None;
+                    }
+                }
                 let Some(session) = &self.session else {
                     return Some(error(
                         Code::Conflict,
@@ -124,12 +135,5 @@ impl Supervisor {
             pool: self.pool_view(),
             relay: None,
         }
-    }
-}
-
-impl Supervisor {
-    /// The pool's members for status (front mode); empty without a pool.
-    pub(super) fn pool_view(&self) -> Vec<crate::ipc::protocol::PoolMemberView> {
-        Vec::new()
     }
 }

@@ -90,6 +90,7 @@ impl World {
                 _ => self.fail("a connect nobody asked for"),
             },
             Job::Disconnect(_) => (Kind::Disconnect, None),
+            Job::PoolSwitch(_) => self.fail("a pool switch in direct mode"),
             Job::Replace(r) => {
                 let rot = Rot {
                     trigger: r.trigger,

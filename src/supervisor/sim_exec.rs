@@ -274,6 +274,16 @@ impl Exec {
                 Some((id, c)) => vec![check(id, c, rng)],
                 None => Vec::new(),
             },
+            Selection::WithEnabled(want) => {
+                let mut checks: Vec<ConfigCheck> = match all.clone().find(|(id, _)| *id == want) {
+                    Some((id, c)) => vec![check(id, c, rng)],
+                    None => Vec::new(),
+                };
+                for (id, c) in all.filter(|(id, c)| c.enabled && *id != want) {
+                    checks.push(check(id, c, rng));
+                }
+                checks
+            }
         })
     }
 

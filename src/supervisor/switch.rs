@@ -14,6 +14,9 @@ impl Supervisor {
         let Phase::Switching { step, .. } = &r.phase else {
             return Flow::NotMine;
         };
+        if self.config.front && !matches!(step, Step::Stopping { .. }) {
+            return self.front_switching(now, r, input);
+        }
         match (step, input) {
             (Step::Stopping { core, then_end }, Input::CoreExited { core: exited, .. })
                 if core == exited =>
@@ -196,6 +199,9 @@ impl Supervisor {
         };
         if *restoring {
             return self.finish_replace(now, r, ReplaceResult::Failed, None);
+        }
+        if self.config.front {
+            return self.front_launch_next(now, r);
         }
         let config_id = match ranked.pop_front() {
             Some(next) => {

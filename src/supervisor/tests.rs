@@ -474,7 +474,7 @@ fn a_connect_whose_core_is_not_ready_stops_it_then_answers_504_after_its_exit() 
         "{reply:?}"
     );
     assert!(!s.is_busy());
-    assert_eq!(s.live_cores(), (0, 0));
+    assert_eq!(s.live_cores(), (0, 0, 0));
     assert_eq!(status(&mut s).runtime_status, "idle");
 }
 
@@ -493,7 +493,7 @@ fn a_connect_refused_at_spawn_answers_at_once() {
     let effects = feed(&mut s, 3, Input::CoreFailed { core, failure });
     assert_eq!(replies(&effects), [(1, "1".into(), Some(Code::Internal))]);
     assert!(stops_in(&effects).is_empty());
-    assert_eq!(s.live_cores(), (0, 0));
+    assert_eq!(s.live_cores(), (0, 0, 0));
 }
 
 #[test]

@@ -1,0 +1,315 @@
+//! Front mode: the pool, the route, passive failover, make-before-break and drain.
+
+use super::tests::*;
+use super::*;
+use std::net::SocketAddr;
+
+use crate::ipc::protocol::{Code, Request, Trigger};
+
+fn front() -> SupervisorConfig {
+    SupervisorConfig {
+        front: true,
+        rotation_enabled: true,
+        pool_size: 2,
+        ..config()
+    }
+}
+
+fn member_addr(core: CoreId, config_id: i64) -> SocketAddr {
+    addr(10_000 + core.0 as u16 * 10 + config_id as u16)
+}
+
+fn routes(effects: &[Effect]) -> Vec<Vec<i64>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Route { targets } => Some(targets.iter().map(|t| t.config_id).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn begun(core: CoreId, config_id: i64, session_id: i64) -> Input {
+    let mut info = session(session_id, config_id);
+    info.socks_addr = member_addr(core, config_id);
+    Input::SessionBegun {
+        core,
+        config_id,
+        session: Ok(info),
+    }
+}
+
+/// Connects `config_id` in front mode with `others` enabled; returns the pool core.
+fn front_connect(s: &mut Supervisor, ms: u64, config_id: i64, others: &[i64], sid: i64) -> CoreId {
+    let effects = request(s, ms, 1, 1, Request::RuntimeConnect { config_id });
+    let (inspect, selection) = inspect_in(&effects);
+    assert_eq!(selection, Selection::WithEnabled(config_id));
+    let mut ids = vec![config_id];
+    ids.extend_from_slice(others);
+    let effects = feed(s, ms, inspected(inspect, &ids));
+    let (core, spec) = start_in(&effects);
+    let CoreSpec::Pool { config_ids } = spec else {
+        panic!("expected a pool core, got {spec:?}");
+    };
+    assert_eq!(config_ids[0], config_id);
+    let inbounds = config_ids
+        .iter()
+        .map(|id| (*id, member_addr(core, *id)))
+        .collect();
+    feed(s, ms, started(core, None, inbounds));
+    let effects = feed(s, ms, Input::CoreReady { core });
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::BeginSession { config_id: c, .. } if *c == config_id)),
+        "{effects:?}"
+    );
+    let effects = feed(s, ms, begun(core, config_id, sid));
+    assert!(matches!(only_reply(&effects), Reply::Connected(p) if p.session_id == sid));
+    assert_eq!(routes(&effects), [vec![config_id]]);
+    core
+}
+
+/// Answers every probe in `effects` with `result` for the members in `ok`, failure otherwise.
+fn answer_probes(
+    s: &mut Supervisor,
+    ms: u64,
+    effects: &[Effect],
+    ok: &[i64],
+    core: CoreId,
+) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for (probe, addr) in probes_in(effects) {
+        let config_id = (addr.port() - 10_000 - core.0 as u16 * 10) as i64;
+        let result = if ok.contains(&config_id) {
+            Ok(5 + config_id as u64)
+        } else {
+            Err("connection refused".into())
+        };
+        out.extend(feed(s, ms, Input::ProbeDone { probe, result }));
+    }
+    out
+}
+
+#[test]
+fn connect_starts_a_pool_and_routes_alive_members_after_their_probes() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2, 3, 4], 10);
+    // pool_size 2: members 1, 2, 3.
+    let effects = feed(&mut s, 1, Input::Timer);
+    assert_eq!(probes_in(&effects).len(), 3, "{effects:?}");
+    let effects = answer_probes(&mut s, 2, &effects, &[1, 3], core);
+    assert_eq!(routes(&effects).last().unwrap(), &vec![1, 3]);
+    let status = status(&mut s);
+    assert_eq!(status.mode, "front");
+    assert_eq!(status.pool.len(), 3);
+    assert!(status.pool[0].active && status.pool[0].config_id == 1);
+    assert!(!status.pool.iter().find(|m| m.config_id == 2).unwrap().alive);
+}
+
+#[test]
+fn manual_replace_to_a_warm_member_starts_no_process() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2, 3], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    answer_probes(&mut s, 2, &effects, &[1, 2, 3], core);
+    let replace = Request::RuntimeReplace {
+        trigger: Trigger::Manual,
+        candidate_id: None,
+    };
+    let effects = request(&mut s, 3, 1, 2, replace);
+    assert!(start_in_opt(&effects).is_none());
+    assert!(stops_in(&effects).is_empty());
+    let effects = feed(&mut s, 3, begun(core, 2, 11));
+    match only_reply(&effects) {
+        Reply::Replaced(p) => {
+            assert!(p.replaced);
+            assert_eq!(p.new_config_id, Some(2));
+            assert_eq!(p.new_session_id, Some(11));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ends_in(&effects), [(10, "rotated".to_string())]);
+    assert_eq!(routes(&effects).last().unwrap(), &vec![2, 1, 3]);
+}
+
+#[test]
+fn passive_failures_move_the_route_at_once_and_switch_without_cooldown() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2, 3], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    answer_probes(&mut s, 2, &effects, &[1, 2, 3], core);
+    // A rotation just ran, so the cooldown is on; passive failover ignores it.
+    s.rotation.cooldown_until_ms = 1_000_000;
+    let fail = |config_id| Input::RelayFailed {
+        core,
+        config_id,
+        failure: RelayFailure::SocksReply(5),
+    };
+    assert!(routes(&feed(&mut s, 100, fail(1))).is_empty());
+    let effects = feed(&mut s, 150, fail(1));
+    assert_eq!(routes(&effects), [vec![2, 3]], "{effects:?}");
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::BeginSession { config_id: 2, .. })),
+        "{effects:?}"
+    );
+    let effects = feed(&mut s, 151, begun(core, 2, 11));
+    assert_eq!(s.session().unwrap().config_id, 2);
+    assert!(stops_in(&effects).is_empty());
+    // The failed member is re-probed after retry_interval_ms; passing brings it back.
+    let effects = feed(&mut s, 150 + 500, Input::Timer);
+    let probes = probes_in(&effects);
+    assert_eq!(probes.len(), 1);
+    let effects = answer_probes(&mut s, 700, &effects, &[1], core);
+    // Member 1 answers fastest (6 ms) of the others.
+    assert_eq!(routes(&effects).last().unwrap(), &vec![2, 1, 3]);
+}
+
+#[test]
+fn passive_failures_outside_the_window_do_not_add_up() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    answer_probes(&mut s, 2, &effects, &[1, 2], core);
+    let fail = Input::RelayFailed {
+        core,
+        config_id: 1,
+        failure: RelayFailure::Refused,
+    };
+    feed(&mut s, 100, fail.clone());
+    let effects = feed(&mut s, 100 + 2_000, fail);
+    assert!(routes(&effects).is_empty(), "{effects:?}");
+    assert_eq!(s.route()[0].config_id, 1);
+}
+
+#[test]
+fn a_stall_earns_a_quick_reprobe_whose_failure_fails_over() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    answer_probes(&mut s, 2, &effects, &[1, 2], core);
+    let effects = feed(
+        &mut s,
+        1_000,
+        Input::RelayFailed {
+            core,
+            config_id: 1,
+            failure: RelayFailure::Stalled,
+        },
+    );
+    assert!(routes(&effects).is_empty());
+    let effects = feed(&mut s, 1_000, Input::Timer);
+    let probes = probes_in(&effects);
+    assert_eq!(probes.len(), 1);
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Probe {
+            timeout_ms: 500,
+            ..
+        }
+    )));
+    // The re-probe times out: the member was already suspect, so it is dead now.
+    let effects = answer_probes(&mut s, 1_500, &effects, &[], core);
+    assert_eq!(routes(&effects), [vec![2]]);
+}
+
+#[test]
+fn connect_to_another_config_is_make_before_break_and_the_old_pool_drains() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[5, 1]));
+    let (new, _) = start_in(&effects);
+    assert!(stops_in(&effects).is_empty(), "the old pool core runs on");
+    feed(
+        &mut s,
+        11,
+        started(
+            new,
+            None,
+            vec![(5, member_addr(new, 5)), (1, member_addr(new, 1))],
+        ),
+    );
+    feed(&mut s, 20, Input::CoreReady { core: new });
+    let effects = feed(&mut s, 20, begun(new, 5, 11));
+    assert!(
+        matches!(only_reply(&effects), Reply::Connected(p) if p.replaced_session_id == Some(10))
+    );
+    assert_eq!(ends_in(&effects), [(10, "replaced".to_string())]);
+    assert!(
+        stops_in(&effects).is_empty(),
+        "the old pool core drains first"
+    );
+    assert_eq!(s.draining().get(&old), Some(&(20 + 30_000)));
+    let effects = feed(&mut s, 500, Input::CoreDrained { core: old });
+    assert_eq!(stops_in(&effects), [(old, STOP_GRACE_MS)]);
+}
+
+#[test]
+fn a_pool_core_that_never_drains_is_stopped_at_its_deadline() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let (new, _) = start_in(&effects);
+    feed(
+        &mut s,
+        11,
+        started(new, None, vec![(5, member_addr(new, 5))]),
+    );
+    feed(&mut s, 20, Input::CoreReady { core: new });
+    feed(&mut s, 20, begun(new, 5, 11));
+    assert!(s.poll_timeout().unwrap() <= 20 + 30_000);
+    let effects = feed(&mut s, 20 + 29_999, Input::Timer);
+    assert!(!stops_in(&effects).iter().any(|(c, _)| *c == old));
+    let effects = feed(&mut s, 20 + 30_000, Input::Timer);
+    assert!(stops_in(&effects).iter().any(|(c, _)| *c == old));
+}
+
+#[test]
+fn a_failed_pool_start_leaves_the_running_session_alone() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let (new, _) = start_in(&effects);
+    feed(
+        &mut s,
+        11,
+        started(new, None, vec![(5, member_addr(new, 5))]),
+    );
+    let effects = feed(
+        &mut s,
+        5_011,
+        Input::CoreFailed {
+            core: new,
+            failure: StartFailure::NotReady {
+                addr: member_addr(new, 5),
+                log_tail: String::new(),
+            },
+        },
+    );
+    assert_eq!(stops_in(&effects), [(new, 0)]);
+    let effects = feed(&mut s, 5_020, exited(new));
+    assert!(matches!(
+        only_reply(&effects),
+        Reply::Error {
+            code: Code::Timeout,
+            ..
+        }
+    ));
+    assert_eq!(s.session().unwrap().id, 10);
+    assert_eq!(s.route()[0].core, old);
+}
+
+fn start_in_opt(effects: &[Effect]) -> Option<CoreId> {
+    effects.iter().find_map(|e| match e {
+        Effect::StartCore { core, .. } => Some(*core),
+        _ => None,
+    })
+}
