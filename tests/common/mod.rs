@@ -155,6 +155,7 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 pub mod cores;
 pub mod daemon;
+pub mod front;
 pub mod rig;
 
 /// Live core processes started for `root`, session and batch-test cores alike (their command

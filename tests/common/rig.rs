@@ -1,4 +1,5 @@
-//! A daemon with several remote V2Ray servers and their configs, for the rotation tests.
+//! A daemon with several remote V2Ray servers and their configs, for the rotation tests of
+//! direct mode (the core binds the user's port; front mode has tests/front_*.rs).
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub fn rig_with(count: usize, settings: &str, probe_timeout_ms: u64) -> Rig {
     let http = HttpTarget::start();
     let socks_port = free_port();
     root.write_settings(&format!(
-        "[daemon]\nhealth_interval_secs = 1\n[runtime]\n{}socks_port = {socks_port}\n[health]\nprobe_url = \"{}\"\ntimeout_ms = {probe_timeout_ms}\n{settings}",
+        "[daemon]\nhealth_interval_secs = 1\n[runtime]\nmode = \"direct\"\n{}socks_port = {socks_port}\n[health]\nprobe_url = \"{}\"\ntimeout_ms = {probe_timeout_ms}\n{settings}",
         Core::V2ray.runtime_settings(),
         http.url("/probe"),
     ));

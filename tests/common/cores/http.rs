@@ -115,6 +115,10 @@ fn serve_http(mut stream: TcpStream, body: &str, requests: &Mutex<Vec<String>>) 
             return;
         }
     }
+    if request.starts_with(b"GET /stream ") {
+        requests.lock().unwrap().push("/stream".into());
+        return serve_stream(stream);
+    }
     let response = if let Some(rest) = request.strip_prefix(b"GET ") {
         let path = rest.split(|&b| b == b' ').next().unwrap_or_default();
         requests
@@ -132,6 +136,31 @@ fn serve_http(mut stream: TcpStream, body: &str, requests: &Mutex<Vec<String>>) 
     };
     let _ = stream.write_all(response.as_bytes());
     let _ = stream.flush();
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Chunks of `/stream`, one every [`STREAM_EVERY`]: a 5 s download.
+pub const STREAM_CHUNKS: usize = 50;
+/// One `/stream` chunk.
+pub const STREAM_CHUNK: usize = 1024;
+const STREAM_EVERY: Duration = Duration::from_millis(100);
+
+/// `/stream`: [`STREAM_CHUNKS`] chunks of [`STREAM_CHUNK`] bytes (chunk `i` is byte `i`
+/// repeated), one every 100 ms, with a Content-Length, so a client can tell a whole download.
+fn serve_stream(mut stream: TcpStream) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        STREAM_CHUNKS * STREAM_CHUNK
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    for i in 0..STREAM_CHUNKS {
+        if stream.write_all(&[i as u8; STREAM_CHUNK]).is_err() {
+            return;
+        }
+        std::thread::sleep(STREAM_EVERY);
+    }
     let _ = stream.shutdown(Shutdown::Write);
 }
 

@@ -156,24 +156,51 @@ impl RemoteServer {
         };
         let config_path = dir.path().join("server.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(core.bin())
-            .args(core.run_args(&config_path))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} server: {e}", core.name()));
         let mut server = RemoteServer {
             proto,
             core,
             port,
             secrets,
-            child: Some(ChildGuard::new(child)),
+            child: None,
             dir,
         };
-        server.wait_ready();
+        server.spawn();
         server
+    }
+
+    fn spawn(&mut self) {
+        let config_path = self.dir.path().join("server.json");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(self.core.bin())
+            .args(self.core.run_args(&config_path))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} server: {e}", self.core.name()));
+        self.child = Some(ChildGuard::new(child));
+        self.wait_ready();
+    }
+
+    /// Starts the server again on the same port with the same secrets (after [`stop`]).
+    pub fn restart(&mut self) {
+        self.child.take();
+        self.spawn();
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT: the process stays, answering nothing — a hung remote.
+    pub fn pause(&self, stopped: bool) {
+        let signal = if stopped {
+            libc::SIGSTOP
+        } else {
+            libc::SIGCONT
+        };
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.pid() as i32, signal) };
     }
 
     fn wait_ready(&mut self) {

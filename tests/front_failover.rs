@@ -1,0 +1,207 @@
+//! Front mode, failure: a killed remote, a hung remote and a killed pool core are routed around
+//! by passive detection, transparent retry and quick re-probes. Real cores on loopback; the
+//! bounds asserted here are generous, the measured numbers are in docs/BENCHMARKS.md.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::cores::Core;
+use common::front::{after, front, Client, Front, Opts};
+use common::{core_processes, wait_until};
+
+const EVERY: Duration = Duration::from_millis(50);
+
+/// Kills the active member's remote while a client makes a request every 50 ms; returns the
+/// failed requests and the time to the first good request after the kill.
+fn kill_round(f: &mut Front) -> (usize, Duration) {
+    let active = f.active().expect("a session");
+    let client = Client::start(f, EVERY);
+    std::thread::sleep(Duration::from_millis(300));
+    let at = client.epoch.elapsed();
+    f.server_of(active).stop();
+    std::thread::sleep(Duration::from_millis(2_000));
+    let outcomes = client.stop();
+    let (failed, first_good) = after(&outcomes, at);
+    let first_good = first_good.unwrap_or_else(|| {
+        panic!(
+            "no good request after the kill: {outcomes:?}\n{}",
+            f.root.log()
+        )
+    });
+    f.server_of(active).restart();
+    (failed, first_good)
+}
+
+fn killed_remote(core: Core, rounds: usize, bound: Duration, failed_rounds_max: usize) {
+    let mut f = front(Opts::new(core, 3));
+    f.connect(f.ids[0]);
+    f.wait_alive(3);
+    let mut results = Vec::new();
+    for _ in 0..rounds {
+        let (failed, first_good) = kill_round(&mut f);
+        results.push((failed, first_good));
+        // The restarted remote's member comes back at its next probe.
+        f.wait_alive(3);
+    }
+    eprintln!(
+        "{}: killed remote (failed requests, first good): {results:?}",
+        core.name()
+    );
+    let failed_rounds = results.iter().filter(|(failed, _)| *failed > 0).count();
+    assert!(
+        failed_rounds <= failed_rounds_max,
+        "{failed_rounds} of {rounds} rounds lost requests: {results:?}\n{}",
+        f.root.log()
+    );
+    for (_, first_good) in &results {
+        assert!(
+            *first_good < bound,
+            "traffic flowed again only after {first_good:?}: {results:?}"
+        );
+    }
+}
+
+/// sing-box answers SOCKS5 reply 5 at once for a refused remote: the front retries the opening
+/// on the next member, so the client sees nothing.
+#[test]
+fn killed_remote_sing_box_pool_core_loses_nothing() {
+    killed_remote(Core::SingBox, 10, Duration::from_secs(1), 1);
+}
+
+/// V2Ray answers SOCKS5 success before it dials and retries the dial for seconds: the front's
+/// signal is the stall (no remote byte within the stall time), confirmed by a quick re-probe.
+#[test]
+fn killed_remote_v2ray_pool_core_is_routed_around_within_the_hung_bound() {
+    killed_remote(Core::V2ray, 3, Duration::from_secs(3), 3);
+}
+
+fn hung_remote(core: Core) {
+    let mut opts = Opts::new(core, 3);
+    opts.fast_health = false;
+    let mut f = front(opts);
+    f.connect(f.ids[0]);
+    f.wait_alive(3);
+    let active = f.active().unwrap();
+    let client = Client::start(&f, EVERY);
+    std::thread::sleep(Duration::from_millis(300));
+    let at = client.epoch.elapsed();
+    f.server_of(active).pause(true);
+    std::thread::sleep(Duration::from_millis(3_000));
+    let outcomes = client.stop();
+    f.server_of(active).pause(false);
+    let (failed, first_good) = after(&outcomes, at);
+    eprintln!(
+        "{}: hung remote: {failed} failed, first good after {first_good:?}",
+        core.name()
+    );
+    let first_good = first_good.expect("no good request after the hang");
+    assert!(
+        first_good < Duration::from_secs(3),
+        "flowed again only after {first_good:?}\n{}",
+        f.root.log()
+    );
+    assert_ne!(
+        f.active(),
+        Some(active),
+        "the session stayed on the hung member"
+    );
+}
+
+#[test]
+fn hung_remote_sing_box_pool_core() {
+    hung_remote(Core::SingBox);
+}
+
+#[test]
+fn hung_remote_v2ray_pool_core() {
+    hung_remote(Core::V2ray);
+}
+
+#[test]
+fn killed_pool_core_is_replaced() {
+    let f = front(Opts::new(Core::SingBox, 3));
+    f.connect(f.ids[0]);
+    f.wait_alive(3);
+    let cores = core_processes(&f.root);
+    assert_eq!(cores.len(), 1, "{cores:?}");
+    let client = Client::start(&f, EVERY);
+    std::thread::sleep(Duration::from_millis(300));
+    let at = client.epoch.elapsed();
+    // SAFETY: plain kill(2) of the pool core the daemon started.
+    unsafe { libc::kill(cores[0] as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(2_000));
+    let outcomes = client.stop();
+    let (failed, first_good) = after(&outcomes, at);
+    eprintln!("killed pool core: {failed} failed, first good after {first_good:?}");
+    let first_good = first_good.unwrap_or_else(|| panic!("no good request\n{}", f.root.log()));
+    assert!(
+        first_good < Duration::from_secs(2),
+        "flowed again only after {first_good:?}"
+    );
+    assert!(f.get().is_ok());
+}
+
+#[test]
+fn malformed_openings_get_the_protocols_error_and_break_nothing() {
+    let f = front(Opts::new(Core::SingBox, 1));
+    f.connect(f.ids[0]);
+    let exchange = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = TcpStream::connect(("127.0.0.1", f.socks_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    // SOCKS4 on the SOCKS5 port: closed without a byte (SOCKS5 has no answer for a wrong
+    // version).
+    assert!(exchange(&[4, 1, 0, 80, 127, 0, 0, 1, 0]).len() <= 2);
+    // No acceptable method (only username/password offered): 0x05 0xFF.
+    assert_eq!(exchange(&[5, 1, 2]), [5, 0xff]);
+    // A bad command (BIND is not relayed... or a garbage command byte): reply 7.
+    let reply = exchange(&[5, 1, 0, 5, 9, 0, 1, 127, 0, 0, 1, 0, 80]);
+    assert_eq!(&reply[..2], &[5, 0], "{reply:?}");
+    assert!(
+        reply.len() >= 4 && reply[2] == 5 && reply[3] != 0,
+        "{reply:?}"
+    );
+    assert!(
+        f.get().is_ok(),
+        "a good request after the bad ones\n{}",
+        f.root.log()
+    );
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn ten_thousand_relayed_connections_leak_no_fd() {
+    let f = front(Opts::new(Core::SingBox, 1));
+    f.connect(f.ids[0]);
+    let pid = f.daemon_pid;
+    assert!(f.get().is_ok());
+    let before = open_fds(pid);
+    for i in 0..10_000 {
+        // Half are whole requests, half are clients that vanish after the greeting.
+        if i % 2 == 0 {
+            let mut s = TcpStream::connect(("127.0.0.1", f.socks_port)).unwrap();
+            s.write_all(&[5, 1, 0]).unwrap();
+            let mut two = [0u8; 2];
+            let _ = s.read_exact(&mut two);
+        } else {
+            let _ = TcpStream::connect(("127.0.0.1", f.socks_port)).unwrap();
+        }
+    }
+    assert!(f.get().is_ok());
+    let settled = wait_until(Duration::from_secs(10), || open_fds(pid) <= before + 2);
+    assert!(
+        settled,
+        "fds {before} before, {} after 10,000 connections",
+        open_fds(pid)
+    );
+}
