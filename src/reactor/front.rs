@@ -16,7 +16,7 @@ use crate::supervisor::{CoreId, Input, Now, Reply, RouteTarget};
 use super::admission::{ACCEPT_PAUSE_MS, FD_LOG_EVERY_MS};
 use super::deadlines::Due;
 use super::opening::SOCKS5_GENERAL_FAILURE;
-use super::relay::{Mode, Relay, FRONT_OPENING_TIMEOUT_MS, REFUSING_MAX};
+use super::relay::{Mode, Relay, FRONT_OPENING_TIMEOUT_MS, REFUSAL_BYTES_MAX, REFUSING_MAX};
 use super::retry::{self, FrontPort, Refusal};
 use super::ring::{Completion, Op};
 use super::setup::LISTEN_BACKLOG;
@@ -244,7 +244,13 @@ impl Reactor {
             answered: false,
         };
         self.relays.next_serial = self.relays.next_serial.wrapping_add(1);
-        let relay = Relay::new(self.relays.next_serial, port, client, mode, 0);
+        let relay = Relay::new(
+            self.relays.next_serial,
+            port,
+            client,
+            mode,
+            REFUSAL_BYTES_MAX,
+        );
         let slot = self.relays.slab.insert(relay);
         self.front.refusing += 1;
         self.relay_timer(now, slot, FRONT_OPENING_TIMEOUT_MS);
@@ -392,6 +398,40 @@ impl Reactor {
         status.front_http_addr = addr(FrontPort::Http);
         status.relay = Some(self.front.counters.clone());
     }
+}
+
+/// Test builds only (debug, or the `test-hooks` feature): `XRAT_TEST_FRONT_ROUTE` is a
+/// comma-separated list of members as `socks` or `socks|http` addresses, routed in that order
+/// (config ids 1, 2, … on one made-up core), with `XRAT_TEST_FRONT_STALL_MS` (default 2000).
+/// It lets tests drive the relay against plain servers, without a pool core.
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
+pub fn test_route(reactor: &mut Reactor) {
+    let Ok(list) = std::env::var("XRAT_TEST_FRONT_ROUTE") else {
+        return;
+    };
+    let stall_ms = std::env::var("XRAT_TEST_FRONT_STALL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let core = CoreId(u64::MAX);
+    let mut targets = Vec::new();
+    for (i, member) in list.split(',').enumerate() {
+        let (socks, http) = member.split_once('|').unwrap_or((member, ""));
+        let addrs = MemberAddrs {
+            socks: socks.parse().expect("XRAT_TEST_FRONT_ROUTE: socks address"),
+            http: http.parse().ok(),
+            pid: 0,
+        };
+        let config_id = i as i64 + 1;
+        reactor.pool_members.insert((core, config_id), addrs);
+        targets.push(RouteTarget {
+            core,
+            config_id,
+            stall_ms,
+        });
+    }
+    eprintln!("xrat: test route from XRAT_TEST_FRONT_ROUTE: {list}");
+    reactor.set_route(Now::default(), targets);
 }
 
 /// Relayed bytes go out at once: interactive protocols (SSH, TLS handshakes) must not wait for

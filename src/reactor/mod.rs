@@ -266,6 +266,8 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         log_debug: std::env::var("XRAT_LOG").is_ok_and(|v| v == "debug"),
         _lock: lock,
     };
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
+    front::test_route(&mut reactor);
     reactor.start()?;
     if let (Some(adopted), Some(core)) = (reattached.adopted, reactor.sup.adopted_core()) {
         let log = paths
