@@ -284,6 +284,12 @@ impl Reactor {
         r.core_cancelled = false;
         r.target = Some(target);
         r.ops.connect = true;
+        r.attempts += 1;
+        if r.attempts > 1 {
+            // From now on the client's bytes go out behind the kept ones, never twice.
+            r.replay_sent = Some(0);
+            self.front.counters.retries += 1;
+        }
         *self.front.per_core.entry(target.core).or_default() += 1;
         let (token, addr) = (
             r.token(Kind::RelayConnect, slot),

@@ -127,6 +127,8 @@ pub struct Relay {
     /// The member it is on (for the drain count), and every member tried.
     pub target: Option<RouteTarget>,
     pub tried: Vec<(CoreId, i64)>,
+    /// Connects started; from the second on, the kept opening is replayed first.
+    pub attempts: u32,
     /// The member's address, read by the kernel during the connect.
     pub addr: Box<libc::sockaddr_storage>,
     /// Client → member.
@@ -177,6 +179,7 @@ impl Relay {
             client_cancelled: false,
             target: None,
             tried: Vec::new(),
+            attempts: 0,
             // SAFETY: all-zero is a valid sockaddr_storage.
             addr: Box::new(unsafe { std::mem::zeroed() }),
             up: Pipe::new(bytes),
@@ -210,6 +213,13 @@ impl Relay {
 
     fn core_fd(&self) -> Option<RawFd> {
         self.core.as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    /// The member has every kept byte; once the opening is over they are freed.
+    fn replay_done(&mut self) {
+        if self.replay_sent.take().is_some() && self.opened {
+            self.replay.release();
+        }
     }
 
     /// Nothing is owed to the client any more.
@@ -335,12 +345,12 @@ impl Reactor {
                 (rest.as_ptr(), rest.len())
             }
             _ if !r.up.is_empty() => {
-                r.replay_sent = None;
+                r.replay_done();
                 let rest = &r.up.buf[r.up.start..r.up.len];
                 (rest.as_ptr(), rest.len())
             }
             _ => {
-                r.replay_sent = None;
+                r.replay_done();
                 return false;
             }
         };

@@ -79,9 +79,6 @@ impl Reactor {
             return self.opening_failed(now, slot, RelayFailure::Refused);
         }
         r.connected = true;
-        if r.tried.len() > 1 && !r.replay.bytes().is_empty() {
-            r.replay_sent = Some(0);
-        }
     }
 
     fn on_client_recv(&mut self, now: Now, slot: usize, result: i32) {
@@ -230,7 +227,11 @@ impl Reactor {
     fn opening_over(&mut self, slot: usize) {
         let r = &mut self.relays.slab[slot];
         r.opened = true;
-        r.replay.release();
+        match r.replay_sent {
+            // A replay still going out keeps its bytes until it is done (core_send frees them).
+            Some(_) => r.replay.stop(),
+            None => r.replay.release(),
+        }
         if let Some(at) = r.timer_at.take() {
             self.deadlines.remove(at, Due::Relay(slot, r.serial));
         }
@@ -288,9 +289,6 @@ impl Reactor {
                 return self.give_up(slot, failure);
             };
             r.tried.push((target.core, target.config_id));
-            if r.tried.len() > 1 {
-                self.front.counters.retries += 1;
-            }
             let member = self.pool_members.get(&(target.core, target.config_id));
             let addr = match (r.port, member) {
                 (FrontPort::Socks, Some(m)) => Some(m.socks),

@@ -181,11 +181,12 @@ impl Replay {
         }
     }
 
-    /// Keeps `bytes`; false (and nothing is kept any more) once the total passes the limit.
+    /// Keeps `bytes`; false once the total passes the limit: from then on nothing more is kept
+    /// and no replay may start, but the bytes kept so far stay (a replay under way still sends
+    /// them, before the ones that did not fit).
     pub fn keep(&mut self, bytes: &[u8]) -> bool {
         if self.overflowed || self.kept.len() + bytes.len() > self.max {
             self.overflowed = true;
-            self.kept = Vec::new();
             return false;
         }
         self.kept.extend_from_slice(bytes);
@@ -202,10 +203,15 @@ impl Replay {
         &self.kept
     }
 
-    /// The remote spoke: nothing will be replayed.
-    pub fn release(&mut self) {
-        self.kept = Vec::new();
+    /// The remote spoke: nothing more is kept, and nothing will be replayed again.
+    pub fn stop(&mut self) {
         self.overflowed = true;
+    }
+
+    /// Frees the kept bytes (never while a send from them is in flight).
+    pub fn release(&mut self) {
+        self.stop();
+        self.kept = Vec::new();
     }
 }
 

@@ -129,12 +129,15 @@ fn replay_keeps_up_to_the_limit_then_gives_up() {
     assert!(r.complete());
     assert!(!r.keep(&[0; 4]));
     assert!(!r.complete());
-    assert!(r.bytes().is_empty());
+    assert_eq!(r.bytes().len(), 13, "a replay under way still has them");
     assert!(!r.keep(&[0]), "once over, always over");
     let mut r = Replay::new(16);
     r.keep(&GREETING);
-    r.release();
+    r.stop();
     assert!(!r.complete());
+    assert_eq!(r.bytes(), GREETING, "kept for a replay under way");
+    r.release();
+    assert!(r.bytes().is_empty());
 }
 
 #[test]
