@@ -283,13 +283,13 @@ struct ListView {
 
 fn list(json: bool) -> Result<i32, CliError> {
     let configs = open_store()?.configs()?;
-    if json {
-        let paths = Paths::from_env()?;
-        let settings = crate::settings::Settings::load(&paths.settings_file())?;
-        let outbounds: Vec<&crate::links::Outbound> = configs.iter().map(|c| &c.outbound).collect();
-        let cores =
-            crate::core::describe_choices(&settings.runtime, &paths.settings_file(), &outbounds);
-        let configs = configs
+    let paths = Paths::from_env()?;
+    let settings = crate::settings::Settings::load(&paths.settings_file())?;
+    let outbounds: Vec<&crate::links::Outbound> = configs.iter().map(|c| &c.outbound).collect();
+    let cores =
+        crate::core::describe_choices(&settings.runtime, &paths.settings_file(), &outbounds);
+    let view = ListView {
+        configs: configs
             .into_iter()
             .zip(cores)
             .map(|(c, core)| ListEntry {
@@ -303,15 +303,18 @@ fn list(json: bool) -> Result<i32, CliError> {
                 port: c.port,
                 created_at: c.created_at,
             })
-            .collect();
-        print_json(&ListView { configs });
+            .collect(),
+    };
+    if json {
+        print_json(&view);
         return Ok(EXIT_OK);
     }
-    if configs.is_empty() {
+    if view.configs.is_empty() {
         println!("No configs stored. Import one with `xrat config import <LINK>`.");
         return Ok(EXIT_OK);
     }
-    let rows: Vec<Vec<String>> = configs
+    let rows: Vec<Vec<String>> = view
+        .configs
         .iter()
         .map(|c| {
             vec![
@@ -319,14 +322,22 @@ fn list(json: bool) -> Result<i32, CliError> {
                 yes_no(c.enabled).to_owned(),
                 c.scheme.clone(),
                 host_port(&c.server, c.port),
+                // `config list --json` carries the whole reason in `core_error`.
+                c.core.clone().unwrap_or_else(|| "none".into()),
                 printable(&c.name),
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["ID", "ENABLED", "SCHEME", "SERVER", "NAME"], &rows)
+        table(
+            &["ID", "ENABLED", "SCHEME", "SERVER", "CORE", "NAME"],
+            &rows
+        )
     );
+    if view.configs.iter().any(|c| c.core.is_none()) {
+        println!("A config with CORE none cannot run on any installed core; `xrat config list --json` says why.");
+    }
     Ok(EXIT_OK)
 }
 

@@ -320,6 +320,8 @@ impl Reactor {
         for config in &proc_.configs {
             let _ = std::fs::remove_file(config);
         }
+        // A pool core's relayed connections have nothing left to talk to.
+        self.front_core_exited(id);
         let log_tail = log_excerpt(&proc_.log);
         self.inputs.push_back(Input::CoreExited {
             core: id,

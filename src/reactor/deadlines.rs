@@ -28,6 +28,9 @@ pub enum Due {
     AcceptResume,
     /// Failed store writes are tried again.
     StoreRetry,
+    /// A relayed connection's one timer: its stall deadline, or how long a refused client has
+    /// to send its opening. Slot and serial.
+    Relay(usize, u32),
 }
 
 /// Deadlines in monotonic ms, earliest first.

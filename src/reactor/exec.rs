@@ -51,6 +51,7 @@ impl Reactor {
             } => {
                 let mut reply = reply;
                 let message = self.annotate(&mut reply);
+                self.annotate_front(&mut reply);
                 self.write_reply(conn, &id, &reply, message.as_deref(), close_after)
             }
             Effect::Inspect { inspect, selection } => self.inspect(now, inspect, selection),
@@ -150,7 +151,11 @@ impl Reactor {
                 Due::Detect(serial) => self.detect_expired(now, serial),
                 Due::Conn(slot, serial) => self.conn_timer(now, slot, serial),
                 Due::RejectDrain(index, serial) => self.reject_drained(index, serial),
-                Due::AcceptResume => self.resume_accept(),
+                Due::AcceptResume => {
+                    self.resume_accept();
+                    self.front_resume_accept();
+                }
+                Due::Relay(slot, serial) => self.relay_timer_due(slot, serial),
                 Due::StoreRetry => self.retry_writes(now),
             }
         }

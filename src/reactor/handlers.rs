@@ -478,6 +478,7 @@ impl Reactor {
             return;
         }
         self.shutdown_deadline = Some(now.monotonic_ms + SHUTDOWN_FLUSH_MS);
+        self.front_shutdown();
         if self.accept_armed {
             let fd = self.listener.as_raw_fd();
             // SAFETY: a cancel carries no buffer.

@@ -13,12 +13,16 @@ mod front;
 mod handlers;
 mod journal;
 mod launch;
+mod opening;
 mod prepare;
 mod probes;
 mod process;
 mod reattach;
+mod relay;
+mod relay_events;
 mod reload;
 mod reply;
+mod retry;
 pub mod ring;
 mod setup;
 mod token;
@@ -117,6 +121,17 @@ pub enum ReactorError {
         #[source]
         source: io::Error,
     },
+    /// A front port could not be bound (front mode).
+    #[error("cannot listen on {addr} ({key}): the port is taken or not allowed; free it, choose another {key} in config.toml, or set runtime.mode = \"direct\" to let the core bind it")]
+    FrontBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The setting that names the port.
+        key: &'static str,
+        /// What bind said.
+        #[source]
+        source: io::Error,
+    },
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -130,6 +145,9 @@ pub enum ReactorError {
 pub struct Reactor {
     ring: Ring,
     bufs: BufRing,
+    /// Front mode: relayed connections (their buffers outlive their ops: the ring goes first).
+    relays: relay::Relays,
+    front: front::Front,
     conns: Slab<Conn>,
     sup: Supervisor,
     /// Supervisor inputs waiting for [`Reactor::pump`], the one place that feeds it.
@@ -187,6 +205,8 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     let signal_fd = setup::signalfd()?;
     let timer_fd = setup::timerfd()?;
     let listener = setup::listen(&socket_path)?;
+    // Front mode: the user's ports are bound before any client is answered.
+    let front = front::bind(settings)?;
     let probe_target = crate::probe::ProbeTarget::parse(&settings.health.probe_url)
         .expect("validated with the settings");
     let store = crate::store::Store::open(&paths.database())?;
@@ -206,6 +226,8 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     let mut reactor = Reactor {
         ring,
         bufs,
+        relays: relay::Relays::default(),
+        front,
         conns: Slab::with_capacity(settings.daemon.max_connections as usize),
         sup,
         inputs: VecDeque::new(),
@@ -244,6 +266,8 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         log_debug: std::env::var("XRAT_LOG").is_ok_and(|v| v == "debug"),
         _lock: lock,
     };
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
+    front::test_route(&mut reactor);
     reactor.start()?;
     if let (Some(adopted), Some(core)) = (reattached.adopted, reactor.sup.adopted_core()) {
         let log = paths
@@ -308,6 +332,7 @@ fn now() -> Now {
 impl Reactor {
     fn start(&mut self) -> Result<(), ReactorError> {
         self.arm_accept();
+        self.front_resume_accept();
         self.arm_signal();
         self.arm_timer_read();
         self.sync_timer()
@@ -361,6 +386,13 @@ impl Reactor {
             Kind::Timer => self.on_timer(c),
             Kind::Pidfd => self.on_pidfd(now, token),
             Kind::ProbeIo => self.on_probe_io(now, token, c),
+            Kind::FrontAccept => self.on_front_accept(now, token, c),
+            Kind::RelayConnect
+            | Kind::RelayClientRecv
+            | Kind::RelayClientSend
+            | Kind::RelayCoreRecv
+            | Kind::RelayCoreSend => self.on_relay(now, token, c),
+            Kind::Wake => self.relays.wake_armed = false,
         }
     }
 
@@ -381,6 +413,8 @@ impl Reactor {
         for slot in std::mem::take(&mut self.rearm) {
             self.arm_recv(slot);
         }
+        // Relay ops go behind the IPC sends, a bounded number per turn.
+        self.relay_turn();
         if self.shutdown_deadline.is_some() {
             self.close_flushed(now);
         }

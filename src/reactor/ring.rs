@@ -41,6 +41,18 @@ pub enum Op {
         /// How many.
         len: u32,
     },
+    /// One receive of at most `len` bytes into `ptr` (relayed connections: a fixed buffer per
+    /// direction, so a slow writer stops the reading side).
+    Recv {
+        /// The socket.
+        fd: RawFd,
+        /// Destination; must stay valid until the completion arrives.
+        ptr: *mut u8,
+        /// Capacity.
+        len: u32,
+    },
+    /// Completes at once: makes the next wait return (work was left for the next turn).
+    Nop,
     /// Read into `ptr` (timerfd and signalfd records).
     Read {
         /// The file.
@@ -218,6 +230,8 @@ fn build(op: Op, bgid: u16) -> squeue::Entry {
         Op::Send { fd, ptr, len } => opcode::Send::new(types::Fd(fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build(),
+        Op::Recv { fd, ptr, len } => opcode::Recv::new(types::Fd(fd), ptr, len).build(),
+        Op::Nop => opcode::Nop::new().build(),
         Op::Read { fd, ptr, len } => opcode::Read::new(types::Fd(fd), ptr, len).build(),
         Op::PollIn { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build(),
         Op::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),

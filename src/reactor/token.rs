@@ -26,6 +26,20 @@ pub enum Kind {
     Close = 10,
     /// A drain read of a refused connection; slot and generation name its entry.
     Reject = 11,
+    /// A relayed connection's connect to a member's inbound; slot and generation name the relay.
+    RelayConnect = 12,
+    /// A relay's receive from its client.
+    RelayClientRecv = 13,
+    /// A relay's send to its client.
+    RelayClientSend = 14,
+    /// A relay's receive from the member's inbound.
+    RelayCoreRecv = 15,
+    /// A relay's send to the member's inbound.
+    RelayCoreSend = 16,
+    /// Multishot accept on a front listener; the slot is the listener's index.
+    FrontAccept = 17,
+    /// A no-op that ends the next wait at once (relay work left over from a turn).
+    Wake = 18,
 }
 
 /// Generations wrap at 24 bits; a slot would have to be reused 16 million times while one of its
@@ -73,6 +87,13 @@ impl Token {
             9 => Kind::ProbeIo,
             10 => Kind::Close,
             11 => Kind::Reject,
+            12 => Kind::RelayConnect,
+            13 => Kind::RelayClientRecv,
+            14 => Kind::RelayClientSend,
+            15 => Kind::RelayCoreRecv,
+            16 => Kind::RelayCoreSend,
+            17 => Kind::FrontAccept,
+            18 => Kind::Wake,
             _ => return None,
         };
         Some(Token {
