@@ -15,7 +15,11 @@ use crate::common::cores::socks5_get;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most requests one client makes (a run is bounded even if stop never comes).
-const REQUESTS_MAX: usize = 20_000;
+const REQUESTS_MAX: usize = 100_000;
+
+/// How long the back-to-back client waits after a failed request: a refusing port answers in
+/// microseconds, and without a pause the count of failures would measure the client's speed.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(1);
 
 /// `127.0.0.1:port`.
 pub fn local(port: u16) -> SocketAddr {
@@ -262,7 +266,7 @@ pub struct Outcome {
 }
 
 /// GETs `/page` from the HTTP target through 127.0.0.1:`socks`, either back to back on one
-/// thread (`gap` zero) or one request every `gap`, each on its own thread so a hung request
+/// thread (`gap` zero; 1 ms pause after a failure) or one request every `gap`, each on its own thread so a hung request
 /// does not hold back the next. Bounded by [`REQUESTS_MAX`].
 pub struct Requests {
     pub epoch: Instant,
@@ -295,11 +299,16 @@ impl Requests {
                             ok,
                             error: result.err().unwrap_or_default(),
                         });
+                        ok
                     };
                     if gap.is_zero() {
-                        request();
+                        if !request() {
+                            std::thread::sleep(RETRY_PAUSE);
+                        }
                     } else {
-                        threads.push(std::thread::spawn(request));
+                        threads.push(std::thread::spawn(move || {
+                            request();
+                        }));
                         std::thread::sleep(gap);
                     }
                 }

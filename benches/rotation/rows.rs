@@ -298,10 +298,12 @@ pub fn switches(systems: &Systems, world: &World, lengths: &Lengths, results: &m
         std::thread::sleep(Duration::from_millis(200));
         let outcomes = requests.stop();
         let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok).collect();
-        // Back to back, so failed requests never overlap: their summed time is the time the
-        // client saw no service. (A failing request returns fast, so the count alone says
-        // more about the client's speed than about the outage.)
-        let outage: Duration = failed.iter().map(|o| o.ended - o.started).sum();
+        // Back to back, so failed requests never overlap: their summed time, with the pause
+        // after each, is the time the client saw no service.
+        let outage: Duration = failed
+            .iter()
+            .map(|o| o.ended - o.started + net::RETRY_PAUSE)
+            .sum();
         results.add(
             "switch",
             "manual_switches",
