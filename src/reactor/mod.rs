@@ -143,6 +143,10 @@ pub struct Reactor {
     route: Vec<crate::supervisor::RouteTarget>,
     /// Front mode: each pool member's internal inbounds, filled when its pool core is spawned
     /// (or adopted) and removed when the core exits.
+    #[allow(
+        dead_code,
+        reason = "the pool and the front read it; they land on their own branches"
+    )]
     pool_members: std::collections::HashMap<(crate::supervisor::CoreId, i64), front::MemberAddrs>,
     probes: probes::Probes,
     deadlines: deadlines::Deadlines,
