@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 const XRAT: &str = env!("CARGO_BIN_EXE_xrat");
 const DAEMON_TEMPLATE: &str = include_str!("../packaging/systemd/xrat-daemon.service.in");
 const API_TEMPLATE: &str = include_str!("../packaging/systemd/xrat-api.service.in");
+const SOCKET_TEMPLATE: &str = include_str!("../packaging/systemd/xrat-daemon.socket.in");
 
 /// A temporary HOME, XDG_CONFIG_HOME, XRAT root and PATH directory for one test.
 struct Sandbox {
@@ -49,6 +50,17 @@ impl Sandbox {
     /// The daemon and the API unit files.
     fn units(&self) -> [PathBuf; 2] {
         ["xrat-daemon.service", "xrat-api.service"].map(|name| self.unit(name))
+    }
+
+    /// The daemon's socket unit file.
+    fn socket_unit(&self) -> PathBuf {
+        self.unit("xrat-daemon.socket")
+    }
+
+    /// Every unit file, in install order.
+    fn all_units(&self) -> [PathBuf; 3] {
+        let [daemon, api] = self.units();
+        [self.socket_unit(), daemon, api]
     }
 
     /// Installs a fake systemctl that appends its arguments to a log and exits 0, or, when its
@@ -98,6 +110,16 @@ impl Sandbox {
         template
             .replace("@XRAT_EXE@", XRAT)
             .replace("@XRAT_ROOT@", self.path("root").to_str().unwrap())
+    }
+
+    /// The socket unit as install should render it for the default settings (front mode on
+    /// 127.0.0.1:1080, no HTTP port).
+    fn expected_socket_unit(&self) -> String {
+        let socket = self.path("root/runtime/daemon.sock");
+        SOCKET_TEMPLATE
+            .replace("@XRAT_SOCKET@", socket.to_str().unwrap())
+            .replace("@XRAT_SOCKS@", "127.0.0.1:1080")
+            .replace("ListenStream=@XRAT_HTTP@\n", "")
     }
 }
 
@@ -183,10 +205,71 @@ fn the_verify_check_catches_a_broken_unit() {
 }
 
 #[test]
+fn the_verify_check_catches_a_broken_socket_unit() {
+    let sandbox = Sandbox::with_fake(None);
+    ok(sandbox.run(&["daemon", "install"]));
+    let unit = std::fs::read_to_string(sandbox.socket_unit()).unwrap();
+    let broken = unit.replace("SocketMode=0600", "SocketMode=06x0");
+    std::fs::write(sandbox.socket_unit(), broken).unwrap();
+    let err = verify(&sandbox, &sandbox.all_units()[..2]).unwrap_err();
+    assert!(err.contains("Failed to parse mode value"), "{err}");
+}
+
+#[test]
 fn generated_units_pass_systemd_analyze_verify() {
     let sandbox = Sandbox::with_fake(None);
     ok(sandbox.run(&["daemon", "install", "--with-api"]));
-    verify(&sandbox, &sandbox.units()).unwrap();
+    verify(&sandbox, &sandbox.all_units()).unwrap();
+}
+
+/// The `ListenStream=` lines of the installed socket unit.
+fn listens(sandbox: &Sandbox) -> Vec<String> {
+    let unit = std::fs::read_to_string(sandbox.socket_unit()).unwrap();
+    let lines = unit.lines().filter(|l| l.starts_with("ListenStream="));
+    lines.map(str::to_string).collect()
+}
+
+#[test]
+fn the_socket_unit_holds_the_ports_config_toml_names_in_front_mode() {
+    let socket = |sandbox: &Sandbox| {
+        let path = sandbox.path("root/runtime/daemon.sock");
+        format!("ListenStream={}", path.display())
+    };
+    let front = Sandbox::with_fake(None);
+    std::fs::create_dir_all(front.path("root")).unwrap();
+    let settings = "[runtime]\nlisten = \"::1\"\nsocks_port = 1081\nhttp_port = 8118\n";
+    std::fs::write(front.path("root/config.toml"), settings).unwrap();
+    ok(front.run(&["daemon", "install"]));
+    let expected = [
+        socket(&front),
+        "ListenStream=[::1]:1081".into(),
+        "ListenStream=[::1]:8118".into(),
+    ];
+    assert_eq!(listens(&front), expected);
+    verify(&front, &front.all_units()[..2]).unwrap();
+
+    // In direct mode the core binds the ports; systemd holds only the daemon socket.
+    let direct = Sandbox::with_fake(None);
+    std::fs::create_dir_all(direct.path("root")).unwrap();
+    let settings = "[runtime]\nmode = \"direct\"\nhttp_port = 8118\n";
+    std::fs::write(direct.path("root/config.toml"), settings).unwrap();
+    ok(direct.run(&["daemon", "install"]));
+    assert_eq!(listens(&direct), [socket(&direct)]);
+    verify(&direct, &direct.all_units()[..2]).unwrap();
+
+    // A config.toml install cannot read is named before anything is written.
+    let broken = Sandbox::with_fake(None);
+    std::fs::create_dir_all(broken.path("root")).unwrap();
+    std::fs::write(
+        broken.path("root/config.toml"),
+        "[runtime]\nmode = \"sideways\"\n",
+    )
+    .unwrap();
+    let (_, err) = failed(broken.run(&["daemon", "install"]));
+    let file = broken.path("root/config.toml");
+    let named = format!("error: invalid settings in {}", file.display());
+    assert!(err.starts_with(&named) && err.contains("sideways"), "{err}");
+    assert!(!broken.path("config").exists() && broken.calls().is_empty());
 }
 
 /// A hard link to the real binary (a copy where linking fails) in `dir`/`sub`, so that
@@ -223,7 +306,10 @@ fn paths_with_spaces_quotes_and_percent_are_escaped() {
             format!(r#"ExecStart="{bins}/my apps; 100%%n $HOME/xrat" daemon run-server"#),
         ]
     );
-    verify(&sandbox, &sandbox.units()).unwrap();
+    // systemd takes a ListenStream= path whole (no unquoting): only % is escaped.
+    let socket = format!(r#"ListenStream={tmp}/root dir %%i "q" 'a' \b/runtime/daemon.sock"#);
+    assert_eq!(listens(&sandbox)[0], socket);
+    verify(&sandbox, &sandbox.all_units()).unwrap();
 }
 
 #[test]
@@ -254,11 +340,14 @@ fn planned_write(path: &Path, unit: &str) -> String {
 fn dry_run_prints_units_and_commands_and_changes_nothing() {
     let sandbox = Sandbox::with_fake(None);
     let out = ok(sandbox.run(&["daemon", "install", "--dry-run", "--start", "--with-api"]));
-    let [daemon, api] = sandbox.units();
+    let [socket, daemon, api] = sandbox.all_units();
     let expected = [
+        planned_write(&socket, &sandbox.expected_socket_unit()),
         planned_write(&daemon, &sandbox.expected_unit(DAEMON_TEMPLATE)),
         planned_write(&api, &sandbox.expected_unit(API_TEMPLATE)),
         "Would run: systemctl --user daemon-reload\n\
+         Would run: systemctl --user enable xrat-daemon.socket\n\
+         Would run: systemctl --user start xrat-daemon.socket\n\
          Would run: systemctl --user enable xrat-daemon.service\n\
          Would run: systemctl --user start xrat-daemon.service\n\
          Would run: systemctl --user enable xrat-api.service\n\
@@ -275,14 +364,16 @@ fn dry_run_prints_units_and_commands_and_changes_nothing() {
         "--json",
     ])));
     assert_eq!(view["dry_run"], true);
-    assert_eq!(view["units"], serde_json::json!(["xrat-daemon.service"]));
+    let units = ["xrat-daemon.socket", "xrat-daemon.service"];
+    assert_eq!(view["units"], serde_json::json!(units));
     let steps = view["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 3);
+    assert_eq!(steps.len(), 5);
     assert!(steps.iter().all(|s| s["status"] == "planned"));
     assert_eq!(steps[0]["mode"], "0644");
-    assert_eq!(steps[0]["contents"], sandbox.expected_unit(DAEMON_TEMPLATE));
+    assert_eq!(steps[0]["contents"], sandbox.expected_socket_unit());
+    assert_eq!(steps[1]["contents"], sandbox.expected_unit(DAEMON_TEMPLATE));
     let enable = ["systemctl", "--user", "enable", "xrat-daemon.service"];
-    assert_eq!(steps[2]["argv"], serde_json::json!(enable));
+    assert_eq!(steps[4]["argv"], serde_json::json!(enable));
     // Nothing written (not even the unit or XRAT root directories), nothing run.
     let bin = sandbox.path("bin/systemctl");
     assert_eq!(files_under(sandbox.dir.path()), [bin]);
@@ -292,43 +383,61 @@ fn dry_run_prints_units_and_commands_and_changes_nothing() {
 fn install_writes_the_unit_then_reloads_and_enables() {
     let sandbox = Sandbox::with_fake(None);
     let out = ok(sandbox.run(&["daemon", "install"]));
-    let [unit, _] = sandbox.units();
+    let [socket, unit, _] = sandbox.all_units();
     let expected = format!(
         "Written: {}\n\
+         Written: {}\n\
          Reloaded systemd user daemon.\n\
+         Enabled: xrat-daemon.socket\n\
          Enabled: xrat-daemon.service\n\
+         Daemon socket installed successfully.\n\
          Daemon installed successfully.\n\
-         The units start at your next login; to start them now: systemctl --user start xrat-daemon.service\n",
+         The units start at your next login; to start them now: systemctl --user start xrat-daemon.socket xrat-daemon.service\n",
+        socket.display(),
         unit.display()
     );
     assert_eq!(out, expected);
     assert_eq!(
         sandbox.calls(),
-        ["daemon-reload", "enable xrat-daemon.service"]
+        [
+            "daemon-reload",
+            "enable xrat-daemon.socket",
+            "enable xrat-daemon.service"
+        ]
     );
     let text = std::fs::read_to_string(&unit).unwrap();
     assert_eq!(text, sandbox.expected_unit(DAEMON_TEMPLATE));
-    assert_eq!(mode(&unit), 0o644, "under umask 077");
-    assert_eq!(files_under(&sandbox.unit_dir()), [unit]);
+    let text = std::fs::read_to_string(&socket).unwrap();
+    assert_eq!(text, sandbox.expected_socket_unit());
+    assert_eq!(
+        (mode(&socket), mode(&unit)),
+        (0o644, 0o644),
+        "under umask 077"
+    );
+    assert_eq!(files_under(&sandbox.unit_dir()), [unit, socket]);
 }
 
 #[test]
 fn start_and_with_api_start_and_add_the_api_unit() {
     let sandbox = Sandbox::with_fake(None);
     let out = ok(sandbox.run(&["daemon", "install", "--start", "--with-api"]));
-    let [daemon, api] = sandbox.units();
+    let [socket, daemon, api] = sandbox.all_units();
     let expected = format!(
-        "Written: {}\nWritten: {}\n\
+        "Written: {}\nWritten: {}\nWritten: {}\n\
          Reloaded systemd user daemon.\n\
+         Enabled: xrat-daemon.socket\nStarted: xrat-daemon.socket\n\
          Enabled: xrat-daemon.service\nStarted: xrat-daemon.service\n\
          Enabled: xrat-api.service\nStarted: xrat-api.service\n\
-         Daemon installed successfully.\nAPI installed successfully.\n",
+         Daemon socket installed successfully.\nDaemon installed successfully.\nAPI installed successfully.\n",
+        socket.display(),
         daemon.display(),
         api.display()
     );
     assert_eq!(out, expected);
     let calls = [
         "daemon-reload",
+        "enable xrat-daemon.socket",
+        "start xrat-daemon.socket",
         "enable xrat-daemon.service",
         "start xrat-daemon.service",
         "enable xrat-api.service",
@@ -339,7 +448,7 @@ fn start_and_with_api_start_and_add_the_api_unit() {
     assert_eq!(text, sandbox.expected_unit(API_TEMPLATE));
     assert_eq!((mode(&daemon), mode(&api)), (0o644, 0o644));
 
-    // --start alone starts the daemon unit only.
+    // --start alone starts the daemon's units only.
     let only_start = Sandbox::with_fake(None);
     let view = json(&ok(
         only_start.run(&["daemon", "install", "--start", "--json"])
@@ -349,7 +458,7 @@ fn start_and_with_api_start_and_add_the_api_unit() {
         .unwrap()
         .iter()
         .all(|s| s["status"] == "done"));
-    assert_eq!(only_start.calls(), calls[..3]);
+    assert_eq!(only_start.calls(), calls[..5]);
     assert!(!only_start.units()[1].exists());
 }
 
@@ -363,12 +472,15 @@ fn uninstall_stops_disables_removes_and_keeps_the_root() {
     kept.iter()
         .for_each(|f| std::fs::write(f, "kept\n").unwrap());
     std::fs::remove_file(sandbox.path("systemctl.log")).unwrap();
-    let [daemon, api] = sandbox.units();
+    let [socket, daemon, api] = sandbox.all_units();
 
     let dry = ok(sandbox.run(&["daemon", "uninstall", "--dry-run"]));
     let expected = format!(
         "Would run: systemctl --user stop xrat-api.service\n\
          Would run: systemctl --user disable xrat-api.service\n\
+         Would remove: {}\n\
+         Would run: systemctl --user stop xrat-daemon.socket\n\
+         Would run: systemctl --user disable xrat-daemon.socket\n\
          Would remove: {}\n\
          Would run: systemctl --user stop xrat-daemon.service\n\
          Would run: systemctl --user disable xrat-daemon.service\n\
@@ -376,18 +488,21 @@ fn uninstall_stops_disables_removes_and_keeps_the_root() {
          Would run: systemctl --user daemon-reload\n\
          Dry run: nothing was written or run.\n",
         api.display(),
+        socket.display(),
         daemon.display()
     );
     assert_eq!(dry, expected);
-    assert!(sandbox.calls().is_empty() && daemon.exists() && api.exists());
+    assert!(sandbox.calls().is_empty() && daemon.exists() && api.exists() && socket.exists());
 
     let out = ok(sandbox.run(&["daemon", "uninstall"]));
     let expected = format!(
         "Stopped: xrat-api.service\nDisabled: xrat-api.service\nRemoved: {}\n\
+         Stopped: xrat-daemon.socket\nDisabled: xrat-daemon.socket\nRemoved: {}\n\
          Stopped: xrat-daemon.service\nDisabled: xrat-daemon.service\nRemoved: {}\n\
          Reloaded systemd user daemon.\n\
          Daemon uninstalled; config, database and logs in {} are kept.\n",
         api.display(),
+        socket.display(),
         daemon.display(),
         root.display()
     );
@@ -395,6 +510,8 @@ fn uninstall_stops_disables_removes_and_keeps_the_root() {
     let calls = [
         "stop xrat-api.service",
         "disable xrat-api.service",
+        "stop xrat-daemon.socket",
+        "disable xrat-daemon.socket",
         "stop xrat-daemon.service",
         "disable xrat-daemon.service",
         "daemon-reload",
@@ -411,12 +528,12 @@ fn uninstall_stops_disables_removes_and_keeps_the_root() {
         unit_dir.display()
     );
     assert_eq!(again, expected);
-    assert_eq!(sandbox.calls().len(), 5);
+    assert_eq!(sandbox.calls().len(), 7);
 }
 
 #[test]
 fn uninstall_goes_on_when_the_unit_is_not_loaded() {
-    let message = "Failed to stop xrat-daemon.service: Unit xrat-daemon.service not loaded.";
+    let message = "Failed to stop xrat-daemon.socket: Unit xrat-daemon.socket not loaded.";
     let sandbox = Sandbox::with_fake(None);
     for args in [
         &["daemon", "uninstall"][..],
@@ -426,19 +543,25 @@ fn uninstall_goes_on_when_the_unit_is_not_loaded() {
         ok(sandbox.run(&["daemon", "install"]));
         sandbox.fake_systemctl(Some(("stop", message, 5)));
         let out = ok(sandbox.run(args));
-        assert!(!sandbox.units()[0].exists());
+        assert!(!sandbox.units()[0].exists() && !sandbox.socket_unit().exists());
         let Ok(view) = serde_json::from_str::<serde_json::Value>(&out) else {
             let first = out.lines().next().unwrap();
             assert_eq!(
                 first,
-                format!("Not stopped: xrat-daemon.service ({message})")
+                format!("Not stopped: xrat-daemon.socket ({message})")
             );
             continue;
         };
         let steps = view["steps"].as_array().unwrap();
-        assert_eq!(steps[0]["status"], "tolerated_failure");
+        for step in steps {
+            let stop = step["argv"][2] == "stop";
+            let status = match stop {
+                true => "tolerated_failure",
+                false => "done",
+            };
+            assert_eq!(step["status"], status, "{step}");
+        }
         assert_eq!(steps[0]["output"], message);
-        assert!(steps[1..].iter().all(|s| s["status"] == "done"));
     }
 }
 
@@ -447,7 +570,13 @@ fn a_failing_systemctl_is_named_with_its_output() {
     let message = "Failed to connect to bus: No medium found";
     let sandbox = Sandbox::with_fake(Some(("--user", message, 1)));
     let (out, err) = failed(sandbox.run(&["daemon", "install", "--start"]));
-    assert_eq!(out, format!("Written: {}\n", sandbox.units()[0].display()));
+    let [socket, daemon, _] = sandbox.all_units();
+    let written = format!(
+        "Written: {}\nWritten: {}\n",
+        socket.display(),
+        daemon.display()
+    );
+    assert_eq!(out, written);
     let expected = format!(
         "error: `systemctl --user daemon-reload` failed (exit status: 1):\n  {message}\n\
          No systemd user manager answers for this user: log in directly (not through su or sudo), or keep one running with `loginctl enable-linger $USER`.\n"
@@ -461,12 +590,12 @@ fn a_failing_systemctl_is_named_with_its_output() {
     let (out, err) = failed(later.run(&["daemon", "install", "--start"]));
     assert!(out.ends_with("Reloaded systemd user daemon.\n"), "{out}");
     let expected = format!(
-        "error: `systemctl --user enable xrat-daemon.service` failed (exit status: 4):\n  {message}\n"
+        "error: `systemctl --user enable xrat-daemon.socket` failed (exit status: 4):\n  {message}\n"
     );
     assert_eq!(err, expected);
     assert_eq!(
         later.calls(),
-        ["daemon-reload", "enable xrat-daemon.service"]
+        ["daemon-reload", "enable xrat-daemon.socket"]
     );
 }
 
@@ -481,7 +610,7 @@ fn a_missing_systemctl_is_named() {
     let [unit, _] = sandbox.units();
     assert!(unit.exists());
     let (_, err) = failed(sandbox.run(&["daemon", "uninstall"]));
-    let expected = "error: `systemctl --user stop xrat-daemon.service` could not run: systemctl was not found on PATH.";
+    let expected = "error: `systemctl --user stop xrat-daemon.socket` could not run: systemctl was not found on PATH.";
     assert!(err.starts_with(expected), "{err}");
     assert!(unit.exists());
 }

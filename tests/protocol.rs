@@ -70,9 +70,11 @@ fn implemented_types_answer_with_their_payloads() {
     assert_eq!(p["health_failure_threshold"], 3);
     assert_eq!(
         p.as_object().unwrap().len(),
-        14,
-        "every proxy_status field of DESIGN §4"
+        15,
+        "every proxy_status field of DESIGN §4, and the pool of milestone 2"
     );
+    assert_eq!(p["pool"], json!([]), "no session, no pool");
+    assert_eq!(status["payload"]["mode"], "front", "front is the default mode");
 
     let pascal = conn.call(json!(10), json!({"type": "DaemonPing"}));
     assert_eq!(

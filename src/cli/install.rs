@@ -2,6 +2,7 @@
 //! this file gathers its inputs, prints it (`--dry-run`) or carries it out step by step, so a
 //! failure still shows what was already done.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use argh::FromArgs;
@@ -10,10 +11,11 @@ use serde::Serialize;
 use super::output::print_json;
 use super::{CliError, EXIT_OK};
 use crate::install::{
-    execute, install_plan, installed_units, uninstall_plan, unit_dir_from_env, InstallEnv,
-    InstallOptions, Outcome, Plan, Step, Unit,
+    execute, install_plan, install_units, installed_units, uninstall_plan, unit_dir_from_env,
+    InstallEnv, InstallOptions, Outcome, Plan, Step, Unit,
 };
 use crate::paths::Paths;
+use crate::settings::{RuntimeMode, Settings};
 
 /// Install the daemon as a systemd user service.
 #[derive(FromArgs, Debug)]
@@ -129,17 +131,20 @@ pub fn install(args: InstallArgs) -> Result<i32, CliError> {
         start: args.start,
         with_api: args.with_api,
     };
+    let paths = Paths::at(&root);
+    // The socket unit holds the ports config.toml names now; a later change needs a reinstall.
+    let (front_socks, front_http) = front_ports(&Settings::load(&paths.settings_file())?);
     let env = InstallEnv {
         exe: exe.clone(),
         root: root.clone(),
         unit_dir: unit_dir()?,
+        socket: paths.checked_socket()?,
+        front_socks,
+        front_http,
     };
     let plan = install_plan(&options, &env)
         .map_err(|e| CliError::Daemon(format!("cannot write the systemd unit: {e}")))?;
-    let units: Vec<Unit> = match options.with_api {
-        true => Unit::ALL.to_vec(),
-        false => vec![Unit::Daemon],
-    };
+    let units = install_units(&options);
     let mut view = PlanView {
         dry_run: args.dry_run,
         exe: Some(exe),
@@ -167,6 +172,19 @@ pub fn install(args: InstallArgs) -> Result<i32, CliError> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The user's ports the daemon binds in front mode (the socket unit holds them); none in direct
+/// mode, where the core binds them.
+fn front_ports(settings: &Settings) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let runtime = &settings.runtime;
+    let listen = runtime.listen.parse().expect("validated with the settings");
+    let port = |port: u16| (runtime.mode == RuntimeMode::Front && port != 0).then_some(port);
+    let addr = |port| SocketAddr::new(listen, port);
+    (
+        port(runtime.socks_port).map(addr),
+        port(runtime.http_port).map(addr),
+    )
 }
 
 /// `xrat daemon uninstall`: stops, disables and removes the units whose files are present.

@@ -1,4 +1,4 @@
-//! systemd user units for the daemon and the API: rendering from `packaging/systemd/*.in`, the
+//! systemd user units for the daemon (its service and its socket unit) and the API: rendering from `packaging/systemd/*.in`, the
 //! plan of file writes and `systemctl --user` calls that installs or removes them, and the
 //! executor that carries a plan out.
 //!
@@ -14,12 +14,15 @@ use std::path::{Path, PathBuf};
 
 pub use exec::{execute, ExecError, Outcome};
 pub use plan::{
-    install_plan, uninstall_plan, InstallEnv, InstallOptions, Plan, Step, UNIT_FILE_MODE,
+    install_plan, install_units, uninstall_plan, InstallEnv, InstallOptions, Plan, Step,
+    UNIT_FILE_MODE,
 };
-pub use render::{render, unit_word, RenderError};
+pub use render::{render, render_socket, unit_word, RenderError};
 
 /// The template of the daemon unit.
 pub const DAEMON_TEMPLATE: &str = include_str!("../../packaging/systemd/xrat-daemon.service.in");
+/// The template of the daemon's socket unit (socket activation).
+pub const SOCKET_TEMPLATE: &str = include_str!("../../packaging/systemd/xrat-daemon.socket.in");
 /// The template of the API unit.
 pub const API_TEMPLATE: &str = include_str!("../../packaging/systemd/xrat-api.service.in");
 
@@ -28,18 +31,25 @@ pub const API_TEMPLATE: &str = include_str!("../../packaging/systemd/xrat-api.se
 pub enum Unit {
     /// `xrat-daemon.service`: `xrat daemon run-server`.
     Daemon,
+    /// `xrat-daemon.socket`: the daemon's listeners, held by systemd and passed to the service.
+    Socket,
     /// `xrat-api.service`: `xrat api serve`.
     Api,
 }
 
 impl Unit {
-    /// Every unit, in install order (the API depends on the daemon).
-    pub const ALL: [Unit; 2] = [Unit::Daemon, Unit::Api];
+    /// Every unit, in install order: the socket unit starts before the service so that the
+    /// service is passed its listeners, and the API depends on the daemon.
+    pub const ALL: [Unit; 3] = [Unit::Socket, Unit::Daemon, Unit::Api];
+    /// The order units are stopped and removed in: the API (a client of the daemon), then the
+    /// socket unit, so that no client can start the daemon again once its service stops.
+    pub const STOP_ORDER: [Unit; 3] = [Unit::Api, Unit::Socket, Unit::Daemon];
 
     /// The unit's name, as systemctl knows it.
     pub fn name(self) -> &'static str {
         match self {
             Unit::Daemon => "xrat-daemon.service",
+            Unit::Socket => "xrat-daemon.socket",
             Unit::Api => "xrat-api.service",
         }
     }
@@ -48,6 +58,7 @@ impl Unit {
     pub fn label(self) -> &'static str {
         match self {
             Unit::Daemon => "Daemon",
+            Unit::Socket => "Daemon socket",
             Unit::Api => "API",
         }
     }
@@ -56,6 +67,7 @@ impl Unit {
     pub fn template(self) -> &'static str {
         match self {
             Unit::Daemon => DAEMON_TEMPLATE,
+            Unit::Socket => SOCKET_TEMPLATE,
             Unit::Api => API_TEMPLATE,
         }
     }
@@ -99,10 +111,14 @@ mod tests {
     }
 
     #[test]
-    fn templates_carry_both_placeholders() {
-        for unit in Unit::ALL {
+    fn templates_carry_their_placeholders() {
+        for unit in [Unit::Daemon, Unit::Api] {
             assert!(unit.template().contains("@XRAT_EXE@"), "{}", unit.name());
             assert!(unit.template().contains("@XRAT_ROOT@"), "{}", unit.name());
         }
+        for name in ["@XRAT_SOCKET@", "@XRAT_SOCKS@", "@XRAT_HTTP@"] {
+            assert!(SOCKET_TEMPLATE.contains(name), "{name}");
+        }
+        assert!(SOCKET_TEMPLATE.contains("\nService=xrat-daemon.service\n"));
     }
 }

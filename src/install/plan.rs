@@ -1,8 +1,9 @@
 //! The steps that install or remove the units, built without touching the system.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::render::{render, RenderError};
+use super::render::{render, render_socket, RenderError};
 use super::Unit;
 
 /// Mode of a written unit file: systemd and the user read it, only the user writes it.
@@ -26,6 +27,13 @@ pub struct InstallEnv {
     pub root: PathBuf,
     /// The systemd user unit directory the files go to.
     pub unit_dir: PathBuf,
+    /// The daemon socket the socket unit listens on (absolute).
+    pub socket: PathBuf,
+    /// Front mode: the user's SOCKS port, which the socket unit holds too (`None` in direct
+    /// mode, where the core binds it).
+    pub front_socks: Option<SocketAddr>,
+    /// Front mode, with `runtime.http_port` set: the user's HTTP port.
+    pub front_http: Option<SocketAddr>,
 }
 
 /// One thing to do, in order.
@@ -86,24 +94,28 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
-/// Writes the unit files, reloads systemd, then enables (and with `start`, starts) the daemon
-/// unit and, with `with_api`, the API unit after it.
+/// The units an install writes, in [`Unit::ALL`] order: the daemon's socket and service units,
+/// and with `with_api` the API unit.
+pub fn install_units(options: &InstallOptions) -> Vec<Unit> {
+    let wanted = |unit: &Unit| *unit != Unit::Api || options.with_api;
+    Unit::ALL.into_iter().filter(wanted).collect()
+}
+
+/// Writes the unit files, reloads systemd, then enables (and with `start`, starts) the socket
+/// unit, the daemon unit and, with `with_api`, the API unit, in that order.
 pub fn install_plan(options: &InstallOptions, env: &InstallEnv) -> Result<Plan, RenderError> {
-    let units: &[Unit] = match options.with_api {
-        true => &Unit::ALL,
-        false => &[Unit::Daemon],
-    };
+    let units = install_units(options);
     let mut steps = Vec::new();
-    for unit in units {
+    for unit in &units {
         steps.push(Step::WriteFile {
             path: env.unit_dir.join(unit.name()),
-            contents: render(unit.template(), &env.exe, &env.root)?,
+            contents: render_unit(*unit, env)?,
             mode: UNIT_FILE_MODE,
         });
     }
     // systemd reads new or changed files only on a reload; enable would act on the old ones.
     steps.push(reload());
-    for unit in units {
+    for unit in &units {
         steps.push(systemctl("enable", *unit, "Enabled"));
         if options.start {
             steps.push(systemctl("start", *unit, "Started"));
@@ -112,11 +124,24 @@ pub fn install_plan(options: &InstallOptions, env: &InstallEnv) -> Result<Plan, 
     Ok(Plan { steps })
 }
 
-/// Stops, disables and removes each of `installed` (the API first, as it depends on the daemon),
-/// then reloads systemd. Nothing installed gives an empty plan.
+fn render_unit(unit: Unit, env: &InstallEnv) -> Result<String, RenderError> {
+    match unit {
+        Unit::Socket => render_socket(
+            unit.template(),
+            &env.socket,
+            env.front_socks,
+            env.front_http,
+        ),
+        Unit::Daemon | Unit::Api => render(unit.template(), &env.exe, &env.root),
+    }
+}
+
+/// Stops, disables and removes each of `installed` in [`Unit::STOP_ORDER`] (the API, a client
+/// of the daemon, first; the socket unit before the service, so nothing starts it again), then
+/// reloads systemd. Nothing installed gives an empty plan.
 pub fn uninstall_plan(unit_dir: &Path, installed: &[Unit]) -> Plan {
     let mut steps = Vec::new();
-    for unit in Unit::ALL.iter().rev().filter(|u| installed.contains(u)) {
+    for unit in Unit::STOP_ORDER.iter().filter(|u| installed.contains(u)) {
         // A unit that is not loaded cannot be stopped, and that must not block its removal.
         let mut stop = systemctl("stop", *unit, "Stopped");
         if let Step::Run { tolerated, .. } = &mut stop {
@@ -180,6 +205,9 @@ mod tests {
             exe: "/opt/xrat/bin/xrat".into(),
             root: "/home/u/.config/xrat".into(),
             unit_dir: "/home/u/.config/systemd/user".into(),
+            socket: "/home/u/.config/xrat/runtime/daemon.sock".into(),
+            front_socks: Some("127.0.0.1:1080".parse().unwrap()),
+            front_http: None,
         }
     }
 
@@ -194,18 +222,49 @@ mod tests {
         assert_eq!(
             summary(&plan),
             [
+                "Would write: /home/u/.config/systemd/user/xrat-daemon.socket (mode 0644)",
                 "Would write: /home/u/.config/systemd/user/xrat-daemon.service (mode 0644)",
                 "Would run: systemctl --user daemon-reload",
+                "Would run: systemctl --user enable xrat-daemon.socket",
                 "Would run: systemctl --user enable xrat-daemon.service",
             ]
         );
-        let Step::WriteFile { contents, mode, .. } = &plan.steps[0] else {
-            panic!("first step writes the unit")
+        let contents = |step: &Step| match step {
+            Step::WriteFile { contents, mode, .. } if *mode == 0o644 => contents.clone(),
+            other => panic!("not a unit write: {other:?}"),
         };
-        assert_eq!(*mode, 0o644);
-        assert!(contents.contains("\nExecStart=/opt/xrat/bin/xrat daemon run-server\n"));
-        assert!(contents.contains("\nEnvironment=XRAT_ROOT=/home/u/.config/xrat\n"));
-        assert_eq!(plan.steps[2].done_line(), "Enabled: xrat-daemon.service");
+        let socket = contents(&plan.steps[0]);
+        let socket_lines: Vec<&str> = socket.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(socket_lines.contains(&"ListenStream=/home/u/.config/xrat/runtime/daemon.sock"));
+        assert!(socket_lines.contains(&"ListenStream=127.0.0.1:1080"));
+        assert!(socket_lines.contains(&"SocketMode=0600"));
+        let service = contents(&plan.steps[1]);
+        assert!(service.contains("\nExecStart=/opt/xrat/bin/xrat daemon run-server\n"));
+        assert!(service.contains("\nEnvironment=XRAT_ROOT=/home/u/.config/xrat\n"));
+        assert_eq!(plan.steps[3].done_line(), "Enabled: xrat-daemon.socket");
+    }
+
+    #[test]
+    fn the_socket_unit_holds_the_front_ports_only_in_front_mode() {
+        let listens = |env: &InstallEnv| {
+            let plan = install_plan(&InstallOptions::default(), env).unwrap();
+            let Step::WriteFile { contents, .. } = &plan.steps[0] else {
+                panic!("the socket unit comes first")
+            };
+            let lines = contents.lines().filter(|l| l.starts_with("ListenStream="));
+            lines.map(str::to_string).collect::<Vec<_>>()
+        };
+        let mut env = env();
+        env.front_http = Some("[::1]:8080".parse().unwrap());
+        let socket = "ListenStream=/home/u/.config/xrat/runtime/daemon.sock";
+        let both = [
+            socket,
+            "ListenStream=127.0.0.1:1080",
+            "ListenStream=[::1]:8080",
+        ];
+        assert_eq!(listens(&env), both);
+        (env.front_socks, env.front_http) = (None, None);
+        assert_eq!(listens(&env), [socket]);
     }
 
     #[test]
@@ -218,9 +277,12 @@ mod tests {
         assert_eq!(
             summary(&plan),
             [
+                "Would write: /home/u/.config/systemd/user/xrat-daemon.socket (mode 0644)",
                 "Would write: /home/u/.config/systemd/user/xrat-daemon.service (mode 0644)",
                 "Would write: /home/u/.config/systemd/user/xrat-api.service (mode 0644)",
                 "Would run: systemctl --user daemon-reload",
+                "Would run: systemctl --user enable xrat-daemon.socket",
+                "Would run: systemctl --user start xrat-daemon.socket",
                 "Would run: systemctl --user enable xrat-daemon.service",
                 "Would run: systemctl --user start xrat-daemon.service",
                 "Would run: systemctl --user enable xrat-api.service",
@@ -233,7 +295,7 @@ mod tests {
         };
         let plan = install_plan(&with_api_only, &env()).unwrap();
         assert!(!summary(&plan).iter().any(|l| l.contains(" start ")));
-        assert_eq!(plan.steps.len(), 5);
+        assert_eq!(plan.steps.len(), 7);
     }
 
     #[test]
@@ -246,13 +308,16 @@ mod tests {
     #[test]
     fn uninstall_removes_the_api_first_and_tolerates_stop_failures() {
         let dir = Path::new("/u");
-        let plan = uninstall_plan(dir, &[Unit::Daemon, Unit::Api]);
+        let plan = uninstall_plan(dir, &Unit::ALL);
         assert_eq!(
             summary(&plan),
             [
                 "Would run: systemctl --user stop xrat-api.service",
                 "Would run: systemctl --user disable xrat-api.service",
                 "Would remove: /u/xrat-api.service",
+                "Would run: systemctl --user stop xrat-daemon.socket",
+                "Would run: systemctl --user disable xrat-daemon.socket",
+                "Would remove: /u/xrat-daemon.socket",
                 "Would run: systemctl --user stop xrat-daemon.service",
                 "Would run: systemctl --user disable xrat-daemon.service",
                 "Would remove: /u/xrat-daemon.service",
@@ -272,7 +337,15 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(tolerated, [true, false, false, true, false, false, false]);
+        let unit = [true, false, false];
+        assert_eq!(
+            tolerated,
+            [unit, unit, unit]
+                .concat()
+                .into_iter()
+                .chain([false])
+                .collect::<Vec<_>>()
+        );
         assert_eq!(uninstall_plan(dir, &[Unit::Daemon]).steps.len(), 4);
         assert!(uninstall_plan(dir, &[]).steps.is_empty());
     }

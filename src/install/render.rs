@@ -1,10 +1,13 @@
 //! Filling a unit template in, with the escaping systemd's unit syntax needs.
 //!
-//! A template names its values as `@XRAT_EXE@` and `@XRAT_ROOT@` inside the words of a
-//! directive (`ExecStart=@XRAT_EXE@ daemon run-server`, `Environment=XRAT_ROOT=@XRAT_ROOT@`).
+//! A service template names its values as `@XRAT_EXE@` and `@XRAT_ROOT@` inside the words of a
+//! directive (`ExecStart=@XRAT_EXE@ daemon run-server`, `Environment=XRAT_ROOT=@XRAT_ROOT@`);
+//! the socket template names `@XRAT_SOCKET@`, `@XRAT_SOCKS@` and `@XRAT_HTTP@` as whole
+//! `ListenStream=` values.
 //! Each word that holds a placeholder is substituted and then escaped as one unit-file word, so
 //! a path with spaces or `%` stays one argument with its exact bytes.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -48,7 +51,7 @@ pub enum RenderError {
     UnknownPlaceholder(String),
 }
 
-/// Renders `template` for the executable `exe` and the XRAT root `root`.
+/// Renders a service `template` for the executable `exe` and the XRAT root `root`.
 ///
 /// Comment lines are kept as they are; in other lines every word holding a placeholder is
 /// substituted and escaped with [`unit_word`].
@@ -59,27 +62,64 @@ pub fn render(template: &str, exe: &Path, root: &Path) -> Result<String, RenderE
         let path = exe.to_path_buf();
         return Err(RenderError::UnsafeExecutable { path });
     }
-    let (exe, root) = (exe_text, checked("the XRAT root", root)?);
-    let values = [("XRAT_EXE", exe), ("XRAT_ROOT", root)];
-    let mut out = String::with_capacity(template.len() + 2 * (exe.len() + root.len()));
+    let root = checked("the XRAT root", root)?;
+    fill(
+        template,
+        &[("XRAT_EXE", Some(exe_text)), ("XRAT_ROOT", Some(root))],
+    )
+}
+
+/// Renders the socket unit `template` for the daemon socket `socket` and the front ports
+/// `socks` and `http` (front mode; `None` leaves the line out).
+pub fn render_socket(
+    template: &str,
+    socket: &Path,
+    socks: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+) -> Result<String, RenderError> {
+    let socket = checked("the daemon socket", socket)?;
+    let (socks, http) = (socks.map(|a| a.to_string()), http.map(|a| a.to_string()));
+    let values = [
+        ("XRAT_SOCKET", Some(socket)),
+        ("XRAT_SOCKS", socks.as_deref()),
+        ("XRAT_HTTP", http.as_deref()),
+    ];
+    fill(template, &values)
+}
+
+/// Substitutes `values` into the directives of `template`. A directive naming a value that is
+/// `None` is left out. `ListenStream=` takes its value whole (a path or an address, never
+/// unquoted by systemd), so only `%` is escaped there; elsewhere each word holding a placeholder
+/// is escaped with [`unit_word`].
+fn fill(template: &str, values: &[(&str, Option<&str>)]) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(template.len() + 256);
     for line in template.lines() {
         let comment = line.trim_start().starts_with(['#', ';']);
-        match line.split_once('=') {
-            Some((key, value)) if !comment && value.contains('@') => {
-                let words = value
-                    .split(' ')
-                    .map(|word| match word.contains('@') {
-                        true => substitute(word, &values).map(|raw| unit_word(&raw)),
-                        false => Ok(word.to_string()),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                out.push_str(key);
-                out.push('=');
-                out.push_str(&words.join(" "));
-            }
-            _ => out.push_str(line),
+        let directive = line
+            .split_once('=')
+            .filter(|(_, v)| !comment && v.contains('@'));
+        let Some((key, value)) = directive else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let filled = match key {
+            "ListenStream" => substitute(value, values)?.map(|raw| raw.replace('%', "%%")),
+            _ => value
+                .split(' ')
+                .map(|word| match word.contains('@') {
+                    true => substitute(word, values).map(|raw| raw.map(|r| unit_word(&r))),
+                    false => Ok(Some(word.to_string())),
+                })
+                .collect::<Result<Option<Vec<_>>, _>>()?
+                .map(|words| words.join(" ")),
+        };
+        if let Some(filled) = filled {
+            out.push_str(key);
+            out.push('=');
+            out.push_str(&filled);
+            out.push('\n');
         }
-        out.push('\n');
     }
     Ok(out)
 }
@@ -127,8 +167,8 @@ fn checked<'a>(what: &'static str, path: &'a Path) -> Result<&'a str, RenderErro
 }
 
 /// Replaces every `@NAME@` in `word` in one pass, so a value that itself contains `@…@` is
-/// never substituted again.
-fn substitute(word: &str, values: &[(&str, &str)]) -> Result<String, RenderError> {
+/// never substituted again; `None` when a named value is absent.
+fn substitute(word: &str, values: &[(&str, Option<&str>)]) -> Result<Option<String>, RenderError> {
     let mut out = String::with_capacity(word.len());
     let mut rest = word;
     while let Some(start) = rest.find('@') {
@@ -142,11 +182,14 @@ fn substitute(word: &str, values: &[(&str, &str)]) -> Result<String, RenderError
             .iter()
             .find(|(known, _)| *known == name)
             .ok_or_else(|| RenderError::UnknownPlaceholder(name.to_string()))?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
         out.push_str(value);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -202,7 +245,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled_and_comments_are_kept() {
-        for unit in Unit::ALL {
+        for unit in [Unit::Daemon, Unit::Api] {
             let text = render(unit.template(), Path::new("/b/xrat"), Path::new("/r")).unwrap();
             let directives = text.lines().filter(|l| !l.starts_with('#'));
             assert!(directives.clone().all(|l| !l.contains('@')), "{text}");
@@ -237,5 +280,35 @@ mod tests {
         ));
         let err = render("ExecStart=@NOPE@\n", Path::new("/b/xrat"), root).unwrap_err();
         assert_eq!(err, RenderError::UnknownPlaceholder("NOPE".into()));
+    }
+
+    #[test]
+    fn socket_paths_keep_their_bytes_and_absent_ports_leave_their_line_out() {
+        let t = Unit::Socket.template();
+        let socket = Path::new("/r dir/%i \"q\"/runtime/daemon.sock");
+        let text = render_socket(t, socket, None, None).unwrap();
+        let listens: Vec<&str> = text.lines().filter(|l| l.starts_with("Listen")).collect();
+        // systemd takes a ListenStream= path whole, quotes included; only % is a specifier.
+        assert_eq!(
+            listens,
+            [r#"ListenStream=/r dir/%%i "q"/runtime/daemon.sock"#]
+        );
+        assert!(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| !l.contains('@')));
+        assert!(text.ends_with("WantedBy=sockets.target\n"));
+        let socks = Some("0.0.0.0:1080".parse().unwrap());
+        let text = render_socket(t, Path::new("/s"), socks, None).unwrap();
+        let listens: Vec<&str> = text.lines().filter(|l| l.starts_with("Listen")).collect();
+        assert_eq!(listens, ["ListenStream=/s", "ListenStream=0.0.0.0:1080"]);
+        let err = render_socket(t, Path::new("rel.sock"), None, None).unwrap_err();
+        assert!(matches!(
+            err,
+            RenderError::NotAbsolute {
+                what: "the daemon socket",
+                ..
+            }
+        ));
     }
 }

@@ -96,7 +96,10 @@ pub fn front_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
 }
 
 /// Binds the front ports in front mode (nothing in direct mode).
-pub fn bind(settings: &Settings) -> Result<Front, ReactorError> {
+pub fn bind(
+    settings: &Settings,
+    inherited: &mut super::listenfds::Inherited,
+) -> Result<Front, ReactorError> {
     let mut front = Front {
         relay_connections_max: settings.daemon.relay_connections_max as u64,
         replay_bytes_max: settings.relay.replay_bytes_max as usize,
@@ -113,8 +116,8 @@ pub fn bind(settings: &Settings) -> Result<Front, ReactorError> {
     }
     for (number, port, key) in ports {
         let addr = SocketAddr::new(ip, number);
-        let fd =
-            front_listener(addr).map_err(|source| ReactorError::FrontBind { addr, key, source })?;
+        let fd = super::listenfds::inherited_or_bind(inherited, addr, front_listener)
+            .map_err(|source| ReactorError::FrontBind { addr, key, source })?;
         front.listeners.push(Listener {
             fd,
             addr,

@@ -13,6 +13,7 @@ mod front;
 mod handlers;
 mod journal;
 mod launch;
+pub mod listenfds;
 mod opening;
 mod prepare;
 mod probes;
@@ -132,6 +133,9 @@ pub enum ReactorError {
         #[source]
         source: io::Error,
     },
+    /// systemd's socket activation variables or descriptors are unusable.
+    #[error(transparent)]
+    ListenFds(#[from] listenfds::ListenFdsError),
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -161,6 +165,10 @@ pub struct Reactor {
     route: Vec<crate::supervisor::RouteTarget>,
     /// Front mode: each pool member's internal inbounds, filled when its pool core is spawned
     /// (or adopted) and removed when the core exits.
+    #[allow(
+        dead_code,
+        reason = "the pool and the front read it; they land on their own branches"
+    )]
     pool_members: std::collections::HashMap<(crate::supervisor::CoreId, i64), front::MemberAddrs>,
     probes: probes::Probes,
     deadlines: deadlines::Deadlines,
@@ -185,6 +193,13 @@ pub struct Reactor {
     next_serial: u32,
     shutdown_deadline: Option<u64>,
     socket_path: PathBuf,
+    /// The daemon socket came from systemd (`xrat-daemon.socket`), which owns its file: it is
+    /// left in place at exit (see [`run_server`]).
+    socket_inherited: bool,
+    /// Listeners systemd passed that nothing took yet: the front takes the user's ports from
+    /// here ([`listenfds::inherited_or_bind`]) before the daemon reports ready, and whatever is
+    /// left then is closed with a log line.
+    inherited: listenfds::Inherited,
     /// `XRAT_LOG=debug`: log routine events (ticks) too.
     log_debug: bool,
     _lock: File,
@@ -192,6 +207,13 @@ pub struct Reactor {
 
 /// Runs the daemon in the foreground until shutdown (`xrat daemon run-server`).
 pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError> {
+    // First of all: systemd's descriptors sit at 3 and up, and adopting them means owning
+    // whatever is open there, so nothing may have been opened (and kept) before.
+    let mut inherited = listenfds::Inherited::from_env()?;
+    if !inherited.is_empty() {
+        let passed = inherited.describe().join(", ");
+        eprintln!("xrat: systemd passed {passed}");
+    }
     paths.create_dirs()?;
     let socket_path = paths.checked_socket()?;
     let lock = setup::lock(&paths.lock_file(), &paths.root)?;
@@ -204,9 +226,10 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         .map_err(|source| ReactorError::BufRing { source })?;
     let signal_fd = setup::signalfd()?;
     let timer_fd = setup::timerfd()?;
-    let listener = setup::listen(&socket_path)?;
-    // Front mode: the user's ports are bound before any client is answered.
-    let front = front::bind(settings)?;
+    let (listener, socket_inherited) = setup::daemon_listener(&socket_path, &mut inherited)?;
+    // Front mode: the user's ports are bound (or taken from systemd) before any client is
+    // answered.
+    let front = front::bind(settings, &mut inherited)?;
     let probe_target = crate::probe::ProbeTarget::parse(&settings.health.probe_url)
         .expect("validated with the settings");
     let store = crate::store::Store::open(&paths.database())?;
@@ -263,6 +286,8 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         next_serial: 0,
         shutdown_deadline: None,
         socket_path,
+        socket_inherited,
+        inherited,
         log_debug: std::env::var("XRAT_LOG").is_ok_and(|v| v == "debug"),
         _lock: lock,
     };
@@ -280,6 +305,9 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         reactor.sup.reconnect(now(), config_id);
         reactor.pump(now());
     }
+    // Every listener has been taken by now (the daemon socket above; the front's ports when
+    // the front starts); a leftover is a socket unit out of step with config.toml.
+    reactor.inherited.close_unclaimed();
     setup::notify_ready()?;
     eprintln!(
         "xrat: daemon {} serving {} (pid {})",
@@ -290,8 +318,13 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     let result = reactor.run();
     reactor.journal_at_exit();
     // The socket goes last, after every reply was flushed, so a client that saw it vanish knows
-    // the daemon is gone.
-    let _ = std::fs::remove_file(&reactor.socket_path);
+    // the daemon is gone. Not an inherited one: systemd owns that file and still listens on it
+    // (clients queue there until the next daemon; `RemoveOnStop=yes` removes it when the
+    // socket unit stops), and removing it would leave systemd listening on a name nobody can
+    // reach.
+    if !reactor.socket_inherited {
+        let _ = std::fs::remove_file(&reactor.socket_path);
+    }
     eprintln!("xrat: daemon stopped");
     result
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use super::listenfds::Inherited;
 use super::ReactorError;
 
 /// Pending connections the kernel queues before accept; bursts of 1,000 clients fit.
@@ -47,6 +48,50 @@ pub fn lock(path: &Path, root: &Path) -> Result<File, ReactorError> {
     Ok(file)
 }
 
+/// Mode of the daemon socket: only its owner may connect (DESIGN §2).
+pub const SOCKET_MODE: u32 = 0o600;
+
+/// The daemon socket: the listener systemd passed for `path` (`xrat-daemon.socket`), else one
+/// bound here. The flag says which: systemd owns an inherited socket's file, so the daemon must
+/// not remove it at exit.
+pub fn daemon_listener(
+    path: &Path,
+    inherited: &mut Inherited,
+) -> Result<(OwnedFd, bool), ReactorError> {
+    let Some(fd) = inherited.take_unix(path) else {
+        return listen(path).map(|fd| (fd, false));
+    };
+    eprintln!(
+        "xrat: serving {} through the socket systemd passed",
+        path.display()
+    );
+    secure_inherited(path)?;
+    Ok((fd, true))
+}
+
+/// Holds an inherited socket to the rule the daemon's own binds follow (mode 0600). The unit
+/// xrat installs says `SocketMode=0600`; a hand-written one may not, and systemd's default is
+/// 0666, which would let every local user steer the session.
+fn secure_inherited(path: &Path) -> Result<(), ReactorError> {
+    let failed = |source| ReactorError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(failed)?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != SOCKET_MODE {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(failed)?;
+        eprintln!(
+            "xrat: the socket systemd passed had mode {mode:04o}; made it {SOCKET_MODE:04o} (set SocketMode=0600 in its .socket unit)"
+        );
+    }
+    Ok(())
+}
+
 /// Binds the socket with mode 0600, replacing a stale one (the lock proves nobody serves it).
 pub fn listen(path: &Path) -> Result<OwnedFd, ReactorError> {
     match std::fs::remove_file(path) {
@@ -64,12 +109,12 @@ pub fn listen(path: &Path) -> Result<OwnedFd, ReactorError> {
         path: path.to_path_buf(),
         source,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        ReactorError::Bind {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+        |source| ReactorError::Bind {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
+        },
+    )?;
     // Non-blocking, so that the one synchronous accept (refusing a client when descriptors ran
     // out) can never wait; the ring's accepts are unaffected.
     listener

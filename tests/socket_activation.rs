@@ -1,0 +1,292 @@
+//! Socket activation against the real binary: the test plays systemd. It binds the daemon
+//! socket itself, starts `xrat daemon run-server` with that listener at fd 3 and `LISTEN_FDS`,
+//! `LISTEN_FDNAMES` and `LISTEN_PID` (the daemon's own pid, through `sh -c 'LISTEN_PID=$$ exec
+//! …'`), and keeps its own copy open, as systemd does, across a daemon killed with SIGKILL.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{alive, xrat_bin, Conn, Root};
+
+/// How long a daemon gets to start, answer or exit.
+const DAEMON_LIMIT: Duration = Duration::from_secs(10);
+/// Where the temporary copies of the passed descriptors go in the child before they are moved
+/// to 3, 4, …: above anything the child could have open at those numbers.
+const SCRATCH_FD_MIN: RawFd = 100;
+
+const PING: &[u8] = b"{\"protocol_version\":1,\"id\":1,\"request\":{\"type\":\"daemon_ping\"}}\n";
+
+/// Starts the daemon in `root` the way systemd starts a socket-activated service: `fds` become
+/// descriptors 3, 4, … (without close-on-exec), with `LISTEN_FDS=listen_fds` and
+/// `LISTEN_FDNAMES=names`, and `LISTEN_PID` set by the shell to its own pid, which `exec` keeps.
+fn activated(root: &Root, fds: &[RawFd], listen_fds: &str, names: &str) -> Child {
+    let mut command = Command::new("/bin/sh");
+    command
+        .args([
+            "-c",
+            r#"LISTEN_PID=$$ exec "$0" daemon run-server"#,
+            xrat_bin(),
+        ])
+        .env("XRAT_ROOT", root.path())
+        .env("LISTEN_FDS", listen_fds)
+        .env("LISTEN_FDNAMES", names)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let fds = fds.to_vec();
+    // SAFETY: the closure only makes fcntl/dup2/close calls on the child's own descriptors and
+    // reads a vector allocated before the fork; nothing allocates or takes a lock.
+    unsafe { command.pre_exec(move || place_fds(&fds)) };
+    command.spawn().unwrap()
+}
+
+/// Moves `fds` to 3, 4, … in the child. Each is first copied above [`SCRATCH_FD_MIN`], so that
+/// placing one never overwrites another still to be placed; `dup2` onto a different number
+/// clears close-on-exec, which std sets on every descriptor it opens.
+fn place_fds(fds: &[RawFd]) -> std::io::Result<()> {
+    let mut scratch = [0 as RawFd; 8];
+    if fds.len() > scratch.len() {
+        return Err(std::io::Error::other("too many descriptors to pass"));
+    }
+    for (slot, fd) in scratch.iter_mut().zip(fds) {
+        // SAFETY: duplicating a descriptor the child inherited; the result is checked.
+        *slot = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, SCRATCH_FD_MIN) };
+        if *slot < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (index, copy) in scratch[..fds.len()].iter().enumerate() {
+        // SAFETY: dup2 onto 3 + index, replacing whatever the child had there.
+        if unsafe { libc::dup2(*copy, 3 + index as RawFd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Waits at most `limit` for `child` to exit.
+fn exited(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "pid {} did not exit", child.id());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM, then its exit status and everything it wrote on stderr.
+fn stop(mut child: Child) -> (ExitStatus, String) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = exited(&mut child, DAEMON_LIMIT);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+/// A root whose `runtime/` exists (as systemd's `DirectoryMode=0700` makes it), and a listener
+/// bound at its daemon socket path.
+fn root_with_listener() -> (Root, UnixListener) {
+    let root = Root::new();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(root.path().join("runtime"))
+        .unwrap();
+    let listener = UnixListener::bind(root.socket()).unwrap();
+    // systemd's default SocketMode=, which the daemon must narrow.
+    std::fs::set_permissions(root.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    (root, listener)
+}
+
+/// A client that connected (into the listener's backlog) and wrote a ping.
+fn queued_ping(root: &Root) -> Conn {
+    let mut stream = UnixStream::connect(root.socket()).expect("the backlog takes the client");
+    stream.write_all(PING).unwrap();
+    Conn::new(stream)
+}
+
+fn answered_by(conn: &mut Conn, pid: u32) {
+    let reply = conn.recv();
+    assert_eq!(reply["code"], 200, "{reply}");
+    assert_eq!(reply["payload"]["pid"], pid, "{reply}");
+}
+
+/// Descriptor targets of `pid` that are sockets, as their inode numbers.
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?.to_string();
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+fn inode(fd: &impl AsRawFd) -> u64 {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn a_client_that_connected_before_the_daemon_started_is_answered() {
+    let (root, listener) = root_with_listener();
+    // A front port the socket unit lists but config.toml does not (1080 is the default).
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let mut early = queued_ping(&root);
+    let fds = [listener.as_raw_fd(), tcp.as_raw_fd()];
+    let daemon = activated(&root, &fds, "2", "xrat-daemon.socket:front");
+    answered_by(&mut early, daemon.id());
+
+    // The daemon serves on the passed socket and holds it to the 0600 rule.
+    let mode = std::fs::metadata(root.socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let held = socket_inodes(daemon.id());
+    assert!(held.contains(&inode(&listener)), "{held:?}");
+    // The unclaimed TCP listener was closed in the daemon (the test's copy keeps it alive).
+    assert!(!held.contains(&inode(&tcp)), "{held:?}");
+
+    let (status, stderr) = stop(daemon);
+    assert!(status.success(), "{status}: {stderr}");
+    let socket = root.socket().display().to_string();
+    for expected in [
+        format!("serving {socket} through the socket systemd passed"),
+        format!(
+            "closing inherited fd 4 (front, tcp {tcp_addr}): nothing in config.toml listens there"
+        ),
+        "made it 0600 (set SocketMode=0600 in its .socket unit)".to_string(),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} not in:\n{stderr}");
+    }
+    // systemd owns the file: a clean exit leaves it, still served by the listener.
+    assert!(root.socket().exists(), "an inherited socket is not removed");
+    drop(listener);
+    std::fs::remove_file(root.socket()).unwrap();
+}
+
+#[test]
+fn a_client_queued_while_the_daemon_is_killed_is_answered_by_the_next_one() {
+    let (root, listener) = root_with_listener();
+    let fds = [listener.as_raw_fd()];
+    let mut first = activated(&root, &fds, "1", "xrat-daemon.socket");
+    answered_by(&mut queued_ping(&root), first.id());
+
+    // Stopped, the daemon cannot accept: the next client stays in the kernel's backlog. Then
+    // it dies the hard way, as in a crash.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGSTOP) };
+    let mut queued = queued_ping(&root);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+    assert!(!exited(&mut first, DAEMON_LIMIT).success());
+    assert!(!alive(first.id()));
+
+    // No daemon runs, and still a new client is queued, not refused.
+    let mut meanwhile = queued_ping(&root);
+    queued
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let pending = queued.reader.get_mut().read(&mut byte);
+    assert!(
+        pending
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the queued client must be neither answered nor closed yet: {pending:?}"
+    );
+    queued
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(DAEMON_LIMIT))
+        .unwrap();
+
+    let second = activated(&root, &fds, "1", "xrat-daemon.socket");
+    answered_by(&mut queued, second.id());
+    answered_by(&mut meanwhile, second.id());
+    let (status, stderr) = stop(second);
+    assert!(status.success(), "{status}: {stderr}");
+    drop(listener);
+    std::fs::remove_file(root.socket()).unwrap();
+}
+
+/// Runs the daemon with `listen_fds` announced over `fds`; its exit status and stderr.
+fn refused(root: &Root, fds: &[RawFd], listen_fds: &str, names: &str) -> String {
+    let mut child = activated(root, fds, listen_fds, names);
+    let status = exited(&mut child, DAEMON_LIMIT);
+    let mut stderr = String::new();
+    let pipe = child.stderr.as_mut().unwrap();
+    pipe.read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!root.socket().exists(), "nothing is served: {stderr}");
+    stderr
+}
+
+#[test]
+fn malformed_variables_and_descriptors_are_clear_errors() {
+    let root = Root::new();
+    let err = refused(&root, &[], "two", "xrat-daemon.socket");
+    assert_eq!(
+        err,
+        "error: LISTEN_FDS=\"two\" is not a descriptor count of at most 64; it is systemd's socket activation variable: let xrat-daemon.socket set it, or unset it when starting xrat by hand\n"
+    );
+    let err = refused(&root, &[], "1", "a:b");
+    assert!(
+        err.starts_with("error: LISTEN_FDNAMES=\"a:b\" names 2 descriptor(s) but LISTEN_FDS=1;"),
+        "{err}"
+    );
+    // A pipe where a listening socket should be (ListenFIFO=, say).
+    let (read, write) = pipe();
+    let err = refused(&root, &[read.as_raw_fd()], "1", "xrat-daemon.socket");
+    assert!(
+        err.starts_with("error: inherited fd 3 (xrat-daemon.socket) is not a socket")
+            && err.contains("xrat-daemon.socket may only hold ListenStream= lines"),
+        "{err}"
+    );
+    drop((read, write));
+    // A connected stream socket (what Accept=yes passes) is not a listener either.
+    let (one, _other) = UnixStream::pair().unwrap();
+    let err = refused(&root, &[one.as_raw_fd()], "1", "conn");
+    assert!(
+        err.contains("inherited fd 3 (conn) is a stream socket that is not listening (Accept=yes"),
+        "{err}"
+    );
+}
+
+fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array; both are owned right after.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    use std::os::fd::FromRawFd;
+    // SAFETY: fresh descriptors owned by nobody else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
