@@ -69,8 +69,8 @@ def relay_table(results) -> list[str]:
     if not bulk and not lat:
         return ["(no relay rows: front mode did not run)"]
     out += [
-        "| measure | pool core's inbound directly | through the front | front's cost | goal |",
-        "|---|---:|---:|---:|---|",
+        "| measure | pool core's inbound directly | through the front | front's cost | noise (inbound vs itself) | goal |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for r in bulk:
         loss = r.get("loss_pct")
@@ -78,7 +78,7 @@ def relay_table(results) -> list[str]:
         out.append(
             f"| download {gib:g} GiB, median of {len(r['front_samples'])} | "
             f"{num(r['internal_mib_s'], 0, ' MiB/s')} | {num(r['front_mib_s'], 0, ' MiB/s')} | "
-            f"{num(loss, 1, '% slower')} | < {BULK_LOSS_GOAL_PCT:g}%: "
+            f"{num(loss, 1, '% slower')} | – | < {BULK_LOSS_GOAL_PCT:g}%: "
             f"{goal(None if loss is None else loss < BULK_LOSS_GOAL_PCT)} |"
         )
     names = {
@@ -93,6 +93,7 @@ def relay_table(results) -> list[str]:
         out.append(
             f"| {label} (n = {r['n']}) | {num(r['internal_p50_us'], 1, ' µs')} | "
             f"{num(r['front_p50_us'], 1, ' µs')} | {num(add, 1, ' µs')} | "
+            f"{num(r.get('internal_a_b_p50_us'), 1, ' µs')} | "
             f"< {ADDED_P50_GOAL_US:g} µs: {goal(None if add is None else add < ADDED_P50_GOAL_US)} |"
         )
     return out
