@@ -320,6 +320,8 @@ impl Reactor {
         for config in &proc_.configs {
             let _ = std::fs::remove_file(config);
         }
+        // A gone pool core's members must not be relayed to (their ports may be reused).
+        self.pool_members.retain(|(core, _), _| *core != id);
         let log_tail = log_excerpt(&proc_.log);
         self.inputs.push_back(Input::CoreExited {
             core: id,
