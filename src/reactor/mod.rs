@@ -13,6 +13,7 @@ mod front;
 mod handlers;
 mod journal;
 mod launch;
+mod pool;
 mod prepare;
 mod probes;
 mod process;
@@ -136,6 +137,8 @@ pub struct Reactor {
     inputs: VecDeque<Input>,
     env: prepare::Env,
     procs: cores::Procs,
+    /// Pool cores' processes (front mode): what a session on a member records.
+    pools: pool::Pools,
     detector: detect::Detector,
     /// Renders made by the last inspect, by config id.
     prepared: std::collections::HashMap<i64, prepare::Prepared>,
@@ -211,6 +214,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         inputs: VecDeque::new(),
         env,
         procs: cores::Procs::default(),
+        pools: pool::Pools::default(),
         detector: detect::Detector::default(),
         prepared: std::collections::HashMap::new(),
         route: Vec::new(),
