@@ -21,6 +21,8 @@ mod xray;
 mod fixtures;
 #[cfg(test)]
 mod real_check;
+#[cfg(test)]
+mod real_pool;
 
 use std::ffi::OsString;
 use std::fmt;
