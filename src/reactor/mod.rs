@@ -250,10 +250,14 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     };
     reactor.start()?;
     if let (Some(adopted), Some(core)) = (reattached.adopted, reactor.sup.adopted_core()) {
-        let log = paths
-            .logs_dir()
-            .join(format!("core-{}.log", adopted.info.id));
-        reactor.watch(core, vec![adopted.spawned], log, Vec::new());
+        if let Some(pool) = adopted.pool {
+            reactor.adopt_pool(core, adopted.spawned, pool);
+        } else {
+            let log = paths
+                .logs_dir()
+                .join(format!("core-{}.log", adopted.info.id));
+            reactor.watch(core, vec![adopted.spawned], log, Vec::new());
+        }
     }
     if let Some(config_id) = reattached.reconnect {
         eprintln!("xrat: reconnecting config {config_id} (runtime.reconnect_on_start)");

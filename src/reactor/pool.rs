@@ -9,12 +9,13 @@ use std::path::PathBuf;
 
 use crate::core::CoreBinary;
 use crate::ipc::protocol::Code;
-use crate::store::{NewPoolProcess, NewSession, PoolMember};
+use crate::store::{NewPoolProcess, NewSession, PoolMember, PoolProcessRow};
 use crate::supervisor::{CoreId, Now, Rejection, SessionInfo};
 
 use super::front::MemberAddrs;
 use super::journal::Write;
 use super::launch::{not_recorded, Launched, Multi, Part};
+use super::process::Spawned;
 use super::Reactor;
 
 /// One process of a pool core: what a session on one of its members records.
@@ -67,7 +68,8 @@ impl Reactor {
                 self.pool_members.insert((id, m.config_id), addrs);
             }
             // The process runs now: a failed write is retried, never a reason to refuse it.
-            self.record(now, Write::PoolProcess(pool_record(now, &part)));
+            let record = pool_record(now, &part, &launched.log);
+            self.record(now, Write::PoolProcess(record));
             procs.push(PoolProc {
                 pid: part.pid,
                 start_time: part.start_time,
@@ -150,14 +152,48 @@ impl Reactor {
     }
 }
 
+impl Reactor {
+    /// A pool core process the previous daemon left running, adopted with a session on it:
+    /// its members' inbounds go back into the front's address map, and its config and record
+    /// go when it exits, as for a pool core spawned here.
+    pub(super) fn adopt_pool(&mut self, id: CoreId, spawned: Spawned, row: PoolProcessRow) {
+        for m in &row.members {
+            let socks = m.socks_addr.parse();
+            let http = m.http_addr.as_deref().map(str::parse).transpose();
+            let (Ok(socks), Ok(http)) = (socks, http) else {
+                eprintln!("xrat: pool core pid {}: member {} has unreadable addresses ({} {:?}); it is not relayed to", row.pid, m.config_id, m.socks_addr, m.http_addr);
+                continue;
+            };
+            let addrs = MemberAddrs {
+                socks,
+                http,
+                pid: row.pid,
+            };
+            self.pool_members.insert((id, m.config_id), addrs);
+        }
+        let config = PathBuf::from(&row.config_path);
+        let proc_ = PoolProc {
+            pid: row.pid,
+            start_time: row.pid_start_time,
+            core: row.core,
+            core_path: PathBuf::from(row.core_path),
+            config: config.clone(),
+        };
+        self.pools.insert(id, vec![proc_]);
+        let log = PathBuf::from(row.log_path);
+        self.watch(id, vec![spawned], log, vec![config]);
+    }
+}
+
 /// The store's record of one pool core process.
-fn pool_record(now: Now, part: &Part) -> NewPoolProcess {
+fn pool_record(now: Now, part: &Part, log: &std::path::Path) -> NewPoolProcess {
     NewPoolProcess {
         pid: part.pid,
         pid_start_time: part.start_time,
         core: part.binary.kind.name().to_string(),
         core_path: part.binary.path.display().to_string(),
         config_path: part.config.display().to_string(),
+        log_path: log.display().to_string(),
         started_at: now.unix_secs,
         members: part
             .members

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{Store, StoreError};
 
 /// Columns of `pool_processes` in the order [`PoolProcessRow::from_row`] reads them.
-const COLUMNS: &str = "id, pid, pid_start_time, core, core_path, config_path, started_at";
+const COLUMNS: &str = "id, pid, pid_start_time, core, core_path, config_path, log_path, started_at";
 
 /// A pool core process just spawned, with its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct NewPoolProcess {
     pub core_path: String,
     /// Its rendered config file (shared by its members).
     pub config_path: String,
+    /// Where its output goes (quoted when it exits, also after an adoption).
+    pub log_path: String,
     /// Unix seconds.
     pub started_at: u64,
     /// The configs it serves.
@@ -55,6 +57,8 @@ pub struct PoolProcessRow {
     pub core_path: String,
     /// Its rendered config file.
     pub config_path: String,
+    /// Its log.
+    pub log_path: String,
     /// Unix seconds.
     pub started_at: u64,
     /// The configs it serves, by config id (a removed config's member is gone).
@@ -70,7 +74,8 @@ impl PoolProcessRow {
             core: row.get(3)?,
             core_path: row.get(4)?,
             config_path: row.get(5)?,
-            started_at: row.get(6)?,
+            log_path: row.get(6)?,
+            started_at: row.get(7)?,
             members: Vec::new(),
         })
     }
@@ -89,14 +94,15 @@ impl Store {
             .map_err(failed)?;
         tx.execute(
             "INSERT INTO pool_processes \
-             (pid, pid_start_time, core, core_path, config_path, started_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             (pid, pid_start_time, core, core_path, config_path, log_path, started_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 new.pid,
                 new.pid_start_time,
                 new.core,
                 new.core_path,
                 new.config_path,
+                new.log_path,
                 new.started_at,
             ],
         )
@@ -207,6 +213,7 @@ mod tests {
             core: "sing-box".into(),
             core_path: "/usr/bin/sing-box".into(),
             config_path: "/r/runtime/pool-3-0.json".into(),
+            log_path: "/r/logs/pool-3.log".into(),
             started_at: 100,
             members,
         }
@@ -236,6 +243,7 @@ mod tests {
             (4242, 77, "sing-box")
         );
         assert_eq!(row.config_path, "/r/runtime/pool-3-0.json");
+        assert_eq!(row.log_path, "/r/logs/pool-3.log");
         assert_eq!(row.members, first.members, "in the order recorded");
         assert_eq!(row.members[0].http_addr.as_deref(), Some("127.0.0.1:20002"));
         // Another start time is another process.

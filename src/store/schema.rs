@@ -70,6 +70,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         core TEXT NOT NULL,
         core_path TEXT NOT NULL,
         config_path TEXT NOT NULL,
+        log_path TEXT NOT NULL,
         started_at INTEGER NOT NULL
     );
     CREATE INDEX pool_processes_pid ON pool_processes(pid);

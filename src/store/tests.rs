@@ -262,6 +262,7 @@ fn a_version_1_file_is_upgraded_in_place() {
         core: "mihomo".into(),
         core_path: "/bin/mihomo".into(),
         config_path: "/r/pool-0-0.json".into(),
+        log_path: "/r/logs/pool-0.log".into(),
         started_at: 3,
         members: vec![PoolMember {
             config_id: 1,
