@@ -74,7 +74,10 @@ fn implemented_types_answer_with_their_payloads() {
         "every proxy_status field of DESIGN §4, and the pool of milestone 2"
     );
     assert_eq!(p["pool"], json!([]), "no session, no pool");
-    assert_eq!(status["payload"]["mode"], "front", "front is the default mode");
+    assert_eq!(
+        status["payload"]["mode"], "front",
+        "front is the default mode"
+    );
 
     let pascal = conn.call(json!(10), json!({"type": "DaemonPing"}));
     assert_eq!(
