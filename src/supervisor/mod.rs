@@ -41,6 +41,10 @@ mod sim_check;
 #[cfg(test)]
 mod sim_exec;
 #[cfg(test)]
+mod sim_front;
+#[cfg(test)]
+mod sim_front_check;
+#[cfg(test)]
 mod sim_world;
 #[cfg(test)]
 mod tests;
