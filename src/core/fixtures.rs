@@ -99,6 +99,12 @@ pub(crate) fn vless_ws_tls() -> Outbound {
     outbound(vless(), ws(), tls_full())
 }
 
+/// Trojan over TCP with plain TLS: a second, different member for batch and pool tests.
+pub(crate) fn trojan_tls() -> Outbound {
+    let password = "p".into();
+    outbound(Protocol::Trojan { password }, Transport::Tcp, tls_plain())
+}
+
 /// Every protocol variant the model has, with keys the cores accept (Shadowsocks 2022 keys
 /// are base64 of 16 or 32 bytes, which sing-box checks).
 pub(crate) fn all_protocols() -> Vec<Protocol> {

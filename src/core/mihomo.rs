@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use serde_json::{json, Map, Value};
 
 use super::singbox::split_early_data;
-use super::Inbounds;
+use super::{Inbounds, PoolInbound};
 use crate::links::{Outbound, Protocol, RealitySettings, Security, TlsSettings, Transport};
 
 /// Xray clients read early data from a `?ed=N` path suffix and send it in this header; mihomo
@@ -45,26 +45,26 @@ pub(crate) fn session(inbounds: &Inbounds, outbound: &Outbound) -> Value {
     config(listeners, vec![render_proxy(outbound, "proxy")], "proxy")
 }
 
-/// The batch-test config: listener `in-<port>` sends to proxy `out-<port>` per candidate.
-/// Traffic that somehow reached the rules instead would be rejected, never sent through
-/// another candidate, so a broken listener binding shows as a failed probe.
-pub(crate) fn batch(listen: IpAddr, candidates: &[(u16, &Outbound)]) -> Value {
-    let listeners = candidates
-        .iter()
-        .map(|(port, _)| {
-            listener(
-                "socks",
-                &format!("in-{port}"),
-                listen,
-                *port,
-                &format!("out-{port}"),
-            )
-        })
-        .collect();
-    let proxies = candidates
-        .iter()
-        .map(|(port, outbound)| render_proxy(outbound, &format!("out-{port}")))
-        .collect();
+/// A batch or pool config: per member, its listeners (`in-<port>`, `http-<port>`) send to its
+/// proxy (`out-<port>`). Traffic that somehow reached the rules instead would be rejected,
+/// never sent through another member, so a broken listener binding shows as a failed probe.
+pub(crate) fn members(listen: IpAddr, members: &[PoolInbound<'_>]) -> Value {
+    let mut listeners = Vec::with_capacity(members.len());
+    let mut proxies = Vec::with_capacity(members.len());
+    for member in members {
+        let tags = member.tags();
+        listeners.push(listener(
+            "socks",
+            &tags.socks,
+            listen,
+            member.socks_port,
+            &tags.outbound,
+        ));
+        if let (Some(tag), Some(port)) = (&tags.http, member.http_port) {
+            listeners.push(listener("http", tag, listen, port, &tags.outbound));
+        }
+        proxies.push(render_proxy(member.outbound, &tags.outbound));
+    }
     config(listeners, proxies, "REJECT")
 }
 

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::core::fixtures::*;
-use crate::core::{check_support, render_batch, render_session, CoreKind};
+use crate::core::{
+    check_support, render_batch, render_pool, render_session, CoreKind, PoolInbound,
+};
 use crate::links::{Protocol, ShadowsocksMethod, SocksAuth, TlsSettings, Transport, VmessSecurity};
 
 fn mihomo() -> crate::core::CoreBinary {
@@ -290,6 +292,39 @@ fn batch_sends_each_listener_to_its_proxy() {
         json!([
             { "name": "in-20001", "type": "socks", "listen": "127.0.0.1", "port": 20001,
               "proxy": "out-20001", "udp": true },
+            { "name": "in-20002", "type": "socks", "listen": "127.0.0.1", "port": 20002,
+              "proxy": "out-20002", "udp": true }
+        ]),
+        json!([render_proxy(&a, "out-20001"), render_proxy(&b, "out-20002")]),
+        "MATCH,REJECT",
+    );
+    assert_eq!(config, want);
+}
+
+#[test]
+fn pool_sends_both_listeners_of_a_member_to_its_proxy() {
+    let a = vless_ws_tls();
+    let b = outbound(vision(), Transport::Tcp, reality());
+    let members = [
+        PoolInbound {
+            socks_port: 20001,
+            http_port: Some(20003),
+            outbound: &a,
+        },
+        PoolInbound {
+            socks_port: 20002,
+            http_port: None,
+            outbound: &b,
+        },
+    ];
+    let text = render_pool(&mihomo(), IpAddr::from([127, 0, 0, 1]), &members).unwrap();
+    let config: Value = serde_json::from_str(&text).unwrap();
+    let want = top_level(
+        json!([
+            { "name": "in-20001", "type": "socks", "listen": "127.0.0.1", "port": 20001,
+              "proxy": "out-20001", "udp": true },
+            { "name": "http-20003", "type": "http", "listen": "127.0.0.1", "port": 20003,
+              "proxy": "out-20001" },
             { "name": "in-20002", "type": "socks", "listen": "127.0.0.1", "port": 20002,
               "proxy": "out-20002", "udp": true }
         ]),

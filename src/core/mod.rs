@@ -1,5 +1,6 @@
 //! Proxy core backends (DESIGN §2, §5, §7): find the core binary, refuse stored configs it
-//! cannot run, render its JSON config for a session or a batch test, and build its command line.
+//! cannot run, render its JSON config for a session, a batch test or a pool core, and build its
+//! command line.
 //!
 //! Three formats are rendered, all as JSON: the Xray/V2Ray one (Xray, V2Ray 4, and V2Ray 5,
 //! which reads the v4 format from a `.json` file), sing-box's, and mihomo's (its YAML config,
@@ -10,6 +11,7 @@ mod choose;
 pub mod detect;
 mod error;
 mod mihomo;
+mod multi;
 mod process;
 mod singbox;
 mod support;
@@ -19,6 +21,8 @@ mod xray;
 mod fixtures;
 #[cfg(test)]
 mod real_check;
+#[cfg(test)]
+mod real_pool;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -32,6 +36,7 @@ use crate::settings::{CoreName, RuntimeSettings};
 pub use choose::{choose_core, describe_choices};
 pub use detect::{detect, detect_all, detect_at};
 pub use error::CoreError;
+pub use multi::{render_batch, render_pool, PoolInbound};
 pub use support::check_support;
 
 /// Which family of proxy core a binary is; decides the config format and command line.
@@ -165,44 +170,7 @@ pub fn render_session(
     Ok(to_text(&value))
 }
 
-/// Renders one config for a batch test (DESIGN §7): one SOCKS inbound per candidate on its
-/// port, each routed to that candidate's outbound. Filter candidates with [`check_support`]
-/// first; an unsupported one fails the whole render.
-pub fn render_batch(
-    core: &CoreBinary,
-    listen: IpAddr,
-    candidates: &[(u16, &Outbound)],
-) -> Result<String, CoreError> {
-    if candidates.is_empty() {
-        return Err(CoreError::Render(
-            "a batch needs at least one candidate".into(),
-        ));
-    }
-    let mut ports: Vec<u16> = candidates.iter().map(|(port, _)| *port).collect();
-    ports.sort_unstable();
-    if ports[0] == 0 {
-        return Err(CoreError::Render("inbound port 0".into()));
-    }
-    if let Some(pair) = ports.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(CoreError::Render(format!(
-            "port {} given to two candidates",
-            pair[0]
-        )));
-    }
-    for (_, outbound) in candidates {
-        check_support(core, outbound)?;
-    }
-    let value = match core.kind {
-        CoreKind::SingBox => singbox::batch(core, listen, candidates),
-        CoreKind::Mihomo => mihomo::batch(listen, candidates),
-        CoreKind::Xray | CoreKind::V2ray4 | CoreKind::V2ray5 => {
-            xray::batch(core, listen, candidates)
-        }
-    };
-    Ok(to_text(&value))
-}
-
-fn to_text(value: &serde_json::Value) -> String {
+pub(crate) fn to_text(value: &serde_json::Value) -> String {
     // A Value always serialises; pretty output because people read these files when a
     // session misbehaves.
     let mut text = serde_json::to_string_pretty(value).expect("JSON value serialises");

@@ -143,6 +143,41 @@ fn check_batch(core: &CoreBinary, outbounds: &[Outbound]) {
     check_config(core, &path, CHECK_TIMEOUT).unwrap();
 }
 
+/// The same members as a pool core runs them: SOCKS and HTTP inbounds per member, on IPv4 and
+/// on IPv6 loopback.
+fn check_pool(core: &CoreBinary, outbounds: &[Outbound]) {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<PoolInbound<'_>> = outbounds
+        .iter()
+        .enumerate()
+        .map(|(i, out)| PoolInbound {
+            socks_port: 20000 + 2 * i as u16,
+            http_port: Some(20001 + 2 * i as u16),
+            outbound: out,
+        })
+        .collect();
+    for (name, listen) in [("pool4.json", "127.0.0.1"), ("pool6.json", "::1")] {
+        let text = render_pool(core, listen.parse().unwrap(), &members).unwrap();
+        let path = write(dir.path(), name, &text);
+        check_config(core, &path, CHECK_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+}
+
+#[test]
+fn pools_pass_every_check() {
+    for core in [real_v2ray(), real_sing_box(), real_mihomo()] {
+        check_pool(&core, &three_candidates());
+        let all: Vec<Outbound> = all_outbounds()
+            .into_iter()
+            .filter(|out| check_support(&core, out).is_ok())
+            .collect();
+        check_pool(&core, &all);
+    }
+    if let Some(xray) = real_xray() {
+        check_pool(&xray, &three_candidates());
+    }
+}
+
 #[test]
 fn batches_pass_both_checks() {
     for core in [real_v2ray(), real_sing_box()] {

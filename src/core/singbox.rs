@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use super::{CoreBinary, Inbounds};
+use super::{CoreBinary, Inbounds, PoolInbound};
 use crate::links::{Outbound, Protocol, RealitySettings, Security, TlsSettings, Transport};
 
 /// Xray clients read early data from a `?ed=N` path suffix and send it in this header; sing-box
@@ -32,20 +32,21 @@ pub(crate) fn session(core: &CoreBinary, inbounds: &Inbounds, outbound: &Outboun
     })
 }
 
-/// The batch-test config: inbound `in-<port>` routed to outbound `out-<port>` per candidate.
-pub(crate) fn batch(core: &CoreBinary, listen: IpAddr, candidates: &[(u16, &Outbound)]) -> Value {
-    let inbounds: Vec<Value> = candidates
-        .iter()
-        .map(|(port, _)| inbound("socks", &format!("in-{port}"), listen, *port))
-        .collect();
-    let outbounds: Vec<Value> = candidates
-        .iter()
-        .map(|(port, outbound)| render_outbound(core, outbound, &format!("out-{port}")))
-        .collect();
-    let rules: Vec<Value> = candidates
-        .iter()
-        .map(|(port, _)| json!({ "inbound": [format!("in-{port}")], "outbound": format!("out-{port}") }))
-        .collect();
+/// A batch or pool config: per member, its inbounds (`in-<port>`, `http-<port>`) routed to its
+/// outbound (`out-<port>`) by one rule.
+pub(crate) fn members(core: &CoreBinary, listen: IpAddr, members: &[PoolInbound<'_>]) -> Value {
+    let mut inbounds = Vec::with_capacity(members.len());
+    let mut outbounds = Vec::with_capacity(members.len());
+    let mut rules = Vec::with_capacity(members.len());
+    for member in members {
+        let tags = member.tags();
+        inbounds.push(inbound("socks", &tags.socks, listen, member.socks_port));
+        if let (Some(tag), Some(port)) = (&tags.http, member.http_port) {
+            inbounds.push(inbound("http", tag, listen, port));
+        }
+        outbounds.push(render_outbound(core, member.outbound, &tags.outbound));
+        rules.push(json!({ "inbound": tags.inbounds(), "outbound": tags.outbound }));
+    }
     // No `final`: every inbound has its rule, and the first outbound is the default anyway.
     json!({
         "log": log(),

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 use crate::core::fixtures::*;
@@ -221,18 +221,13 @@ fn early_data_is_taken_out_of_the_path() {
 #[test]
 fn batch_routes_each_inbound_to_its_outbound() {
     let a = vless_ws_tls();
-    let b = outbound(
-        Protocol::Trojan {
-            password: "p".into(),
-        },
-        Transport::Tcp,
-        tls_plain(),
-    );
-    let config = batch(
+    let b = trojan_tls();
+    let text = crate::core::render_batch(
         &wheel(),
         IpAddr::from([127, 0, 0, 1]),
         &[(20001, &a), (20002, &b)],
     );
+    let config: Value = serde_json::from_str(&text.unwrap()).unwrap();
     assert_eq!(
         config["inbounds"],
         json!([
@@ -247,6 +242,43 @@ fn batch_routes_each_inbound_to_its_outbound() {
         json!({ "rules": [
             { "inbound": ["in-20001"], "outbound": "out-20001" },
             { "inbound": ["in-20002"], "outbound": "out-20002" }
+        ] })
+    );
+}
+
+#[test]
+fn pool_routes_both_inbounds_of_a_member_to_its_outbound() {
+    let a = vless_ws_tls();
+    let b = trojan_tls();
+    let members = [
+        PoolInbound {
+            socks_port: 20001,
+            http_port: Some(20003),
+            outbound: &a,
+        },
+        PoolInbound {
+            socks_port: 20002,
+            http_port: Some(20004),
+            outbound: &b,
+        },
+    ];
+    let text = crate::core::render_pool(&wheel(), IpAddr::from([127, 0, 0, 1]), &members);
+    let config: Value = serde_json::from_str(&text.unwrap()).unwrap();
+    assert_eq!(
+        config["inbounds"],
+        json!([
+            { "type": "socks", "tag": "in-20001", "listen": "127.0.0.1", "listen_port": 20001 },
+            { "type": "http", "tag": "http-20003", "listen": "127.0.0.1", "listen_port": 20003 },
+            { "type": "socks", "tag": "in-20002", "listen": "127.0.0.1", "listen_port": 20002 },
+            { "type": "http", "tag": "http-20004", "listen": "127.0.0.1", "listen_port": 20004 }
+        ])
+    );
+    assert_eq!(config["outbounds"][1]["type"], "trojan");
+    assert_eq!(
+        config["route"],
+        json!({ "rules": [
+            { "inbound": ["in-20001", "http-20003"], "outbound": "out-20001" },
+            { "inbound": ["in-20002", "http-20004"], "outbound": "out-20002" }
         ] })
     );
 }

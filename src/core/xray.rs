@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use super::{CoreBinary, CoreKind, Inbounds};
+use super::{CoreBinary, CoreKind, Inbounds, PoolInbound};
 use crate::links::{Outbound, Protocol, RealitySettings, Security, TlsSettings, Transport};
 
 /// Xray 1.8.10 added `wsSettings.host` and later deprecated `headers.Host` in its favour.
@@ -23,13 +23,7 @@ pub(crate) fn session(core: &CoreBinary, inbounds: &Inbounds, outbound: &Outboun
         inbounds.socks_port,
     )];
     if let Some(port) = inbounds.http_port {
-        inbound_list.push(json!({
-            "tag": "http-in",
-            "protocol": "http",
-            "listen": inbounds.listen.to_string(),
-            "port": port,
-            "settings": {},
-        }));
+        inbound_list.push(http_inbound("http-in", inbounds.listen, port));
     }
     json!({
         "log": log(),
@@ -38,26 +32,25 @@ pub(crate) fn session(core: &CoreBinary, inbounds: &Inbounds, outbound: &Outboun
     })
 }
 
-/// The batch-test config: inbound `in-<port>` routed to outbound `out-<port>` per candidate.
-pub(crate) fn batch(core: &CoreBinary, listen: IpAddr, candidates: &[(u16, &Outbound)]) -> Value {
-    let inbounds: Vec<Value> = candidates
-        .iter()
-        .map(|(port, _)| socks_inbound(&format!("in-{port}"), listen, *port))
-        .collect();
-    let outbounds: Vec<Value> = candidates
-        .iter()
-        .map(|(port, outbound)| render_outbound(core, outbound, &format!("out-{port}")))
-        .collect();
-    let rules: Vec<Value> = candidates
-        .iter()
-        .map(|(port, _)| {
-            json!({
-                "type": "field",
-                "inboundTag": [format!("in-{port}")],
-                "outboundTag": format!("out-{port}"),
-            })
-        })
-        .collect();
+/// A batch or pool config: per member, its inbounds (`in-<port>`, `http-<port>`) routed to its
+/// outbound (`out-<port>`) by one rule.
+pub(crate) fn members(core: &CoreBinary, listen: IpAddr, members: &[PoolInbound<'_>]) -> Value {
+    let mut inbounds = Vec::with_capacity(members.len());
+    let mut outbounds = Vec::with_capacity(members.len());
+    let mut rules = Vec::with_capacity(members.len());
+    for member in members {
+        let tags = member.tags();
+        inbounds.push(socks_inbound(&tags.socks, listen, member.socks_port));
+        if let (Some(tag), Some(port)) = (&tags.http, member.http_port) {
+            inbounds.push(http_inbound(tag, listen, port));
+        }
+        outbounds.push(render_outbound(core, member.outbound, &tags.outbound));
+        rules.push(json!({
+            "type": "field",
+            "inboundTag": tags.inbounds(),
+            "outboundTag": tags.outbound,
+        }));
+    }
     json!({
         "log": log(),
         "inbounds": inbounds,
@@ -70,6 +63,16 @@ pub(crate) fn batch(core: &CoreBinary, listen: IpAddr, candidates: &[(u16, &Outb
 /// stdout, so the core log would grow with every probe and record every site the user visits.
 fn log() -> Value {
     json!({ "loglevel": "warning", "access": "none" })
+}
+
+fn http_inbound(tag: &str, listen: IpAddr, port: u16) -> Value {
+    json!({
+        "tag": tag,
+        "protocol": "http",
+        "listen": listen.to_string(),
+        "port": port,
+        "settings": {},
+    })
 }
 
 fn socks_inbound(tag: &str, listen: IpAddr, port: u16) -> Value {

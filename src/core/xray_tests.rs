@@ -271,18 +271,13 @@ fn reality_fingerprint_defaults_to_chrome() {
 #[test]
 fn batch_routes_each_inbound_to_its_outbound() {
     let a = vless_ws_tls();
-    let b = outbound(
-        Protocol::Trojan {
-            password: "p".into(),
-        },
-        Transport::Tcp,
-        tls_plain(),
-    );
-    let config = batch(
+    let b = trojan_tls();
+    let text = crate::core::render_batch(
         &v2ray(),
         IpAddr::from([127, 0, 0, 1]),
         &[(20001, &a), (20002, &b)],
     );
+    let config: Value = serde_json::from_str(&text.unwrap()).unwrap();
     let tags = |key: &str| -> Vec<String> {
         config[key]
             .as_array()
@@ -301,6 +296,42 @@ fn batch_routes_each_inbound_to_its_outbound() {
             { "type": "field", "inboundTag": ["in-20001"], "outboundTag": "out-20001" },
             { "type": "field", "inboundTag": ["in-20002"], "outboundTag": "out-20002" }
         ] })
+    );
+}
+
+#[test]
+fn pool_routes_both_inbounds_of_a_member_to_its_outbound() {
+    let a = vless_ws_tls();
+    let b = trojan_tls();
+    let members = [
+        PoolInbound {
+            socks_port: 20001,
+            http_port: Some(20003),
+            outbound: &a,
+        },
+        PoolInbound {
+            socks_port: 20002,
+            http_port: None,
+            outbound: &b,
+        },
+    ];
+    let text = crate::core::render_pool(&xray(), IpAddr::from([127, 0, 0, 1]), &members);
+    let config: Value = serde_json::from_str(&text.unwrap()).unwrap();
+    assert_eq!(config["inbounds"][0]["tag"], "in-20001");
+    assert_eq!(
+        config["inbounds"][1],
+        json!({ "tag": "http-20003", "protocol": "http", "listen": "127.0.0.1",
+                "port": 20003, "settings": {} })
+    );
+    assert_eq!(config["inbounds"][2]["tag"], "in-20002");
+    assert_eq!(config["inbounds"].as_array().unwrap().len(), 3);
+    assert_eq!(config["outbounds"][1]["tag"], "out-20002");
+    assert_eq!(
+        config["routing"]["rules"],
+        json!([
+            { "type": "field", "inboundTag": ["in-20001", "http-20003"], "outboundTag": "out-20001" },
+            { "type": "field", "inboundTag": ["in-20002"], "outboundTag": "out-20002" }
+        ])
     );
 }
 

@@ -90,7 +90,7 @@ impl Reactor {
         let started = installed.and_then(|installed| match &spec {
             CoreSpec::Session { config_id } => self.spawn_session(now, &installed, *config_id),
             CoreSpec::Batch { config_ids } => self.spawn_batch(id, &installed, config_ids),
-            CoreSpec::Pool { config_ids } => self.spawn_pool(id, &installed, config_ids),
+            CoreSpec::Pool { config_ids } => self.spawn_pool(now, id, &installed, config_ids),
         });
         let Launched {
             grace_ms,
@@ -99,6 +99,7 @@ impl Reactor {
             configs,
             session,
             inbounds,
+            also_ready,
         } = match started {
             Ok(ok) => ok,
             Err(rejection) => {
@@ -112,7 +113,11 @@ impl Reactor {
         self.watch(id, spawned, log, configs);
         let pending: VecDeque<SocketAddr> = match &session {
             Some(s) => [s.socks_addr].into(),
-            None => inbounds.iter().map(|(_, addr)| *addr).collect(),
+            None => inbounds
+                .iter()
+                .map(|(_, addr)| *addr)
+                .chain(also_ready)
+                .collect(),
         };
         self.inputs.push_back(Input::CoreStarted {
             core: id,
@@ -322,6 +327,7 @@ impl Reactor {
         }
         // A pool core's relayed connections have nothing left to talk to.
         self.front_core_exited(id);
+        self.pool_core_exited(now, id);
         let log_tail = log_excerpt(&proc_.log);
         self.inputs.push_back(Input::CoreExited {
             core: id,

@@ -131,6 +131,8 @@ impl Reactor {
             reason,
         };
         self.record(now, write);
+        // Only a session core's own file, named by the session: a pool session's row names its
+        // pool core's config, which the other members still use; it goes when that core exits.
         let path = self
             .env
             .paths

@@ -375,17 +375,15 @@ impl Reactor {
         }
     }
 
-    /// `Effect::BeginSession`.
-    pub(super) fn begin_pool_session(&mut self, _now: Now, core: CoreId, config_id: i64) {
-        let session = Err(crate::supervisor::Rejection::new(
-            crate::ipc::protocol::Code::Internal,
-            "pool sessions are not recorded yet",
-        ));
-        self.inputs.push_back(Input::SessionBegun {
-            core,
-            config_id,
-            session,
-        });
+    /// `Effect::BeginSession`: records the session on the member (see `pool.rs`).
+    pub(super) fn begin_pool_session(&mut self, now: Now, core: CoreId, config_id: i64) {
+        let session = self.pool_session(now, core, config_id);
+        self.inputs
+            .push_back(crate::supervisor::Input::SessionBegun {
+                core,
+                config_id,
+                session,
+            });
     }
 
     /// The front's part of `runtime_status`: its addresses and counters (front mode only).

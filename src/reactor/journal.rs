@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crate::store::NewRotationEvent;
+use crate::store::{NewPoolProcess, NewRotationEvent};
 use crate::supervisor::{Now, Reply};
 
 use super::deadlines::Due;
@@ -37,6 +37,10 @@ pub enum Write {
         pid: u32,
         start_time: u64,
     },
+    /// A pool core process and its members' internal inbounds, for reattaching.
+    PoolProcess(NewPoolProcess),
+    /// A pool core process exited: its record is of no use any more.
+    PoolGone { pid: u32, start_time: u64 },
 }
 
 /// Writes waiting to be retried, oldest first, and the last error.
@@ -73,7 +77,7 @@ impl Reactor {
     }
 
     fn try_write(&mut self, write: &Write) -> Result<(), String> {
-        let store = &self.env.store;
+        let store = &mut self.env.store;
         let result = match write {
             Write::EndSession {
                 session_id,
@@ -86,6 +90,8 @@ impl Reactor {
                 pid,
                 start_time,
             } => store.set_session_process(*session_id, *pid, *start_time),
+            Write::PoolProcess(new) => store.record_pool_process(new),
+            Write::PoolGone { pid, start_time } => store.forget_pool_process(*pid, *start_time),
         };
         result.map_err(|e| error_chain(&e))
     }

@@ -1,12 +1,13 @@
 //! Launching cores: the session core on the user's inbounds (recorded in `runtime_sessions`),
-//! and the batch-test core, one process per core family its candidates need.
+//! and the batch-test and pool cores, one process per core family their members need.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::core::{self, CoreBinary};
+use crate::core::{self, CoreBinary, PoolInbound};
 use crate::ipc::protocol::Code;
-use crate::store::NewSession;
+use crate::links::Outbound;
+use crate::store::{NewSession, Store, StoreError};
 use crate::supervisor::{CoreId, Now, Rejection, SessionInfo};
 
 use super::prepare::{error_chain, free_ports, write_private, Prepared};
@@ -24,6 +25,90 @@ pub struct Launched {
     pub configs: Vec<PathBuf>,
     pub session: Option<SessionInfo>,
     pub inbounds: Vec<(i64, SocketAddr)>,
+    /// Further inbounds the readiness wait covers (pool members' HTTP inbounds); the supervisor
+    /// is told only `inbounds`.
+    pub also_ready: Vec<SocketAddr>,
+}
+
+/// Which multi-member core is launched: names its files and messages, and decides whether
+/// members get HTTP inbounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Multi {
+    Batch,
+    /// `http`: `runtime.http_port` is set, so every member gets an HTTP inbound too.
+    Pool {
+        http: bool,
+    },
+}
+
+impl Multi {
+    fn http(self) -> bool {
+        matches!(self, Multi::Pool { http: true })
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Multi::Batch => "batch",
+            Multi::Pool { .. } => "pool",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Multi::Batch => "the batch test",
+            Multi::Pool { .. } => "the pool core",
+        }
+    }
+
+    /// Batch cores live seconds and share one log; a pool core lives long, drains next to its
+    /// successor, and its exit quotes its own log's tail, so each has its own.
+    fn log_name(self, id: CoreId) -> String {
+        match self {
+            Multi::Batch => "batch.log".into(),
+            Multi::Pool { .. } => format!("pool-{}.log", id.0),
+        }
+    }
+}
+
+/// A member's internal inbounds in a batch or pool core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberPorts {
+    pub config_id: i64,
+    pub socks: SocketAddr,
+    pub http: Option<SocketAddr>,
+}
+
+/// One process of a batch or pool core, as spawned.
+pub struct Part {
+    pub binary: CoreBinary,
+    pub config: PathBuf,
+    pub pid: u32,
+    pub start_time: u64,
+    pub members: Vec<MemberPorts>,
+}
+
+/// Why a session row could not be written: 503 while another process holds the database (the
+/// loop never waits on another process's lock, so the caller retries), 500 otherwise.
+pub fn not_recorded(store: &Store, e: &StoreError) -> Rejection {
+    if e.is_busy() {
+        return Rejection::new(
+            Code::Unavailable,
+            format!("{} is locked by another process, so the session cannot be recorded; retry in a moment (or stop whatever holds the database open for writing)", store.path().display()),
+        );
+    }
+    Rejection::new(Code::Internal, error_chain(e))
+}
+
+/// The members' indices grouped by the core binary that runs them, in first-seen order.
+fn by_core(prepared: &[(i64, Prepared)]) -> Vec<(&CoreBinary, Vec<usize>)> {
+    let mut groups: Vec<(&CoreBinary, Vec<usize>)> = Vec::new();
+    for (i, (_, p)) in prepared.iter().enumerate() {
+        match groups.iter_mut().find(|(core, _)| core.path == p.core.path) {
+            Some((_, indices)) => indices.push(i),
+            None => groups.push((&p.core, vec![i])),
+        }
+    }
+    groups
 }
 
 impl Reactor {
@@ -55,17 +140,9 @@ impl Reactor {
             started_at: now.unix_secs,
         };
         let store = &self.env.store;
-        let session_id = store.begin_session(&new).map_err(|e| {
-            if e.is_busy() {
-                // The loop never waits on another process's lock: the caller retries.
-                Rejection::new(
-                    Code::Unavailable,
-                    format!("{} is locked by another process, so the session cannot be recorded; retry in a moment (or stop whatever holds the database open for writing)", store.path().display()),
-                )
-            } else {
-                internal(&e)
-            }
-        })?;
+        let session_id = store
+            .begin_session(&new)
+            .map_err(|e| not_recorded(store, &e))?;
         let config_path = sessions_dir.join(format!("{session_id}.json"));
         let log = self
             .env
@@ -107,6 +184,7 @@ impl Reactor {
             configs: Vec::new(),
             session: Some(info),
             inbounds: Vec::new(),
+            also_ready: Vec::new(),
         })
     }
 
@@ -119,101 +197,147 @@ impl Reactor {
         installed: &[CoreBinary],
         config_ids: &[i64],
     ) -> Result<Launched, Rejection> {
+        let (launched, _parts) = self.spawn_multi(id, installed, config_ids, Multi::Batch)?;
+        Ok(launched)
+    }
+
+    /// A batch or pool core: free loopback ports for every member's inbounds, one process per
+    /// core family, each with its own config; on any failure nothing of it is left running.
+    pub(super) fn spawn_multi(
+        &mut self,
+        id: CoreId,
+        installed: &[CoreBinary],
+        config_ids: &[i64],
+        multi: Multi,
+    ) -> Result<(Launched, Vec<Part>), Rejection> {
         let refuse = |message: String| Rejection::new(Code::Internal, message);
-        let mut prepared = Vec::with_capacity(config_ids.len());
-        for config_id in config_ids {
-            let p = self.prepared_for(installed, *config_id).map_err(|r| {
-                refuse(format!(
-                    "config {config_id} cannot run in the batch test: {}",
-                    r.message
-                ))
-            })?;
-            prepared.push((*config_id, p));
-        }
+        let prepared = self.prepare_members(installed, config_ids, multi)?;
         let listen = self.env.listen();
-        let ports = free_ports(listen, prepared.len())
-            .map_err(|e| refuse(format!("no free ports for the batch test: {e}")))?;
-        let mut groups: Vec<(CoreBinary, Vec<(u16, &crate::links::Outbound)>)> = Vec::new();
-        for ((_, p), port) in prepared.iter().zip(&ports) {
-            match groups.iter_mut().find(|(core, _)| core.path == p.core.path) {
-                Some((_, members)) => members.push((*port, &p.outbound)),
-                None => groups.push((p.core.clone(), vec![(*port, &p.outbound)])),
-            }
-        }
-        let log = self.env.paths.logs_dir().join("batch.log");
+        let per_member = if multi.http() { 2 } else { 1 };
+        let ports = free_ports(listen, prepared.len() * per_member)
+            .map_err(|e| refuse(format!("no free ports for {}: {e}", multi.what())))?;
+        let members: Vec<MemberPorts> = prepared
+            .iter()
+            .zip(ports.chunks(per_member))
+            .map(|((config_id, _), ports)| MemberPorts {
+                config_id: *config_id,
+                socks: SocketAddr::new(listen, ports[0]),
+                http: ports.get(1).map(|port| SocketAddr::new(listen, *port)),
+            })
+            .collect();
+        let log = self.env.paths.logs_dir().join(multi.log_name(id));
         let mut launched = Launched {
             grace_ms: 0,
             spawned: Vec::new(),
             log: log.clone(),
             configs: Vec::new(),
             session: None,
-            inbounds: prepared
-                .iter()
-                .zip(&ports)
-                .map(|((config_id, _), port)| (*config_id, SocketAddr::new(listen, *port)))
-                .collect(),
+            inbounds: members.iter().map(|m| (m.config_id, m.socks)).collect(),
+            also_ready: members.iter().filter_map(|m| m.http).collect(),
         };
-        for (n, (binary, pairs)) in groups.iter().enumerate() {
-            let started = self.spawn_batch_part(id, n, binary, pairs, &log);
-            match started {
-                Ok((spawned, path)) => {
-                    launched.spawned.push(spawned);
-                    launched.configs.push(path);
-                    launched.grace_ms = launched
-                        .grace_ms
-                        .max(core::ready_grace(binary).as_millis() as u64);
-                }
+        let mut parts = Vec::new();
+        for (n, (binary, indices)) in by_core(&prepared).into_iter().enumerate() {
+            let inbounds: Vec<PoolInbound<'_>> = indices
+                .iter()
+                .map(|&i| PoolInbound {
+                    socks_port: members[i].socks.port(),
+                    http_port: members[i].http.map(|addr| addr.port()),
+                    outbound: &prepared[i].1.outbound,
+                })
+                .collect();
+            let (spawned, config) = match self.spawn_part(id, n, binary, &inbounds, &log, multi) {
+                Ok(ok) => ok,
                 Err(rejection) => {
-                    // Nothing of this batch may outlive the refusal.
-                    for spawned in std::mem::take(&mut launched.spawned) {
-                        process::signal_group(spawned.pid, libc::SIGKILL);
-                        self.bury(spawned);
-                    }
-                    for path in &launched.configs {
-                        let _ = std::fs::remove_file(path);
-                    }
+                    self.abandon(&mut launched);
                     return Err(rejection);
                 }
-            }
+            };
+            let grace_ms = core::ready_grace(binary).as_millis() as u64;
+            launched.grace_ms = launched.grace_ms.max(grace_ms);
+            parts.push(Part {
+                binary: binary.clone(),
+                config: config.clone(),
+                pid: spawned.pid,
+                start_time: spawned.start_time,
+                members: indices.iter().map(|&i| members[i]).collect(),
+            });
+            launched.spawned.push(spawned);
+            launched.configs.push(config);
         }
-        Ok(launched)
+        Ok((launched, parts))
     }
 
-    /// Renders and spawns a pool core (front mode). For now the members get SOCKS inbounds
-    /// only, like a batch core.
-    pub(super) fn spawn_pool(
-        &mut self,
-        id: CoreId,
+    /// Each member's render (from the last inspect, or fresh), in order.
+    fn prepare_members(
+        &self,
         installed: &[CoreBinary],
         config_ids: &[i64],
-    ) -> Result<Launched, Rejection> {
-        self.spawn_batch(id, installed, config_ids)
+        multi: Multi,
+    ) -> Result<Vec<(i64, Prepared)>, Rejection> {
+        config_ids
+            .iter()
+            .map(|config_id| {
+                let p = self.prepared_for(installed, *config_id).map_err(|r| {
+                    Rejection::new(
+                        Code::Internal,
+                        format!(
+                            "config {config_id} cannot run in {}: {}",
+                            multi.what(),
+                            r.message
+                        ),
+                    )
+                })?;
+                Ok((*config_id, p))
+            })
+            .collect()
     }
 
-    fn spawn_batch_part(
+    /// Kills what a refused multi-member start already spawned and removes its configs.
+    fn abandon(&mut self, launched: &mut Launched) {
+        for spawned in std::mem::take(&mut launched.spawned) {
+            process::signal_group(spawned.pid, libc::SIGKILL);
+            self.bury(spawned);
+        }
+        for path in std::mem::take(&mut launched.configs) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn spawn_part(
         &mut self,
         id: CoreId,
         n: usize,
         binary: &CoreBinary,
-        pairs: &[(u16, &crate::links::Outbound)],
+        inbounds: &[PoolInbound<'_>],
         log: &std::path::Path,
+        multi: Multi,
     ) -> Result<(Spawned, PathBuf), Rejection> {
         let refuse = |message: String| Rejection::new(Code::Internal, message);
         let listen = self.env.listen();
-        let rendered =
-            core::render_batch(binary, listen, pairs).map_err(|e| refuse(error_chain(&e)))?;
-        let path = self
-            .env
-            .paths
-            .runtime_dir()
-            .join(format!("batch-{}-{n}.json", id.0));
+        let rendered = match multi {
+            Multi::Batch => {
+                let pairs: Vec<(u16, &Outbound)> = inbounds
+                    .iter()
+                    .map(|m| (m.socks_port, m.outbound))
+                    .collect();
+                core::render_batch(binary, listen, &pairs)
+            }
+            Multi::Pool { .. } => core::render_pool(binary, listen, inbounds),
+        };
+        let rendered = rendered.map_err(|e| refuse(error_chain(&e)))?;
+        let path =
+            self.env
+                .paths
+                .runtime_dir()
+                .join(format!("{}-{}-{n}.json", multi.prefix(), id.0));
         write_private(&path, &rendered)
             .map_err(|e| refuse(format!("cannot write {}: {e}", path.display())))?;
         let spawned =
             process::spawn(&binary.path, &core::run_args(binary, &path), log).map_err(|e| {
                 let _ = std::fs::remove_file(&path);
                 refuse(format!(
-                    "cannot start the batch test core {}: {e}",
+                    "cannot start {} core {}: {e}",
+                    multi.what(),
                     binary.path.display()
                 ))
             })?;

@@ -15,6 +15,7 @@ mod journal;
 mod launch;
 pub mod listenfds;
 mod opening;
+mod pool;
 mod prepare;
 mod probes;
 mod process;
@@ -158,6 +159,8 @@ pub struct Reactor {
     inputs: VecDeque<Input>,
     env: prepare::Env,
     procs: cores::Procs,
+    /// Pool cores' processes (front mode): what a session on a member records.
+    pools: pool::Pools,
     detector: detect::Detector,
     /// Renders made by the last inspect, by config id.
     prepared: std::collections::HashMap<i64, prepare::Prepared>,
@@ -256,6 +259,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         inputs: VecDeque::new(),
         env,
         procs: cores::Procs::default(),
+        pools: pool::Pools::default(),
         detector: detect::Detector::default(),
         prepared: std::collections::HashMap::new(),
         route: Vec::new(),
@@ -295,10 +299,14 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     front::test_route(&mut reactor);
     reactor.start()?;
     if let (Some(adopted), Some(core)) = (reattached.adopted, reactor.sup.adopted_core()) {
-        let log = paths
-            .logs_dir()
-            .join(format!("core-{}.log", adopted.info.id));
-        reactor.watch(core, vec![adopted.spawned], log, Vec::new());
+        if let Some(pool) = adopted.pool {
+            reactor.adopt_pool(core, adopted.spawned, pool);
+        } else {
+            let log = paths
+                .logs_dir()
+                .join(format!("core-{}.log", adopted.info.id));
+            reactor.watch(core, vec![adopted.spawned], log, Vec::new());
+        }
     }
     if let Some(config_id) = reattached.reconnect {
         eprintln!("xrat: reconnecting config {config_id} (runtime.reconnect_on_start)");

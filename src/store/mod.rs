@@ -1,5 +1,5 @@
-//! The SQLite database `<root>/xrat.db` (DESIGN §2, §5): stored proxy configs, runtime sessions
-//! and rotation events.
+//! The SQLite database `<root>/xrat.db` (DESIGN §2, §5): stored proxy configs, runtime sessions,
+//! pool core processes and rotation events.
 //!
 //! The CLI and the daemon open the same file concurrently, so every connection runs in WAL mode
 //! (readers never block the writer) with a 5 s busy timeout, and every multi-statement write is
@@ -9,6 +9,7 @@
 
 mod configs;
 mod events;
+mod pool;
 mod schema;
 mod sessions;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use thiserror::Error;
 
 pub use configs::{ConfigRow, ImportOutcome};
 pub use events::{NewRotationEvent, RotationEventRow};
+pub use pool::{NewPoolProcess, PoolMember, PoolProcessRow};
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{NewSession, SessionRow};
 

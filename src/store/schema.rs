@@ -8,7 +8,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{hint, sql_error, StoreError};
 
 /// The migrations in order.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: configs, runtime sessions, rotation events.
     //
     // AUTOINCREMENT keeps ids from being reused after a delete: scripts refer to configs by id,
@@ -57,6 +57,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX rotation_events_at ON rotation_events(at);
     CREATE INDEX rotation_events_from ON rotation_events(from_config_id);
     CREATE INDEX rotation_events_to ON rotation_events(to_config_id);
+    "#,
+    // 2: pool cores (front mode, DESIGN §5). One pool core process serves several configs,
+    // each on its own internal inbounds; a restarted daemon that adopts the process needs them
+    // back. A process is named by pid and start time, as in runtime_sessions; a member goes
+    // with its process (CASCADE) and with its config (CASCADE: nothing can route to it then).
+    r#"
+    CREATE TABLE pool_processes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pid INTEGER NOT NULL,
+        pid_start_time INTEGER NOT NULL,
+        core TEXT NOT NULL,
+        core_path TEXT NOT NULL,
+        config_path TEXT NOT NULL,
+        log_path TEXT NOT NULL,
+        started_at INTEGER NOT NULL
+    );
+    CREATE INDEX pool_processes_pid ON pool_processes(pid);
+    CREATE TABLE pool_members (
+        process_id INTEGER NOT NULL REFERENCES pool_processes(id) ON DELETE CASCADE,
+        config_id INTEGER NOT NULL REFERENCES configs(id) ON DELETE CASCADE,
+        socks_addr TEXT NOT NULL,
+        http_addr TEXT,
+        PRIMARY KEY (process_id, config_id)
+    );
+    CREATE INDEX pool_members_config ON pool_members(config_id);
     "#,
 ];
 

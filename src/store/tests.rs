@@ -230,3 +230,46 @@ fn concurrent_first_opens_and_imports_agree() {
     assert_eq!(imported, links.len(), "each link imported exactly once");
     assert_eq!(count_configs(&path), links.len() as i64);
 }
+
+#[test]
+fn a_version_1_file_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xrat.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        schema::migrate_with(&mut conn, &path, &schema::MIGRATIONS[..1]).unwrap();
+        conn.execute(
+            "INSERT INTO configs (name, scheme, server, port, raw_link, outbound_json, \
+             created_at) VALUES ('a', 'socks', 'h', 1, 'socks://h:1', '{}', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    let version: i64 = store
+        .conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION as i64);
+    let kept: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM configs", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(kept, 1);
+    let pool = NewPoolProcess {
+        pid: 1,
+        pid_start_time: 2,
+        core: "mihomo".into(),
+        core_path: "/bin/mihomo".into(),
+        config_path: "/r/pool-0-0.json".into(),
+        log_path: "/r/logs/pool-0.log".into(),
+        started_at: 3,
+        members: vec![PoolMember {
+            config_id: 1,
+            socks_addr: "127.0.0.1:2".into(),
+            http_addr: None,
+        }],
+    };
+    store.record_pool_process(&pool).unwrap();
+    assert_eq!(store.pool_processes().unwrap()[0].members.len(), 1);
+}

@@ -41,6 +41,10 @@ mod sim_check;
 #[cfg(test)]
 mod sim_exec;
 #[cfg(test)]
+mod sim_front;
+#[cfg(test)]
+mod sim_front_check;
+#[cfg(test)]
 mod sim_world;
 #[cfg(test)]
 mod tests;
@@ -164,6 +168,7 @@ impl Supervisor {
             other => self.on_completion(now, other),
         }
         self.advance_shutdown(now);
+        self.failover_pending(now);
         self.sync_route();
         self.check_invariants();
     }
@@ -261,6 +266,11 @@ impl Supervisor {
                 return;
             }
         }
+        if !self.cores.is_empty() {
+            // Drained pool cores were stopped above; their exits come before the announcement,
+            // so that none outlives the daemon before its SIGKILL.
+            return;
+        }
         self.shutdown_announced = true;
         self.emit(Effect::Shutdown);
     }
@@ -270,7 +280,12 @@ impl Supervisor {
         let (sessions, batches, pools) = self.live_cores();
         debug_assert!(sessions <= 1, "{sessions} session cores alive");
         debug_assert!(batches <= 1, "{batches} batch cores alive");
-        debug_assert!(pools <= 2 + pool::DRAINING_MAX, "{pools} pool cores alive");
+        // Stopped pool cores count until they exited; those still draining are bounded.
+        debug_assert!(
+            self.draining.len() <= pool::DRAINING_MAX,
+            "{} pool cores draining",
+            self.draining.len()
+        );
         debug_assert!(
             self.config.front || pools == 0,
             "a pool core in direct mode"

@@ -196,7 +196,11 @@ impl Supervisor {
 
     /// The earliest member probe or drain deadline.
     pub(super) fn pool_deadline(&self) -> Option<u64> {
-        let probes = self.pool.iter().flat_map(|p| {
+        let limit = self.config.test_concurrency.max(1) as usize;
+        // With every probe slot taken, the next probe waits for an answer, not for a time
+        // (else a due member would wake the loop again and again).
+        let room = |p: &&Pool| p.members.iter().filter(|m| m.probe.is_some()).count() < limit;
+        let probes = self.pool.iter().filter(room).flat_map(|p| {
             p.members
                 .iter()
                 .filter(|m| m.probe.is_none())
@@ -400,6 +404,22 @@ impl Supervisor {
                 false,
             ),
             None => self.health_trigger(now, true),
+        }
+    }
+
+    /// After any input: a dead active member with an alive one beside it is left now. The
+    /// switch may have been held back by an operation in flight or by failover being off; only
+    /// the switch is retried here, never a rebuild (that is the health trigger's).
+    pub(super) fn failover_pending(&mut self, now: Now) {
+        let warm = match (self.pool.as_ref(), self.active_member()) {
+            (Some(pool), Some(active)) => {
+                pool.member(active).map(|m| m.state) == Some(MemberState::Dead)
+                    && pool.best_alive(Some(active)).is_some()
+            }
+            _ => false,
+        };
+        if warm {
+            self.failover_check(now);
         }
     }
 

@@ -80,6 +80,15 @@ impl Supervisor {
                 c.inbounds = inbounds.clone();
                 Flow::Continue
             }
+            Input::CoreReady { .. } if Self::member_addr(&c.inbounds, c.config_id).is_none() => {
+                let message = format!(
+                    "the pool core reported no inbound for config {} and was stopped; the running session was left alone",
+                    c.config_id
+                );
+                self.emit(Effect::StopCore { core, grace_ms: 0 });
+                c.step = ConnectStep::Cleanup(core, error(Code::Internal, message));
+                Flow::Continue
+            }
             Input::CoreReady { .. } => {
                 self.emit(Effect::BeginSession {
                     core,

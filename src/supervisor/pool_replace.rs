@@ -39,6 +39,9 @@ impl Supervisor {
                 return self.finish_replace(now, r, ReplaceResult::Restored, None);
             }
             None => {
+                // The old core is gone (its row was ended then), as in direct mode.
+                self.session
+                    .take_if(|s| s.info.id == r.old_session && !s.pid_running);
                 *restoring = true;
                 r.notes.push(format!(
                     "no candidate worked; restoring config {}",
@@ -173,13 +176,15 @@ impl Supervisor {
                 r.pool_inbounds = inbounds.clone();
                 Flow::Continue
             }
-            Input::CoreReady { .. } if restoring => self.front_begin(r, core, config_id, None),
             Input::CoreReady { .. } => {
                 let Some(addr) = Self::member_addr(&r.pool_inbounds, config_id) else {
                     let why =
                         format!("config {config_id}: the pool core reported no inbound for it");
                     return self.front_abandon(now, r, core, config_id, why);
                 };
+                if restoring {
+                    return self.front_begin(r, core, config_id, None);
+                }
                 let probe = ProbeId(self.fresh());
                 self.emit(Effect::Probe {
                     probe,

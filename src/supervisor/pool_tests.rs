@@ -313,3 +313,236 @@ fn start_in_opt(effects: &[Effect]) -> Option<CoreId> {
         _ => None,
     })
 }
+
+/// Starts the pool core a connect or rotation asked for in `effects`, every member listening.
+fn run_pool(s: &mut Supervisor, ms: u64, effects: &[Effect]) -> CoreId {
+    let (core, spec) = start_in(effects);
+    let CoreSpec::Pool { config_ids } = spec else {
+        panic!("expected a pool core, got {spec:?}");
+    };
+    let inbounds = config_ids
+        .iter()
+        .map(|id| (*id, member_addr(core, *id)))
+        .collect();
+    feed(s, ms, started(core, None, inbounds));
+    core
+}
+
+fn persisted(effects: &[Effect]) -> Vec<RotationEvent> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist(ev) => Some(ev.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+// Found by the simulation: the session began on a member the pool core had no inbound for.
+#[test]
+fn a_connect_whose_pool_core_lacks_the_members_inbound_stops_it() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let effects = request(&mut s, 0, 1, 1, Request::RuntimeConnect { config_id: 1 });
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 0, inspected(inspect, &[1, 2]));
+    let (core, _) = start_in(&effects);
+    feed(
+        &mut s,
+        1,
+        started(core, None, vec![(2, member_addr(core, 2))]),
+    );
+    let effects = feed(&mut s, 2, Input::CoreReady { core });
+    assert_eq!(stops_in(&effects), [(core, 0)]);
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::BeginSession { .. })));
+    let effects = feed(&mut s, 3, exited(core));
+    assert!(matches!(
+        only_reply(&effects),
+        Reply::Error {
+            code: Code::Internal,
+            ..
+        }
+    ));
+    assert!(s.session().is_none());
+}
+
+// Found by the simulation: the failover held back by an operation never ran when it ended.
+#[test]
+fn a_dead_active_member_fails_over_as_soon_as_the_operation_in_flight_ends() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    answer_probes(&mut s, 2, &effects, &[1, 2], core);
+    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
+    let (inspect, _) = inspect_in(&effects);
+    let fail = Input::RelayFailed {
+        core,
+        config_id: 1,
+        failure: RelayFailure::ClosedEarly,
+    };
+    feed(&mut s, 100, fail.clone());
+    let effects = feed(&mut s, 150, fail);
+    assert_eq!(routes(&effects), [vec![2]]);
+    let refused = Input::Inspected {
+        inspect,
+        configs: Ok(vec![ConfigCheck {
+            config_id: 5,
+            result: Err(Rejection::new(Code::NotFound, "config 5 not found")),
+        }]),
+    };
+    let effects = feed(&mut s, 160, refused);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::BeginSession { config_id: 2, .. })),
+        "{effects:?}"
+    );
+}
+
+// Found by the simulation: due members waiting for a probe slot made poll_timeout spin.
+#[test]
+fn members_waiting_for_a_probe_slot_do_not_spin_the_timer() {
+    let config = SupervisorConfig {
+        test_concurrency: 1,
+        ..front()
+    };
+    let mut s = Supervisor::new(config, at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2, 3], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    assert_eq!(probes_in(&effects).len(), 1);
+    assert!(s.poll_timeout().unwrap() > 1, "{:?}", s.poll_timeout());
+    answer_probes(&mut s, 5, &effects, &[1], core);
+    assert!(s.poll_timeout().unwrap() <= 5);
+    assert_eq!(probes_in(&feed(&mut s, 5, Input::Timer)).len(), 1);
+}
+
+// Found by the simulation: shutdown was announced while stopped draining cores still ran.
+#[test]
+fn shutdown_waits_for_the_draining_pool_cores_it_stopped() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let new = run_pool(&mut s, 11, &effects);
+    feed(&mut s, 20, Input::CoreReady { core: new });
+    feed(&mut s, 20, begun(new, 5, 11));
+    let effects = feed(&mut s, 30, Input::ShutdownSignal);
+    let stopped: Vec<CoreId> = stops_in(&effects).iter().map(|(c, _)| *c).collect();
+    assert_eq!(stopped, [old, new]);
+    let effects = feed(&mut s, 40, exited(new));
+    assert!(!effects.contains(&Effect::Shutdown), "{effects:?}");
+    let effects = feed(&mut s, 50, exited(old));
+    assert!(effects.contains(&Effect::Shutdown), "{effects:?}");
+}
+
+// Found by the simulation: a front rotation that kept the old session recorded no config.
+#[test]
+fn a_front_rotation_that_keeps_the_old_session_records_it_as_restored() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let replace = Request::RuntimeReplace {
+        trigger: Trigger::Manual,
+        candidate_id: None,
+    };
+    let effects = request(&mut s, 10, 1, 2, replace);
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
+    let (batch, _) = start_in(&effects);
+    feed(&mut s, 11, started(batch, None, vec![(2, addr(9_002))]));
+    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
+    let (probe, _) = probes_in(&effects)[0];
+    let result = Ok(7);
+    let effects = feed(&mut s, 13, Input::ProbeDone { probe, result });
+    feed(&mut s, 14, exited(batch));
+    let pool = run_pool(&mut s, 15, &effects);
+    let effects = feed(&mut s, 16, Input::CoreReady { core: pool });
+    let (probe, _) = probes_in(&effects)[0];
+    let result = Err("refused".into());
+    feed(&mut s, 17, Input::ProbeDone { probe, result });
+    let effects = feed(&mut s, 18, exited(pool));
+    let events = persisted(&effects);
+    assert_eq!(events.len(), 1, "{effects:?}");
+    assert_eq!(events[0].result, ReplaceResult::Restored);
+    assert_eq!(events[0].to_config_id, Some(1));
+    assert_eq!(s.route()[0].core, old);
+}
+
+// Found by the simulation: a failed front rotation kept the dead session (direct mode drops it).
+#[test]
+fn a_failed_front_rotation_leaves_no_session() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let effects = feed(&mut s, 10, exited(old));
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
+    let (batch, _) = start_in(&effects);
+    feed(&mut s, 11, started(batch, None, vec![(2, addr(9_002))]));
+    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
+    let (probe, _) = probes_in(&effects)[0];
+    let effects = feed(
+        &mut s,
+        13,
+        Input::ProbeDone {
+            probe,
+            result: Ok(7),
+        },
+    );
+    let (pool, _) = start_in(&effects);
+    feed(&mut s, 14, exited(batch));
+    let refused = |core| Input::CoreFailed {
+        core,
+        failure: StartFailure::Refused(Rejection::new(Code::Internal, "spawn failed")),
+    };
+    let effects = feed(&mut s, 15, refused(pool));
+    let (restore, spec) = start_in(&effects);
+    assert_eq!(
+        spec,
+        CoreSpec::Pool {
+            config_ids: vec![1]
+        }
+    );
+    let effects = feed(&mut s, 16, refused(restore));
+    assert_eq!(persisted(&effects)[0].result, ReplaceResult::Failed);
+    assert!(s.session().is_none());
+    assert_eq!(status(&mut s).runtime_status, "idle");
+}
+
+// Found by the simulation: the restore began a session on a member without an inbound.
+#[test]
+fn a_restore_whose_pool_core_lacks_the_members_inbound_is_abandoned() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let effects = feed(&mut s, 10, exited(old));
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
+    let (batch, _) = start_in(&effects);
+    feed(&mut s, 11, started(batch, None, vec![(2, addr(9_002))]));
+    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
+    let (probe, _) = probes_in(&effects)[0];
+    let effects = feed(
+        &mut s,
+        13,
+        Input::ProbeDone {
+            probe,
+            result: Ok(7),
+        },
+    );
+    let (pool, _) = start_in(&effects);
+    feed(&mut s, 14, exited(batch));
+    let refused = Input::CoreFailed {
+        core: pool,
+        failure: StartFailure::Refused(Rejection::new(Code::Internal, "spawn failed")),
+    };
+    let effects = feed(&mut s, 15, refused);
+    let (restore, _) = start_in(&effects);
+    feed(&mut s, 16, started(restore, None, Vec::new()));
+    let effects = feed(&mut s, 17, Input::CoreReady { core: restore });
+    assert_eq!(stops_in(&effects), [(restore, 0)]);
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::BeginSession { .. })));
+    let effects = feed(&mut s, 18, exited(restore));
+    assert_eq!(persisted(&effects)[0].result, ReplaceResult::Failed);
+}

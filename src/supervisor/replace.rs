@@ -491,7 +491,13 @@ impl Supervisor {
             at: now.unix_secs,
             trigger: r.trigger,
             from_config_id: Some(r.old_config),
-            to_config_id: new.as_ref().map(|s| s.config_id),
+            // Front mode restores by keeping the old session running: it is still the config
+            // in force after the rotation.
+            to_config_id: match (&new, result) {
+                (Some(s), _) => Some(s.config_id),
+                (None, ReplaceResult::Restored) => self.session.as_ref().map(|s| s.info.config_id),
+                _ => None,
+            },
             result,
             detail: detail.clone(),
         }));

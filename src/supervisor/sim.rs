@@ -12,7 +12,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::sim_world::{Stats, World};
 
-const STEPS_DEFAULT: u64 = 1_000_000;
+/// Split between direct and front worlds (about half each); front steps cost about twice as
+/// much or more (relay traffic, the route checks), so the time stays near the old direct-only run.
+const STEPS_DEFAULT: u64 = 500_000;
 
 /// splitmix64: tiny, seedable, and good enough to pick events.
 #[derive(Debug, Clone)]
@@ -52,16 +54,27 @@ impl World {
                 )
             });
         }
-        let (sessions, batches) = self.exec.live();
+        let (sessions, batches, _) = self.exec.live();
+        let pools = self.exec.pools_running();
         self.check(sessions <= 1 && batches <= 1, || {
             format!("{sessions} session cores and {batches} batch cores alive")
         });
+        let pools_max = if self.cfg.front {
+            2 + super::pool::DRAINING_MAX
+        } else {
+            0
+        };
+        self.check(pools <= pools_max, || format!("{pools} pool cores alive"));
+        if self.cfg.front {
+            self.check_front();
+        }
         self.check_session();
         self.check_timer();
         self.check_dead_core();
         if self.shutting_down && !self.shutdown_seen {
             // Nothing left to wait for: the daemon must exit now, not at some later input.
-            let idle = self.op.is_none() && self.sup.session().is_none();
+            let idle =
+                self.op.is_none() && self.sup.session().is_none() && self.exec.live() == (0, 0, 0);
             self.check(!idle, || {
                 "shutdown with nothing left to do was not announced".into()
             });
@@ -89,7 +102,12 @@ impl World {
         let Some(core) = self.exec.cores.get(&s.core) else {
             self.fail("the session's core was never started");
         };
-        let same = core.session.as_ref().map(|i| i.id) == Some(s.info.id);
+        let same = match core.spec {
+            super::CoreSpec::Pool { .. } => {
+                self.exec.front.sessions.get(&s.info.id) == Some(&(s.core, s.info.config_id))
+            }
+            _ => core.session.as_ref().map(|i| i.id) == Some(s.info.id),
+        };
         self.check(same, || "the session does not match its core".into());
         self.check(s.pid_running == core.alive(), || {
             format!(
@@ -150,17 +168,28 @@ pub(super) fn run(seed: u64, steps: u64) -> (u64, u64, Stats) {
     while taken < steps {
         let mut world = World::new(world_seed);
         let life = 2_000 + Rng(world_seed ^ 0x5EED).below(30_000);
-        while !world.shutdown_seen {
-            if world.steps == life {
-                world.begin_shutdown();
-                if world.shutdown_seen {
-                    break;
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while !world.shutdown_seen {
+                if world.steps == life {
+                    world.begin_shutdown();
+                    if world.shutdown_seen {
+                        break;
+                    }
                 }
+                world.step();
+                world.check(world.steps < life + 100_000, || {
+                    "shutdown never finished".into()
+                });
             }
-            world.step();
-            world.check(world.steps < life + 100_000, || {
-                "shutdown never finished".into()
-            });
+        }));
+        if let Err(panic) = ran {
+            // A supervisor assertion does not know the seed.
+            let _ = writeln!(
+                std::io::stderr(),
+                "the world broke at step {}; replay with XRAT_SIM_SEED={world_seed}",
+                world.steps
+            );
+            std::panic::resume_unwind(panic);
         }
         taken += world.steps;
         worlds += 1;
@@ -176,6 +205,21 @@ pub(super) fn run(seed: u64, steps: u64) -> (u64, u64, Stats) {
         stats.busy += s.busy;
         stats.crashes += s.crashes;
         stats.shutdowns_quiet += s.shutdowns_quiet;
+        let f = &world.exec.front.counts;
+        let m = &world.fm.counts;
+        let front = [
+            u64::from(world.cfg.front),
+            f[0],
+            f[1],
+            f[2],
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+        ];
+        for (sum, n) in stats.front.iter_mut().zip(front) {
+            *sum += n;
+        }
         world_seed = Rng(world_seed).next();
     }
     (taken, worlds, stats)

@@ -5,12 +5,16 @@ use crate::ipc::protocol::{Code, Trigger};
 
 use super::ops::Job;
 use super::sim_exec::{Life, Target, INSPECT_MS, KILL_MS, SPAWN_MS};
+use super::sim_front::BEGIN_MS;
 use super::sim_world::{Expect, Kind, OpModel, Rot, World};
 use super::{CoreSpec, Effect, ReplaceResult, Reply, RotationEvent, STOP_GRACE_MS};
 
 impl World {
     /// After an input: operation boundaries, then the effects, then the step invariants.
     pub(super) fn after(&mut self) {
+        if self.cfg.front {
+            self.front_after_handle();
+        }
         let op_after = self.sup.op.as_ref().map(|op| op.op);
         if op_after != self.op_before {
             self.ended = self.op.take();
@@ -60,8 +64,13 @@ impl World {
         let stop = STOP_GRACE_MS + KILL_MS;
         let start = SPAWN_MS + c.ready_timeout_ms;
         let probe = c.probe_timeout_ms + 1;
+        let begin = if c.front { BEGIN_MS } else { 0 };
         match kind {
+            // A front connect stops nothing it waits for but a failed new pool core.
+            Kind::Connect(_) if c.front => INSPECT_MS + start + begin + KILL_MS + 10,
             Kind::Connect(_) => INSPECT_MS + stop + start + KILL_MS + 10,
+            // One executor round trip: no process starts.
+            Kind::PoolSwitch => BEGIN_MS + 2,
             Kind::Disconnect => stop + 10,
             Kind::Replace => {
                 let n = self.exec.configs.len() as u64;
@@ -71,8 +80,9 @@ impl World {
                     + rounds * probe
                     + KILL_MS
                     + stop
-                    + n * (start + probe + stop)
+                    + n * (start + probe + stop + begin)
                     + start
+                    + begin
                     + 100
             }
         }
@@ -82,6 +92,7 @@ impl World {
     fn start_op(&mut self) {
         let o = self.sup.op.as_ref().expect("an operation");
         let (id, client) = (o.op, o.conn.map(|c| c.0));
+        let mut switch = None;
         let (kind, rot) = match &o.job {
             Job::Connect(_) => match &self.last_request {
                 Some((_, crate::ipc::protocol::Request::RuntimeConnect { config_id })) => {
@@ -90,7 +101,17 @@ impl World {
                 _ => self.fail("a connect nobody asked for"),
             },
             Job::Disconnect(_) => (Kind::Disconnect, None),
-            Job::PoolSwitch(_) => self.fail("a pool switch in direct mode"),
+            Job::PoolSwitch(s) => {
+                switch = Some(super::sim_front_check::SwitchModel {
+                    trigger: s.trigger,
+                    to: s.to,
+                    core: s.core,
+                    connect: s.connect,
+                    old_config: s.old_config,
+                    persisted: None,
+                });
+                (Kind::PoolSwitch, None)
+            }
             Job::Replace(r) => {
                 let rot = Rot {
                     trigger: r.trigger,
@@ -109,11 +130,15 @@ impl World {
                 (Kind::Replace, Some(rot))
             }
         };
+        if let Some(s) = &switch {
+            self.front_switch_started(s, client.is_some());
+        }
         match client {
             Some(conn) => self.client_op_started(conn),
             None if kind == Kind::Disconnect => self.check(self.shutting_down, || {
                 "a daemon disconnect outside shutdown".into()
             }),
+            None if kind == Kind::PoolSwitch => {}
             None => self.auto_rotation_started(rot.as_ref().expect("a rotation")),
         }
         if kind == Kind::Replace {
@@ -128,6 +153,7 @@ impl World {
             replied: false,
             stopped: Default::default(),
             rot,
+            switch,
         });
     }
 
@@ -179,7 +205,12 @@ impl World {
                     "health rotation with the health trigger off".into()
                 });
                 self.stats.auto[if core_dead { 2 } else { 1 }] += 1;
-                self.check(core_dead || (failing && !cooldown), || {
+                let ok = if self.cfg.front {
+                    self.front_health_rotation_ok(core_dead, cooldown)
+                } else {
+                    core_dead || (failing && !cooldown)
+                };
+                self.check(ok, || {
                     format!(
                         "health rotation with {} failures (threshold {}), core alive, cooldown {cooldown}",
                         self.health_failures, self.cfg.failure_threshold
@@ -216,29 +247,29 @@ impl World {
                     .on_start(now, core, spec, ready_timeout_ms, &mut self.rng);
             }
             Effect::StopCore { core, grace_ms } => self.on_stop(core, grace_ms),
-            Effect::Route { .. } | Effect::BeginSession { .. } if !self.cfg.front => {
-                self.fail("a front-mode effect in direct mode")
-            }
-            Effect::Route { .. } | Effect::BeginSession { .. } => {}
+            Effect::Route { targets } => self.front_route(targets),
+            Effect::BeginSession { core, config_id } => self.front_begin(core, config_id),
             Effect::Probe {
                 probe,
                 addr,
                 timeout_ms,
                 ..
             } => {
+                let target = self
+                    .exec
+                    .on_probe(now, probe, addr, timeout_ms, &mut self.rng);
                 // Health probes are capped below the health interval (start-to-start spacing).
                 let interval = self.cfg.health_interval_ms;
                 let capped = self
                     .cfg
                     .probe_timeout_ms
                     .min((interval - interval / 10).max(1));
+                // Member re-probes are shorter (retry_interval_ms, or three latencies).
+                let member = matches!(target, Target::Pool(..)) && timeout_ms <= capped;
                 self.check(
-                    timeout_ms == self.cfg.probe_timeout_ms || timeout_ms == capped,
-                    || "probe timeout".into(),
+                    timeout_ms == self.cfg.probe_timeout_ms || timeout_ms == capped || member,
+                    || format!("probe timeout {timeout_ms} ms"),
                 );
-                let target = self
-                    .exec
-                    .on_probe(now, probe, addr, timeout_ms, &mut self.rng);
                 self.on_probe(probe, target);
             }
             Effect::EndSession { session_id, reason } => {
@@ -312,7 +343,12 @@ impl World {
             }
             (Expect::Runtime, Reply::Error { code, .. }) => *code != Code::Busy,
             (Expect::Runtime, Reply::Replaced(p)) => self.ended.as_ref().is_some_and(|op| {
-                op.rot.as_ref().and_then(|r| r.persisted).map(|r| r.name())
+                let switched = op.switch.as_ref().and_then(|s| s.persisted);
+                op.rot
+                    .as_ref()
+                    .and_then(|r| r.persisted)
+                    .or(switched)
+                    .map(|r| r.name())
                     == Some(p.result.as_str())
             }),
             (Expect::Runtime, Reply::Connected(_) | Reply::Disconnected(_)) => true,
@@ -321,7 +357,7 @@ impl World {
         self.check(ok, || format!("expected {:?}, got {reply:?}", front.expect));
     }
 
-    fn rot(&mut self) -> &mut Rot {
+    pub(super) fn rot(&mut self) -> &mut Rot {
         let rot = self.op.as_mut().and_then(|op| op.rot.as_mut());
         match rot {
             Some(rot) => rot,
@@ -336,6 +372,19 @@ impl World {
                 self.check(want == *config_id, || {
                     format!("connect {want} started config {config_id}")
                 });
+            }
+            (Some(Kind::Connect(want)), CoreSpec::Pool { config_ids }) if self.cfg.front => {
+                self.check_members(config_ids);
+                self.check(config_ids.first() == Some(&want), || {
+                    format!("connect {want} started pool {config_ids:?}")
+                });
+            }
+            (Some(Kind::Replace), CoreSpec::Pool { config_ids }) if self.cfg.front => {
+                self.check_members(config_ids);
+                let spec = CoreSpec::Session {
+                    config_id: config_ids[0],
+                };
+                self.on_start(core, &spec);
             }
             (Some(Kind::Replace), CoreSpec::Session { config_id }) => {
                 let rot = self.rot();
@@ -365,6 +414,9 @@ impl World {
         let now = self.now.monotonic_ms;
         if let Err(why) = self.exec.on_stop(now, core, grace_ms, &mut self.rng) {
             self.fail(&why);
+        }
+        if self.cfg.front && self.front_stop(core) {
+            return;
         }
         let Some(op) = self.op.as_mut() else {
             self.fail(&format!("StopCore of core {} outside an operation", core.0));
@@ -422,11 +474,22 @@ impl World {
             {
                 self.rot().verify.insert(probe, core);
             }
+            Target::Pool(core, config) if self.cfg.front => self.front_probe(probe, core, config),
             other => self.fail(&format!("a probe of {other:?} that no rule explains")),
         }
     }
 
     fn on_persist(&mut self, ev: &RotationEvent) {
+        if !self.front_persist(ev) {
+            self.persist_rotation(ev);
+        }
+        self.cooldown_until = self.now.monotonic_ms + self.cfg.cooldown_secs * 1000;
+        if self.enabled {
+            self.timer_due = Some(self.now.monotonic_ms + self.cfg.rotation_interval_secs * 1000);
+        }
+    }
+
+    fn persist_rotation(&mut self, ev: &RotationEvent) {
         let ended = self
             .ended
             .as_mut()
@@ -459,10 +522,23 @@ impl World {
         if let Err(why) = why {
             self.fail(&format!("{why}: {ev:?}"));
         }
-        self.cooldown_until = self.now.monotonic_ms + self.cfg.cooldown_secs * 1000;
-        if self.enabled {
-            self.timer_due = Some(self.now.monotonic_ms + self.cfg.rotation_interval_secs * 1000);
-        }
+    }
+
+    /// A pool core's members: distinct, at most `pool_size` besides the first.
+    fn check_members(&self, config_ids: &[i64]) {
+        let mut sorted = config_ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let max = 1 + self.cfg.pool_size as usize;
+        self.check(
+            sorted.len() == config_ids.len() && !sorted.is_empty() && sorted.len() <= max,
+            || {
+                format!(
+                    "pool members {config_ids:?} (pool_size {})",
+                    self.cfg.pool_size
+                )
+            },
+        );
     }
 
     fn on_shutdown(&mut self) {
@@ -471,7 +547,7 @@ impl World {
         self.check(self.sup.session().is_none() && self.op.is_none(), || {
             "Shutdown with a session or an operation".into()
         });
-        self.check(self.exec.live() == (0, 0), || {
+        self.check(self.exec.live() == (0, 0, 0), || {
             format!("Shutdown with cores alive: {:?}", self.exec.live())
         });
         for (conn, model) in &self.conns {
@@ -524,10 +600,12 @@ fn judge(
                 .then_some(())
                 .ok_or("no_working_candidate touched the session")
         }
+        // In front mode the old session may simply have kept running (make-before-break).
         ReplaceResult::Restored => session
             .filter(|s| {
+                let kept = s.info.id == rot.old_session && s.core == rot.old_core;
                 s.info.config_id == rot.old_config
-                    && Some(s.core) == last.map(|l| l.0)
+                    && (kept || Some(s.core) == last.map(|l| l.0))
                     && live(s.core)
             })
             .map(|_| ())

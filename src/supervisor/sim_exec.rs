@@ -65,10 +65,6 @@ pub(super) struct CoreModel {
 }
 
 impl CoreModel {
-    pub fn is_session(&self) -> bool {
-        matches!(self.spec, CoreSpec::Session { .. })
-    }
-
     /// Started (or starting) and not yet seen to exit.
     pub fn alive(&self) -> bool {
         !matches!(self.life, Life::Gone)
@@ -82,6 +78,8 @@ pub(super) enum Target {
     Session(CoreId),
     /// A batch core's inbound for one config.
     Batch(CoreId, i64),
+    /// A pool core's internal inbound for one member (front mode).
+    Pool(CoreId, i64),
     /// Nothing listens there.
     Nothing,
 }
@@ -111,14 +109,16 @@ pub(super) struct Exec {
     pub configs: Vec<StoredConfig>,
     addrs: BTreeMap<SocketAddr, Target>,
     next_port: u32,
-    next_session: i64,
+    pub(super) next_session: i64,
     crash_pct: u64,
     adopted: Option<SessionInfo>,
     /// The cores not yet gone (the only ones with something pending).
     live_ids: Vec<CoreId>,
+    /// The front (front mode).
+    pub front: super::sim_front::FrontExec,
 }
 
-fn addr(n: u32) -> SocketAddr {
+pub(super) fn addr(n: u32) -> SocketAddr {
     let ip = Ipv4Addr::new(127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8);
     SocketAddr::new(IpAddr::V4(ip), 1080)
 }
@@ -144,6 +144,7 @@ impl Exec {
             crash_pct: [0, 10, 30, 60][rng.below(4) as usize],
             adopted: None,
             live_ids: Vec::new(),
+            front: Default::default(),
         }
     }
 
@@ -192,18 +193,26 @@ impl Exec {
         self.live_ids.push(core);
     }
 
-    /// Session and batch cores alive.
-    pub fn live(&self) -> (usize, usize) {
+    /// Session, batch and pool cores alive.
+    pub fn live(&self) -> (usize, usize, usize) {
         let alive = self.live_ids.iter().map(|id| &self.cores[id]);
-        let (mut sessions, mut batches) = (0, 0);
+        let (mut sessions, mut batches, mut pools) = (0, 0, 0);
         for c in alive {
-            if c.is_session() {
-                sessions += 1;
-            } else {
-                batches += 1;
+            match c.spec {
+                CoreSpec::Session { .. } => sessions += 1,
+                CoreSpec::Batch { .. } => batches += 1,
+                CoreSpec::Pool { .. } => pools += 1,
             }
         }
-        (sessions, batches)
+        (sessions, batches, pools)
+    }
+
+    /// Pool cores alive that were not asked to stop.
+    pub fn pools_running(&self) -> usize {
+        let alive = self.live_ids.iter().map(|id| &self.cores[id]);
+        alive
+            .filter(|c| matches!(c.spec, CoreSpec::Pool { .. }) && c.life != Life::Stopping)
+            .count()
     }
 
     /// When the next completion is due.
@@ -214,7 +223,8 @@ impl Exec {
             .filter_map(|id| self.cores[id].next.map(|n| n.0));
         let probes = self.probes.values().map(|p| p.due_ms);
         let inspects = self.inspects.iter().map(|i| i.0);
-        cores.chain(probes).chain(inspects).min()
+        let front = self.front.next_due();
+        cores.chain(probes).chain(inspects).chain(front).min()
     }
 
     /// The completion due at `now` (the driver calls it at [`Exec::next_due`]).
@@ -232,11 +242,14 @@ impl Exec {
                 result: p.result,
             });
         }
-        let core = *self
+        let core = self
             .live_ids
             .iter()
-            .find(|id| self.cores[id].next.is_some_and(|n| n.0 <= now))?;
-        Some(self.core_event(core, now, unix, rng))
+            .find(|id| self.cores[id].next.is_some_and(|n| n.0 <= now));
+        match core {
+            Some(&core) => Some(self.core_event(core, now, unix, rng)),
+            None => self.front_pop(now, unix, rng),
+        }
     }
 
     fn inspect(
@@ -368,7 +381,7 @@ impl Exec {
                 Some(core),
                 self.cores[&core].session.as_ref().map(|s| s.config_id),
             ),
-            Target::Batch(core, config) => (Some(core), Some(config)),
+            Target::Batch(core, config) | Target::Pool(core, config) => (Some(core), Some(config)),
             Target::Nothing => (None, None),
         };
         let up = core.is_some_and(|c| self.cores[&c].life == Life::Running);
@@ -423,7 +436,7 @@ impl Exec {
             Next::Ready => {
                 c.life = Life::Running;
                 c.was_ready = true;
-                let pct = if c.is_session() {
+                let pct = if !matches!(c.spec, CoreSpec::Batch { .. }) {
                     self.crash_pct
                 } else {
                     self.crash_pct / 4
@@ -453,6 +466,7 @@ impl Exec {
                 c.crashed = next == Next::Crash;
                 c.life = Life::Gone;
                 self.fail_probes_through(core, now);
+                self.front.core_gone(core);
                 let how = match next {
                     Next::Exit => "killed by signal 15",
                     _ => "exited with status 1",
@@ -484,9 +498,15 @@ impl Exec {
                 (Some(info), Vec::new())
             }
             CoreSpec::Batch { config_ids } | CoreSpec::Pool { config_ids } => {
+                let pool = matches!(spec, CoreSpec::Pool { .. });
                 let mut inbounds = Vec::new();
                 for id in config_ids {
-                    let a = self.fresh_addr(Target::Batch(core, *id));
+                    let target = if pool {
+                        Target::Pool(core, *id)
+                    } else {
+                        Target::Batch(core, *id)
+                    };
+                    let a = self.fresh_addr(target);
                     if rng.below(40) != 0 {
                         inbounds.push((*id, a));
                     }
@@ -517,7 +537,7 @@ impl Exec {
     fn fail_probes_through(&mut self, core: CoreId, now: u64) {
         for p in self.probes.values_mut() {
             let through = match p.target {
-                Target::Session(c) | Target::Batch(c, _) => c == core,
+                Target::Session(c) | Target::Batch(c, _) | Target::Pool(c, _) => c == core,
                 Target::Nothing => false,
             };
             if through && p.due_ms > now + 1 {
