@@ -27,7 +27,8 @@
 //! smoke run (about a minute). `XRAT_BENCH_PIN=off` leaves CPU placement to the scheduler
 //! (default: the client on the first allowed CPU, the systems under test on the second).
 //! `XRAT_BENCH_CORE=v2ray|sing-box` picks xrat's core (default sing-box),
-//! `XRAT_BENCH_MODES=front,direct` which xrat modes run. Results go to `XRAT_BENCH_OUT`
+//! `XRAT_BENCH_MODES=front,direct` which xrat modes run, `XRAT_BENCH_ROWS=rss,ipc,relay,switch,failover`
+//! which rows. Results go to `XRAT_BENCH_OUT`
 //! (default `target/rotation-results.json`). Without `--bench` (as `cargo test --benches` runs
 //! it) it only says how to run it.
 
@@ -159,11 +160,23 @@ fn main() {
     }
     let systems = rows::Systems { xrats, mihomo };
 
-    rows::idle_rss(&systems, &lengths, &mut results);
-    rows::ipc(&systems, &lengths, &mut results);
-    rows::relay(&systems, &source, &lengths, &mut results);
-    rows::switches(&systems, &world, &lengths, &mut results);
-    rows::failover(&systems, &mut world, &place, &lengths, &mut results);
+    let wanted = std::env::var("XRAT_BENCH_ROWS").unwrap_or_default();
+    let run = |row: &str| wanted.is_empty() || wanted.split(',').any(|w| w.trim() == row);
+    if run("rss") {
+        rows::idle_rss(&systems, &lengths, &mut results);
+    }
+    if run("ipc") {
+        rows::ipc(&systems, &lengths, &mut results);
+    }
+    if run("relay") {
+        rows::relay(&systems, &source, &lengths, &mut results);
+    }
+    if run("switch") {
+        rows::switches(&systems, &world, &lengths, &mut results);
+    }
+    if run("failover") {
+        rows::failover(&systems, &mut world, &place, &lengths, &mut results);
+    }
     eprintln!("results: {}", results.path().display());
     // The systems stop (daemon stop, SIGKILL of mihomo) before the remotes do.
     drop(systems);
