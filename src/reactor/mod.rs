@@ -300,7 +300,14 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     reactor.start()?;
     if let (Some(adopted), Some(core)) = (reattached.adopted, reactor.sup.adopted_core()) {
         if let Some(pool) = adopted.pool {
+            let members = pool
+                .members
+                .iter()
+                .filter_map(|m| Some((m.config_id, m.socks_addr.parse().ok()?)))
+                .collect();
             reactor.adopt_pool(core, adopted.spawned, pool);
+            reactor.sup.adopt_pool(now(), members);
+            reactor.pump(now());
         } else {
             let log = paths
                 .logs_dir()

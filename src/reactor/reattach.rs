@@ -117,6 +117,15 @@ fn adopt(row: &SessionRow, pools: &[PoolProcessRow], front: bool) -> Option<Adop
         );
         return None;
     }
+    if pool.is_none() && front {
+        // Its core binds the user's port itself; the front could not have bound it, or the
+        // port changed since. Either way the front cannot route to it.
+        eprintln!(
+            "xrat: session {} ran in direct mode and runtime.mode is front now; not adopting it",
+            row.id
+        );
+        return None;
+    }
     let socks_addr: SocketAddr = row.socks_addr.parse().ok()?;
     let pidfd = match process::pidfd_open(pid) {
         Ok(pidfd) => pidfd,

@@ -365,22 +365,27 @@ impl Reactor {
         }
     }
 
-    /// Arms the stall timer once the opening succeeded and the client sent payload, until
-    /// the remote's first byte.
+    /// Arms the stall timer until the remote's first byte once the client's whole opening is
+    /// out and the core has not answered it yet (sing-box and mihomo dial before they answer a
+    /// SOCKS5 request, so a hung remote stalls here), or once the opening succeeded and the
+    /// client sent payload (V2Ray answers at once and stalls on the payload).
     fn maybe_arm_stall(&mut self, now: Now, slot: usize) {
         let r = &self.relays.slab[slot];
         let Some(target) = r.target else {
             return;
         };
-        if r.opened || r.stall_reported || r.timer_at.is_some() || !r.observer.done() {
+        if r.opened || r.stall_reported || r.timer_at.is_some() {
             return;
         }
         let opening = match r.replay.complete() {
             true => retry::client_opening_len(r.port, r.replay.bytes()),
             false => Some(0),
         };
-        let payload = opening.is_some_and(|len| r.up_total > len as u64);
-        if payload && target.stall_ms > 0 {
+        let waiting = !r.observer.done()
+            && r.up_total > 0
+            && opening.is_some_and(|len| r.up_total >= len as u64);
+        let payload = r.observer.done() && opening.is_some_and(|len| r.up_total > len as u64);
+        if (waiting || payload) && target.stall_ms > 0 {
             self.relay_timer(now, slot, target.stall_ms);
         }
     }

@@ -146,6 +146,21 @@ impl Supervisor {
         sup
     }
 
+    /// Front mode: the adopted session runs on a pool core with these members (from the
+    /// previous daemon's records). They are probed at once; until then only the active member
+    /// is routed.
+    pub fn adopt_pool(&mut self, now: Now, members: Vec<(i64, std::net::SocketAddr)>) {
+        let Some(core) = self.adopted_core().filter(|_| self.config.front) else {
+            return;
+        };
+        self.cores.insert(core, CoreRole::Pool);
+        let interval = self.config.health_interval_ms;
+        let pool = pool::Pool::new(core, &members, now.monotonic_ms, None, interval);
+        self.install_pool(now, pool);
+        self.sync_route();
+        self.check_invariants();
+    }
+
     /// The core id of the adopted session, for the executor to watch.
     pub fn adopted_core(&self) -> Option<CoreId> {
         self.session.as_ref().map(|s| s.core)
