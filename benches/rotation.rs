@@ -36,6 +36,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+#[path = "rotation/cleanup.rs"]
+mod cleanup;
 #[allow(unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -111,6 +113,7 @@ fn main() {
         eprintln!("rotation: a measured program; run `cargo bench --bench rotation` (or python3 benches/rotation_report.py)");
         return;
     }
+    cleanup::install();
     let lengths = Lengths::from_env();
     let place = place::Place::from_env();
     let core = match std::env::var("XRAT_BENCH_CORE").as_deref() {

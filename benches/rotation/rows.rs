@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::cleanup;
 use crate::ipc_client;
 use crate::net::{self, after, Http, Requests, Source, Tunnel};
 use crate::place::Place;
@@ -418,7 +419,10 @@ fn failover_run(
     // Requests hung on the stopped remote end at their own 5 s deadline, before SIGCONT.
     let outcomes = requests.stop();
     match event {
-        Event::Kill => place.as_server(|| world.servers[active].restart()),
+        Event::Kill => {
+            place.as_server(|| world.servers[active].restart());
+            cleanup::pid(world.servers[active].pid(), "xrat-remote");
+        }
         Event::Hang => world.servers[active].pause(false),
     }
     let (failed, first_good) = after(&outcomes, at);

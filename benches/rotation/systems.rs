@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::cleanup;
 use crate::common::cores::{
     free_port, mihomo_bin, socks5_get, ChildGuard, Core, HttpTarget, Proto, RemoteServer,
 };
@@ -26,11 +27,14 @@ impl World {
     pub fn start(place: &Place, remotes: usize) -> World {
         // The target serves the client side: it runs on the client's CPU.
         let http = HttpTarget::start();
-        let servers = place.as_server(|| {
+        let servers: Vec<RemoteServer> = place.as_server(|| {
             (0..remotes)
                 .map(|_| RemoteServer::start_on(Proto::Socks, Core::V2ray))
                 .collect()
         });
+        for server in &servers {
+            cleanup::pid(server.pid(), "xrat-remote");
+        }
         World { http, servers }
     }
 
@@ -94,6 +98,7 @@ impl Xrat {
     /// waits until traffic flows. `Err` says why it could not.
     pub fn start(place: &Place, world: &World, mode: Mode, core: Core) -> Result<Xrat, String> {
         let root = Root::new();
+        cleanup::root(root.path().to_path_buf());
         let socks_port = free_port();
         root.write_settings(&format!(
             "[daemon]\nhealth_interval_secs = 1\n\
@@ -367,6 +372,7 @@ impl Mihomo {
                     .spawn()
             })
             .map_err(|e| format!("cannot start mihomo: {e}"))?;
+        cleanup::pid(child.id(), "xrat-bench-mihomo");
         let mut mihomo = Mihomo {
             socks_port,
             api_port,
