@@ -22,7 +22,7 @@
 //!   (SIGKILL) or hung (SIGSTOP); failed requests and the time to the first good request; five
 //!   runs per system and event.
 //!
-//! Run: `cargo bench --bench rotation` (about 6 minutes), or `python3
+//! Run: `cargo bench --bench rotation` (about 4 minutes), or `python3
 //! benches/rotation_report.py`, which runs it and prints the tables. `XRAT_BENCH_QUICK=1` is a
 //! smoke run (about a minute). `XRAT_BENCH_PIN=off` leaves CPU placement to the scheduler
 //! (default: the client on the first allowed CPU, the systems under test on the second).
