@@ -60,7 +60,8 @@ fn auto_runs_each_config_on_a_core_that_supports_it() {
     let reality = RealityServer::start(RealityStream::Vision);
     let vmess_a = RemoteServer::start_on(Proto::VmessTcp, Core::V2ray);
     let vmess_b = RemoteServer::start_on(Proto::VmessTcp, Core::V2ray);
-    let daemon = Daemon::start("", &target);
+    // Direct mode: every rotation here goes through the batch test.
+    let daemon = Daemon::start("mode = \"direct\"\n", &target);
     let r = daemon.import(&reality.link());
     let a = daemon.import(&vmess_a.link());
     let b = daemon.import(&vmess_b.link());
@@ -126,5 +127,33 @@ fn auto_runs_each_config_on_a_core_that_supports_it() {
     assert_eq!(view["replaced"], true, "{view}");
     assert_eq!(daemon.status()["core"], "sing-box");
     assert!(fetch_eventually(&daemon, &target));
+    drop(daemon);
+
+    // Front mode: one pool core spans both families (a sing-box process and a mihomo
+    // process); switching between its members starts nothing.
+    let front = Daemon::start("", &target);
+    for link in [reality.link(), vmess_a.link(), vmess_b.link()] {
+        front.import(&link);
+    }
+    front.connect(a);
+    assert!(fetch_eventually(&front, &target), "{}", front.logs());
+    let pool = front.status()["pool"].as_array().unwrap().len();
+    assert_eq!(pool, 3, "{}", front.status());
+    let mut view = serde_json::Value::Null;
+    for _ in 0..20 {
+        // The REALITY member must pass its first probe before a switch goes to it at once.
+        view = rotate_to(&front, r);
+        if view["replaced"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(view["replaced"], true, "{view}\n{}", front.logs());
+    assert_eq!(
+        view["tested_candidates"], 0,
+        "a warm member, no batch: {view}"
+    );
+    assert_eq!(front.status()["core"], "mihomo", "{}", front.status());
+    assert!(fetch_eventually(&front, &target), "{}", front.logs());
     drop(vmess_b);
 }

@@ -185,3 +185,38 @@ fn status_shows_mode_front_addresses_pool_and_relay_counters() {
     let proxy = f.call(json!({"type": "proxy_status"}))["payload"].clone();
     assert_eq!(proxy["pool"].as_array().unwrap().len(), 2, "{proxy}");
 }
+
+#[test]
+fn a_restarted_daemon_adopts_the_pool_core_and_binds_the_front_again() {
+    let f = front(Opts::new(Core::SingBox, 3));
+    let connected = f.connect(f.ids[0]);
+    f.wait_alive(3);
+    let cores = core_processes(&f.root);
+    // SAFETY: plain kill(2) of the daemon this test started.
+    unsafe { libc::kill(f.daemon_pid as i32, libc::SIGKILL) };
+    let gone = wait_until(Duration::from_secs(5), || !common::alive(f.daemon_pid));
+    assert!(gone, "the daemon survived SIGKILL");
+    // The front died with the daemon: its port refuses until the next daemon binds it.
+    assert!(f.get().is_err(), "the front answered with no daemon");
+    f.root.start();
+    let status = f.status();
+    assert_eq!(status["session_id"], connected["session_id"], "{status}");
+    assert_eq!(status["pid"], connected["pid"], "{status}");
+    assert_eq!(
+        core_processes(&f.root),
+        cores,
+        "no core was started or stopped"
+    );
+    assert_eq!(status["pool"].as_array().unwrap().len(), 3, "{status}");
+    assert!(
+        f.get().is_ok(),
+        "traffic through the new front\n{}",
+        f.root.log()
+    );
+    f.wait_alive(3);
+    // The adopted pool is a pool: a manual switch moves inside it.
+    let reply = f.call(json!({"type": "runtime_replace", "trigger": "manual"}));
+    assert_eq!(reply["payload"]["replaced"], true, "{reply}");
+    assert_eq!(reply["payload"]["new_pid"], connected["pid"], "{reply}");
+    assert!(f.get().is_ok());
+}

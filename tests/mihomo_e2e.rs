@@ -32,10 +32,11 @@ use common::cores::{
 use common::daemon::Daemon;
 use common::{alive, text};
 
-/// `[runtime]` lines selecting mihomo by path.
+/// `[runtime]` lines selecting mihomo by path (direct mode: the session file checked here is
+/// the core's own; pool renders on mihomo are checked in src/core/real_pool.rs).
 fn mihomo_runtime() -> String {
     format!(
-        "core = \"mihomo\"\ncore_path = \"{}\"\n",
+        "mode = \"direct\"\ncore = \"mihomo\"\ncore_path = \"{}\"\n",
         mihomo_bin().display()
     )
 }

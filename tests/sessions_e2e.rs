@@ -31,7 +31,9 @@ impl Daemon {
         let root = Root::new();
         let socks_port = free_port();
         root.write_settings(&format!(
-            "[runtime]\n{}socks_port = {socks_port}\nhttp_port = 0\nready_timeout_ms = 5000\n\n\
+            // Direct mode: the core itself serves the user's port, so each protocol is checked
+            // against the core's own inbound (the front relay has tests/front_*.rs).
+            "[runtime]\nmode = \"direct\"\n{}socks_port = {socks_port}\nhttp_port = 0\nready_timeout_ms = 5000\n\n\
              [health]\nprobe_url = \"{}\"\n",
             core.runtime_settings(),
             target.url(HEALTH),

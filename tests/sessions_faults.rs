@@ -136,7 +136,7 @@ fn daemon_with(extra: &str) -> (Root, u16) {
     let root = Root::new();
     let socks_port = free_port();
     root.write_settings(&format!(
-        "[runtime]\ncore = \"v2ray\"\ncore_path = \"{}\"\nsocks_port = {socks_port}\n{extra}",
+        "[runtime]\nmode = \"direct\"\ncore = \"v2ray\"\ncore_path = \"{}\"\nsocks_port = {socks_port}\n{extra}",
         v2ray().display()
     ));
     root.start();
@@ -292,7 +292,7 @@ fn a_core_that_never_listens_is_504_and_killed() {
     std::fs::create_dir_all(root.path()).unwrap();
     let fake = fake_core(root.path());
     root.write_settings(&format!(
-        "[runtime]\ncore = \"v2ray\"\ncore_path = \"{}\"\nsocks_port = {}\nready_timeout_ms = 300\n",
+        "[runtime]\nmode = \"direct\"\ncore = \"v2ray\"\ncore_path = \"{}\"\nsocks_port = {}\nready_timeout_ms = 300\n",
         fake.display(),
         free_port()
     ));

@@ -103,6 +103,8 @@ fn stop(mut child: Child) -> (ExitStatus, String) {
 /// bound at its daemon socket path.
 fn root_with_listener() -> (Root, UnixListener) {
     let root = Root::new();
+    // A SOCKS port of its own: the front binds it, and tests run side by side.
+    root.write_settings("");
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(root.path().join("runtime"))
@@ -150,7 +152,7 @@ fn inode(fd: &impl AsRawFd) -> u64 {
 #[test]
 fn a_client_that_connected_before_the_daemon_started_is_answered() {
     let (root, listener) = root_with_listener();
-    // A front port the socket unit lists but config.toml does not (1080 is the default).
+    // A front port the socket unit lists but config.toml does not.
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tcp_addr = tcp.local_addr().unwrap();
     let mut early = queued_ping(&root);

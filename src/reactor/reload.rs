@@ -13,7 +13,15 @@ use super::prepare::error_chain;
 use super::Reactor;
 
 /// Keys read once at start; a change is named in the log as needing a restart.
-const RESTART_KEYS: [&str; 2] = ["daemon.max_connections", "runtime.rotation.enabled"];
+const RESTART_KEYS: [&str; 5] = [
+    "daemon.max_connections",
+    "runtime.rotation.enabled",
+    "runtime.mode",
+    "daemon.relay_connections_max",
+    "relay.replay_bytes_max",
+];
+/// Keys the front bound at start (front mode only; in direct mode they apply at the next connect).
+const FRONT_RESTART_KEYS: [&str; 3] = ["runtime.listen", "runtime.socks_port", "runtime.http_port"];
 
 /// Signals the daemon takes through its signalfd (blocked for the process, so none kills it).
 pub const HANDLED_SIGNALS: [libc::c_int; 15] = [
@@ -75,19 +83,32 @@ impl Reactor {
     }
 
     fn apply_settings(&mut self, new: Settings) -> Reloaded {
+        let front = self.env.settings.runtime.mode == crate::settings::RuntimeMode::Front;
         let (before, after) = (flatten(&self.env.settings), flatten(&new));
         let changed: Vec<String> = after
             .iter()
             .filter(|(key, value)| before.get(*key) != Some(*value))
             .map(|(key, _)| key.clone())
             .collect();
-        let (restart_needed, applied): (Vec<String>, Vec<String>) = changed
-            .into_iter()
-            .partition(|key| RESTART_KEYS.contains(&key.as_str()));
+        let (restart_needed, applied): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|key| {
+                RESTART_KEYS.contains(&key.as_str())
+                    || (front && FRONT_RESTART_KEYS.contains(&key.as_str()))
+            });
         let mut settings = new;
-        // Kept as started: the connection slab and the rotation switch (proxy_start/stop).
-        settings.daemon.max_connections = self.env.settings.daemon.max_connections;
-        settings.runtime.rotation.enabled = self.env.settings.runtime.rotation.enabled;
+        let old = &self.env.settings;
+        // Kept as started: the connection slab, the rotation switch (proxy_start/stop), the
+        // mode, and what the front bound and sized.
+        settings.daemon.max_connections = old.daemon.max_connections;
+        settings.runtime.rotation.enabled = old.runtime.rotation.enabled;
+        settings.runtime.mode = old.runtime.mode;
+        settings.daemon.relay_connections_max = old.daemon.relay_connections_max;
+        settings.relay.replay_bytes_max = old.relay.replay_bytes_max;
+        if front {
+            settings.runtime.listen = old.runtime.listen.clone();
+            settings.runtime.socks_port = old.runtime.socks_port;
+            settings.runtime.http_port = old.runtime.http_port;
+        }
         self.admission.frame_timeout_ms = settings.daemon.frame_timeout_ms;
         self.admission.idle_timeout_ms = settings.daemon.idle_timeout_secs * 1000;
         if let Ok(target) = crate::probe::ProbeTarget::parse(&settings.health.probe_url) {

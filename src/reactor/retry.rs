@@ -57,6 +57,10 @@ pub struct Observer {
     index: u8,
 }
 
+/// SOCKS5 reply codes that are the request's fault, not the member's: 2 (not allowed by the
+/// ruleset), 7 (command not supported), 8 (address type not supported).
+pub const SOCKS_CLIENT_ERRORS: [u8; 3] = [2, 7, 8];
+
 impl Observer {
     /// A fresh observer for a client on `port`.
     pub fn new(port: FrontPort) -> Observer {
@@ -135,6 +139,12 @@ impl Observer {
         let Some(reply) = parse_socks_message(held)? else {
             return Ok(Step::More);
         };
+        if SOCKS_CLIENT_ERRORS.contains(&reply.code) {
+            // Not allowed, command or address type not supported: the request's fault, which
+            // another member would answer the same. The client gets the core's answer.
+            self.stage = Stage::Done;
+            return Ok(Step::PassThrough);
+        }
         if reply.code != 0 {
             return Ok(Step::Failed(RelayFailure::SocksReply(reply.code)));
         }
@@ -146,6 +156,11 @@ impl Observer {
         let Some(head) = parse_http_response(held)? else {
             return Ok(Step::More);
         };
+        if (400..500).contains(&head.status) {
+            // A client error (bad request, forbidden, auth required): passed on, not retried.
+            self.stage = Stage::Done;
+            return Ok(Step::PassThrough);
+        }
         if !(200..300).contains(&head.status) {
             return Ok(Step::Failed(RelayFailure::HttpStatus(head.status)));
         }

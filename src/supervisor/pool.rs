@@ -179,6 +179,13 @@ impl Supervisor {
             .collect();
         others.sort_by_key(|m| (m.latency_ms.unwrap_or(u64::MAX), m.config_id));
         targets.extend(others.into_iter().map(target));
+        if targets.is_empty() {
+            // A dead active member with nothing alive beside it is still the last resort:
+            // refusing every connection is never better than trying it.
+            if let Some(m) = pool.member(active) {
+                targets.push(target(m));
+            }
+        }
         targets
     }
 

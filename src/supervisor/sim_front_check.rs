@@ -423,7 +423,8 @@ impl World {
             self.check(!route[..i].contains(t), || format!("{key:?} routed twice"));
             let m = self.member(key);
             if Some(key) == active {
-                self.check(i == 0 && (!allowed || !m.dead), || {
+                // A dead active member stays only as the last resort: alone in the route.
+                self.check(i == 0 && (!allowed || !m.dead || route.len() == 1), || {
                     format!(
                         "the active member {key:?} at {i} (dead {}) in the route",
                         m.dead
@@ -442,7 +443,8 @@ impl World {
                 format!("the active member {key:?} (model {m:?}) is not routed first")
             });
             // Liveness: a dead active member with alive others is left at once (no cooldown).
-            let stuck = allowed && m.dead && !route.is_empty();
+            let other = route.iter().any(|t| (t.core, t.config_id) != key);
+            let stuck = allowed && m.dead && other;
             self.check(!stuck || self.op.is_some() || self.shutting_down, || {
                 format!("the active member {key:?} is dead and no failover started")
             });

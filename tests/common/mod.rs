@@ -17,6 +17,8 @@ pub fn xrat_bin() -> &'static str {
 /// A temporary XRAT root; stops any daemon it started when dropped.
 pub struct Root {
     pub dir: tempfile::TempDir,
+    /// The SOCKS port settings get when they name none (see [`Root::own_socks_port`]).
+    socks_port: u16,
 }
 
 impl Root {
@@ -26,6 +28,7 @@ impl Root {
                 .prefix("xrat")
                 .tempdir_in("/tmp")
                 .unwrap(),
+            socks_port: cores::free_port(),
         }
     }
 
@@ -41,11 +44,38 @@ impl Root {
         std::fs::read_to_string(self.path().join("logs/daemon.log")).unwrap_or_default()
     }
 
+    /// A daemon in front mode (the default) binds `runtime.socks_port` at start, so tests
+    /// running side by side must not all take the default 1080: settings that parse and name
+    /// no SOCKS port get a free one (broken settings are left as the test wrote them).
+    fn own_socks_port(&self) {
+        let path = self.path().join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let Ok(mut table) = text.parse::<toml::Table>() else {
+            return;
+        };
+        let runtime = table
+            .entry("runtime")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(runtime) = runtime.as_table_mut() else {
+            return;
+        };
+        if runtime.contains_key("socks_port") {
+            return;
+        }
+        let port = i64::from(self.socks_port);
+        runtime.insert("socks_port".into(), toml::Value::Integer(port));
+        std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    }
+
     pub fn write_settings(&self, text: &str) {
         std::fs::write(self.path().join("config.toml"), text).unwrap();
+        self.own_socks_port();
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
+        if matches!(args, ["daemon", "start" | "run-server" | "restart", ..]) {
+            self.own_socks_port();
+        }
         let mut command = Command::new(xrat_bin());
         command
             .args(args)
