@@ -184,6 +184,14 @@ fn status_shows_mode_front_addresses_pool_and_relay_counters() {
     assert!(relay["bytes_down"].as_u64().unwrap() > 0, "{status}");
     let proxy = f.call(json!({"type": "proxy_status"}))["payload"].clone();
     assert_eq!(proxy["pool"].as_array().unwrap().len(), 2, "{proxy}");
+    // Text mode shows the user's port (the front's), the mode and the pool.
+    let out = f.root.run(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let front = format!("127.0.0.1:{}", f.socks_port);
+    for want in ["Mode:    front", &front, "Pool:", "active", "Relay:"] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
 }
 
 #[test]

@@ -155,15 +155,53 @@ fn print_status(view: &StatusView) {
         (None, Some(ms)) => format!("ok ({ms} ms)"),
         (None, None) => "not checked yet".into(),
     };
-    print_aligned(&[
+    // In front mode the user's ports are the front's; the session's are internal.
+    let (socks, http) = match &p.front_socks_addr {
+        Some(front) => (front.clone(), p.front_http_addr.clone()),
+        None => (
+            p.socks_addr.clone().unwrap_or_else(dash),
+            p.http_addr.clone(),
+        ),
+    };
+    let mut lines = vec![
         ("State", p.runtime_status.clone()),
+        ("Mode", p.mode.clone()),
         ("Config", format!("#{config_id} {name}")),
         ("Session", p.session_id.map_or_else(dash, |s| s.to_string())),
         ("Core", p.core.clone().unwrap_or_else(dash)),
         ("PID", pid),
-        ("SOCKS", p.socks_addr.clone().unwrap_or_else(dash)),
-        ("HTTP", p.http_addr.clone().unwrap_or_else(dash)),
+        ("SOCKS", socks),
+        ("HTTP", http.unwrap_or_else(dash)),
         ("Uptime", view.uptime_secs.map_or_else(dash, human_duration)),
         ("Health", health),
-    ]);
+    ];
+    if !p.pool.is_empty() {
+        lines.push(("Pool", pool_line(&p.pool)));
+    }
+    if let Some(r) = &p.relay {
+        lines.push((
+            "Relay",
+            format!(
+                "{} open, {} total, {} retried, {} failed openings",
+                r.connections_open, r.connections_total, r.retries, r.failures
+            ),
+        ));
+    }
+    print_aligned(&lines);
+}
+
+/// `#1 active 12 ms, #2 8 ms, #3 down` — one line for the pool's members.
+fn pool_line(pool: &[crate::ipc::protocol::PoolMemberView]) -> String {
+    pool.iter()
+        .map(|m| {
+            let state = match (m.alive, m.latency_ms) {
+                (false, _) => "down".to_string(),
+                (true, Some(ms)) => format!("{ms} ms"),
+                (true, None) => "untested".to_string(),
+            };
+            let active = if m.active { " active" } else { "" };
+            format!("#{}{active} {state}", m.config_id)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
