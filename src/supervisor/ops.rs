@@ -176,11 +176,16 @@ impl Supervisor {
 
     /// Starts a session core for `config_id`.
     pub(super) fn start_session_core(&mut self, config_id: i64) -> CoreId {
+        self.start_core(CoreRole::Session, CoreSpec::Session { config_id })
+    }
+
+    /// Names and tracks a new core, and asks the executor to start it.
+    pub(super) fn start_core(&mut self, role: CoreRole, spec: CoreSpec) -> CoreId {
         let core = CoreId(self.fresh());
-        self.cores.insert(core, CoreRole::Session);
+        self.cores.insert(core, role);
         self.emit(Effect::StartCore {
             core,
-            spec: CoreSpec::Session { config_id },
+            spec,
             ready_timeout_ms: self.config.ready_timeout_ms,
         });
         core

@@ -16,14 +16,7 @@ use super::{
 impl Supervisor {
     /// Starts a pool core for `config_ids` (the first is the one the session will run).
     pub(super) fn start_pool_core(&mut self, config_ids: Vec<i64>) -> CoreId {
-        let core = CoreId(self.fresh());
-        self.cores.insert(core, CoreRole::Pool);
-        self.emit(Effect::StartCore {
-            core,
-            spec: CoreSpec::Pool { config_ids },
-            ready_timeout_ms: self.config.ready_timeout_ms,
-        });
-        core
+        self.start_core(CoreRole::Pool, CoreSpec::Pool { config_ids })
     }
 
     /// `first`, then up to `pool_size` of `others` (not failed recently, fastest known first).
