@@ -17,8 +17,10 @@ pub struct Opts {
     pub remotes: usize,
     pub pool_size: u32,
     pub drain_secs: u64,
-    /// `None` keeps the defaults of `[daemon] health_interval_secs` and `[health] timeout_ms`.
+    /// `false` keeps the defaults of `[daemon] health_interval_secs` and `[health] timeout_ms`.
     pub fast_health: bool,
+    /// `[runtime]` core lines instead of `core`'s (mihomo, which the test `Core` has not).
+    pub core_lines: Option<String>,
 }
 
 impl Opts {
@@ -29,6 +31,19 @@ impl Opts {
             pool_size: 4,
             drain_secs: 30,
             fast_health: true,
+            core_lines: None,
+        }
+    }
+
+    /// mihomo as the pool core (remotes stay V2Ray).
+    pub fn mihomo(remotes: usize) -> Opts {
+        let bin = super::cores::mihomo_bin();
+        Opts {
+            core_lines: Some(format!(
+                "core = \"mihomo\"\ncore_path = \"{}\"\n",
+                bin.display()
+            )),
+            ..Opts::new(Core::SingBox, remotes)
         }
     }
 }
@@ -55,7 +70,7 @@ pub fn front(opts: Opts) -> Front {
     };
     root.write_settings(&format!(
         "{interval}[runtime]\nmode = \"front\"\n{}socks_port = {socks_port}\n[runtime.rotation]\nenabled = true\npool_size = {}\ndrain_secs = {}\n[health]\nprobe_url = \"{}\"\n{timeout}",
-        opts.core.runtime_settings(),
+        opts.core_lines.clone().unwrap_or_else(|| opts.core.runtime_settings()),
         opts.pool_size,
         opts.drain_secs,
         http.url("/probe"),
