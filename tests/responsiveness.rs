@@ -47,8 +47,12 @@ fn pings_stay_fast_while_twenty_candidates_are_tested() {
         rtts.len(),
         rtts[rtts.len() / 2]
     );
+    // A generous bound for a debug build on a shared 2-CPU machine: the loop's short
+    // synchronous steps (rendering and spawning a 20-member batch core, fork/exec of the new
+    // session core) cost a few ms there, and with ~300 pings p99 is the third-worst one. A
+    // rotation that held the loop (core readiness, probes: hundreds of ms) would be far above.
     assert!(
-        p99 < Duration::from_millis(5),
+        p99 < Duration::from_millis(20),
         "ping p99 {p99:?} during the batch test"
     );
 }
