@@ -6,7 +6,10 @@
 //!
 //! Completions only change state and queue the relay ([`Reactor::relay_wake`]); after the batch
 //! [`Reactor::relay_turn`] issues at most [`RELAY_OPS_PER_TURN`] ops, after the IPC sends, so
-//! relay traffic never delays a reply by more than one turn's worth of copying.
+//! relay traffic never delays a reply by more than one turn's worth of copying. An op is tried
+//! directly (non-blocking `send`, and `recv` after a receive that filled its buffer) before it
+//! goes to the ring, so a relayed message costs one loop turn: its receive's completion, whose
+//! bytes go out at once while the drained buffer's receive is re-armed.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -25,6 +28,9 @@ use super::Reactor;
 pub const RELAY_BUFFER_BYTES: usize = 32 * 1024;
 /// A refused client's receive buffer (its opening is a few hundred bytes).
 pub const REFUSAL_BUFFER_BYTES: usize = 1024;
+/// Rounds of direct (non-blocking) receives and sends one relay gets per look: at most this
+/// many buffers per direction before the next relay's turn.
+const DIRECT_ROUNDS_MAX: usize = 4;
 /// Ops the relays may issue per loop turn: at most this many buffers (2 MiB) are copied by
 /// the kernel between two looks at the IPC connections.
 pub const RELAY_OPS_PER_TURN: usize = 64;
@@ -152,6 +158,10 @@ pub struct Relay {
     pub last_failure: Option<crate::supervisor::RelayFailure>,
     /// Bytes received from the client.
     pub up_total: u64,
+    /// The last receive on that side filled its buffer: more is likely waiting, so the next
+    /// receive is tried at once (non-blocking) before one is issued.
+    pub up_more: bool,
+    pub down_more: bool,
     pub ops: InFlight,
     pub timer_at: Option<u64>,
     pub queued: bool,
@@ -195,6 +205,8 @@ impl Relay {
             stall_reported: false,
             last_failure: None,
             up_total: 0,
+            up_more: false,
+            down_more: false,
             ops: InFlight::default(),
             timer_at: None,
             queued: false,
@@ -291,79 +303,164 @@ impl Reactor {
                 Some(_) => {}
             }
         }
-        let issued = self.client_send(slot) as usize
-            + self.core_send(slot) as usize
-            + self.client_recv(slot) as usize
-            + self.core_recv(slot) as usize;
+        // Sends first (at once where the socket takes them), then receives; a receive tried
+        // at once that brought bytes goes round again, up to DIRECT_ROUNDS_MAX. A direct op that
+        // failed may have closed (and freed) the relay.
+        let mut issued = 0;
+        let alive = |s: &Self| s.relays.slab.contains(slot);
+        for round in 0..DIRECT_ROUNDS_MAX {
+            issued += self.client_send(slot);
+            if !alive(self) {
+                return issued;
+            }
+            issued += self.core_send(slot);
+            if !alive(self) {
+                return issued;
+            }
+            let (n, up_got) = self.client_recv(slot);
+            issued += n;
+            if !alive(self) {
+                return issued;
+            }
+            let (n, down_got) = self.core_recv(slot);
+            issued += n;
+            if !alive(self) {
+                return issued;
+            }
+            if !(up_got || down_got) {
+                break;
+            }
+            if round + 1 == DIRECT_ROUNDS_MAX {
+                // Bytes are held with no op in flight: come back later in this turn or the next.
+                self.relay_wake(slot);
+            }
+        }
         self.pass_shutdowns(slot);
         issued
     }
 
-    fn client_send(&mut self, slot: usize) -> bool {
-        let token = self.relays.slab[slot].token(Kind::RelayClientSend, slot);
+    /// The bytes the client is owed next, if no client send is in flight: the handshake or
+    /// answer bytes first (`true`), then `down`'s.
+    fn client_send_bytes(&mut self, slot: usize) -> Option<(RawFd, *const u8, usize, bool)> {
         let r = &mut self.relays.slab[slot];
-        if r.ops.client_send || r.client_cancelled {
-            return false;
+        if r.ops.client_send || r.client_cancelled || matches!(r.mode, Mode::Closing) {
+            return None;
         }
         if r.inflight_sent == r.inflight.len() && !r.out.is_empty() {
             r.inflight.clear();
             r.inflight_sent = 0;
             std::mem::swap(&mut r.out, &mut r.inflight);
         }
-        let (ptr, len, from_out) = if r.inflight_sent < r.inflight.len() {
+        let fd = r.client.as_raw_fd();
+        if r.inflight_sent < r.inflight.len() {
             let rest = &r.inflight[r.inflight_sent..];
-            (rest.as_ptr(), rest.len(), true)
+            Some((fd, rest.as_ptr(), rest.len(), true))
         } else if r.opened && matches!(r.mode, Mode::Relaying) && !r.down.is_empty() {
             let rest = &r.down.buf[r.down.start..r.down.len];
-            (rest.as_ptr(), rest.len(), false)
+            Some((fd, rest.as_ptr(), rest.len(), false))
         } else {
-            return false;
-        };
-        r.ops.client_send = true;
-        r.sending_out = from_out;
-        let fd = r.client.as_raw_fd();
-        let len = len as u32;
-        // SAFETY: the bytes are `inflight` (not touched until this send completes: appends go to
-        // `out`) or `down.buf[start..len]` (only advanced by this send's completion, and no
-        // receive into `down` is issued while it is non-empty); the relay lives until then.
-        unsafe { self.push(Op::Send { fd, ptr, len }, token) };
-        true
+            None
+        }
     }
 
-    fn core_send(&mut self, slot: usize) -> bool {
-        let token = self.relays.slab[slot].token(Kind::RelayCoreSend, slot);
-        let r = &mut self.relays.slab[slot];
-        let Some(fd) = r.core_fd() else {
-            return false;
-        };
-        if !matches!(r.mode, Mode::Relaying) || !r.connected || r.ops.core_send {
-            return false;
+    /// Writes what the client is owed: at once with a non-blocking send while the socket takes
+    /// it, the rest through the ring. Returns the sends made (direct or issued).
+    fn client_send(&mut self, slot: usize) -> usize {
+        let token = self.relays.slab[slot].token(Kind::RelayClientSend, slot);
+        let mut sends = 0;
+        let mut direct = true;
+        while let Some((fd, ptr, len, from_out)) = self.client_send_bytes(slot) {
+            sends += 1;
+            self.relays.slab[slot].sending_out = from_out;
+            if direct {
+                match send_now(fd, ptr, len) {
+                    Direct::Sent(n) => {
+                        self.on_client_send(slot, n as i32);
+                        direct = n == len;
+                        continue;
+                    }
+                    Direct::Later => {}
+                    Direct::Failed(errno) => {
+                        self.on_client_send(slot, -errno);
+                        self.relay_wake(slot);
+                        return sends;
+                    }
+                }
+            }
+            self.relays.slab[slot].ops.client_send = true;
+            let len = len as u32;
+            // SAFETY: the bytes are `inflight` (not touched until this send completes: appends
+            // go to `out`) or `down.buf[start..len]` (only advanced by this send's completion,
+            // and no receive into `down` is issued while it is non-empty); the relay lives
+            // until then.
+            unsafe { self.push(Op::Send { fd, ptr, len }, token) };
+            return sends;
         }
-        let (ptr, len) = match r.replay_sent {
+        sends
+    }
+
+    /// The bytes the member is owed next, if it can be sent to: the kept opening while
+    /// replaying, then `up`'s.
+    fn core_send_bytes(&mut self, slot: usize) -> Option<(RawFd, *const u8, usize)> {
+        let r = &mut self.relays.slab[slot];
+        let fd = r.core_fd()?;
+        if !matches!(r.mode, Mode::Relaying) || !r.connected || r.ops.core_send {
+            return None;
+        }
+        match r.replay_sent {
             Some(sent) if sent < r.replay.bytes().len() => {
                 let rest = &r.replay.bytes()[sent..];
-                (rest.as_ptr(), rest.len())
+                Some((fd, rest.as_ptr(), rest.len()))
             }
             _ if !r.up.is_empty() => {
                 r.replay_done();
                 let rest = &r.up.buf[r.up.start..r.up.len];
-                (rest.as_ptr(), rest.len())
+                Some((fd, rest.as_ptr(), rest.len()))
             }
             _ => {
                 r.replay_done();
-                return false;
+                None
             }
-        };
-        r.ops.core_send = true;
-        let len = len as u32;
-        // SAFETY: the kept bytes are only appended to by a client receive, and none is issued
-        // while a member send is in flight; `up.buf[start..len]` likewise. The relay lives
-        // until this send completes.
-        unsafe { self.push(Op::Send { fd, ptr, len }, token) };
-        true
+        }
     }
 
-    fn client_recv(&mut self, slot: usize) -> bool {
+    /// Writes what the member is owed, as [`Reactor::client_send`] does.
+    fn core_send(&mut self, slot: usize) -> usize {
+        let token = self.relays.slab[slot].token(Kind::RelayCoreSend, slot);
+        let mut sends = 0;
+        let mut direct = true;
+        while let Some((fd, ptr, len)) = self.core_send_bytes(slot) {
+            sends += 1;
+            if direct {
+                match send_now(fd, ptr, len) {
+                    Direct::Sent(n) => {
+                        self.on_core_send(slot, n as i32);
+                        direct = n == len;
+                        continue;
+                    }
+                    Direct::Later => {}
+                    Direct::Failed(errno) => {
+                        self.on_core_send(slot, -errno);
+                        self.relay_wake(slot);
+                        return sends;
+                    }
+                }
+            }
+            self.relays.slab[slot].ops.core_send = true;
+            let len = len as u32;
+            // SAFETY: the kept bytes are only appended to by a client receive, and none is
+            // issued while a member send is in flight; `up.buf[start..len]` likewise. The relay
+            // lives until this send completes.
+            unsafe { self.push(Op::Send { fd, ptr, len }, token) };
+            return sends;
+        }
+        sends
+    }
+
+    /// Receives from the client when `up` is free: at once if the last receive filled the
+    /// buffer, else (or when nothing is there) through the ring. Returns the ops made (direct
+    /// or issued) and whether a direct receive changed the relay.
+    fn client_recv(&mut self, slot: usize) -> (usize, bool) {
         let token = self.relays.slab[slot].token(Kind::RelayClientRecv, slot);
         let r = &mut self.relays.slab[slot];
         let open = matches!(
@@ -371,44 +468,64 @@ impl Reactor {
             Mode::Relaying | Mode::Switching | Mode::Refusing { .. }
         );
         if !open || r.ops.client_recv || r.ops.core_send || r.up.eof || r.client_cancelled {
-            return false;
+            return (0, false);
         }
         if !r.up.is_empty() {
-            return false;
+            return (0, false);
         }
         r.up.start = 0;
         r.up.len = 0;
+        let (fd, ptr, len) = (r.client.as_raw_fd(), r.up.buf.as_mut_ptr(), r.up.buf.len());
+        if std::mem::take(&mut r.up_more) && r.opened && matches!(r.mode, Mode::Relaying) {
+            if let Some(result) = recv_now(fd, ptr, len) {
+                self.on_client_recv(super::now(), slot, result);
+                if result < 0 {
+                    self.relay_wake(slot);
+                }
+                return (1, true);
+            }
+        }
+        let r = &mut self.relays.slab[slot];
         r.ops.client_recv = true;
-        let (fd, ptr, len) = (
-            r.client.as_raw_fd(),
-            r.up.buf.as_mut_ptr(),
-            r.up.buf.len() as u32,
-        );
+        let len = len as u32;
         // SAFETY: `up.buf` is boxed in the relay and not read or written by Rust code until
         // this receive completes (it is empty, and a member send is issued only from its
         // completion); the relay is freed only after it.
         unsafe { self.push(Op::Recv { fd, ptr, len }, token) };
-        true
+        (1, false)
     }
 
-    fn core_recv(&mut self, slot: usize) -> bool {
+    /// Receives from the member, as [`Reactor::client_recv`] does (at once only after the
+    /// opening: the observed handshake bytes go through the ring).
+    fn core_recv(&mut self, slot: usize) -> (usize, bool) {
         let token = self.relays.slab[slot].token(Kind::RelayCoreRecv, slot);
         let r = &mut self.relays.slab[slot];
         let Some(fd) = r.core_fd() else {
-            return false;
+            return (0, false);
         };
         if !matches!(r.mode, Mode::Relaying) || !r.connected || r.ops.core_recv || r.down.eof {
-            return false;
+            return (0, false);
         }
         if r.opened {
             if !r.down.is_empty() {
-                return false;
+                return (0, false);
             }
             r.down.start = 0;
             r.down.len = 0;
+            if std::mem::take(&mut r.down_more) {
+                let (ptr, len) = (r.down.buf.as_mut_ptr(), r.down.buf.len());
+                if let Some(result) = recv_now(fd, ptr, len) {
+                    self.on_core_recv(super::now(), slot, result);
+                    if result < 0 {
+                        self.relay_wake(slot);
+                    }
+                    return (1, true);
+                }
+            }
         } else if r.down.len == r.down.buf.len() {
-            return false;
+            return (0, false);
         }
+        let r = &mut self.relays.slab[slot];
         r.ops.core_recv = true;
         let at = r.down.len;
         let rest = &mut r.down.buf[at..];
@@ -417,7 +534,7 @@ impl Reactor {
         // until this receive completes (held handshake bytes are below `len`); boxed in the
         // relay, which lives until then.
         unsafe { self.push(Op::Recv { fd, ptr, len }, token) };
-        true
+        (1, false)
     }
 
     /// Passes each side's EOF on with `shutdown(SHUT_WR)` once its bytes are written, and
@@ -506,5 +623,56 @@ impl Reactor {
         // SAFETY: a close carries no buffer; no op refers to the socket any more.
         unsafe { self.push(Op::Close { fd }, Token::singleton(Kind::Close).encode()) };
         self.front_resume_accept();
+    }
+}
+
+/// What a direct non-blocking send did.
+enum Direct {
+    /// This many bytes (at least one) are with the kernel.
+    Sent(usize),
+    /// The socket takes nothing now (or the try was interrupted): the ring sends instead.
+    Later,
+    /// The send failed with this errno, mapped as a ring send's would be.
+    Failed(i32),
+}
+
+/// One `send(MSG_DONTWAIT | MSG_NOSIGNAL)` of `ptr[..len]`: a loop turn saved when the socket
+/// has room, as it usually has on loopback and for small messages.
+fn send_now(fd: RawFd, ptr: *const u8, len: usize) -> Direct {
+    // SAFETY: `ptr[..len]` is initialized memory owned by the relay (its pipe, its owed bytes
+    // or its kept opening), not touched by anything else during the call; send(2) copies it
+    // and keeps no reference. A bad fd is reported as an errno, never undefined behaviour.
+    let n = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n > 0 {
+        return Direct::Sent(n as usize);
+    }
+    if n == 0 {
+        return Direct::Later; // only for len 0, which is never asked
+    }
+    match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+        // EAGAIN is EWOULDBLOCK on Linux: the buffer is full, the ring waits for room.
+        // EINTR: try again through the ring. ENOBUFS/ENOMEM: transient; the ring's send
+        // reports them if they last.
+        libc::EAGAIN | libc::EINTR | libc::ENOBUFS | libc::ENOMEM | 0 => Direct::Later,
+        errno => Direct::Failed(errno),
+    }
+}
+
+/// One `recv(MSG_DONTWAIT)` into `ptr[..len]`, tried when the last receive filled the buffer:
+/// `Some` with what a ring receive's completion would carry (bytes, 0 at EOF, or -errno), or
+/// `None` when nothing is waiting (the ring receives instead).
+fn recv_now(fd: RawFd, ptr: *mut u8, len: usize) -> Option<i32> {
+    // SAFETY: `ptr[..len]` is a relay buffer that no op is in flight on (the caller checked)
+    // and no Rust reference covers during the call; recv(2) writes at most `len` bytes into it
+    // and keeps no reference. A bad fd is reported as an errno.
+    let n = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
+    if n >= 0 {
+        return Some(n as i32); // n <= len <= RELAY_BUFFER_BYTES
+    }
+    match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+        // Nothing waiting (EAGAIN is EWOULDBLOCK on Linux), interrupted, or short of memory
+        // for a moment: the ring's receive waits, or reports it if it lasts.
+        libc::EAGAIN | libc::EINTR | libc::ENOBUFS | libc::ENOMEM | 0 => None,
+        errno => Some(-errno),
     }
 }

@@ -81,7 +81,7 @@ impl Reactor {
         r.connected = true;
     }
 
-    fn on_client_recv(&mut self, now: Now, slot: usize, result: i32) {
+    pub(super) fn on_client_recv(&mut self, now: Now, slot: usize, result: i32) {
         let r = &mut self.relays.slab[slot];
         if result < 0 {
             return match classify(-result) {
@@ -104,6 +104,7 @@ impl Reactor {
         }
         self.front.counters.bytes_up += n as u64;
         r.up.len = n;
+        r.up_more = n == r.up.buf.len();
         if !r.opened {
             let kept = r.replay.keep(&r.up.buf[..n]);
             if kept && r.replay_sent.is_some() {
@@ -114,7 +115,7 @@ impl Reactor {
         self.maybe_arm_stall(now, slot);
     }
 
-    fn on_client_send(&mut self, slot: usize, result: i32) {
+    pub(super) fn on_client_send(&mut self, slot: usize, result: i32) {
         let r = &mut self.relays.slab[slot];
         if result < 0 {
             return match classify(-result) {
@@ -131,7 +132,7 @@ impl Reactor {
         }
     }
 
-    fn on_core_recv(&mut self, now: Now, slot: usize, result: i32) {
+    pub(super) fn on_core_recv(&mut self, now: Now, slot: usize, result: i32) {
         let r = &mut self.relays.slab[slot];
         if !matches!(r.mode, Mode::Relaying) || r.core_cancelled {
             return; // a retired member's last word
@@ -154,13 +155,14 @@ impl Reactor {
             return;
         }
         r.down.len += result as usize;
+        r.down_more = r.opened && r.down.len == r.down.buf.len();
         self.front.counters.bytes_down += result as u64;
         if !r.opened {
             self.observe(now, slot);
         }
     }
 
-    fn on_core_send(&mut self, slot: usize, result: i32) {
+    pub(super) fn on_core_send(&mut self, slot: usize, result: i32) {
         let r = &mut self.relays.slab[slot];
         if !matches!(r.mode, Mode::Relaying) || r.core_cancelled {
             return;
