@@ -71,6 +71,8 @@ pub struct DaemonSettings {
     /// Most relayed connections open at once on the front ports; one more gets the client
     /// protocol's own refusal.
     pub relay_connections_max: u32,
+    /// The loop's kernel interface; `XRAT_BACKEND` overrides it. Read once at start.
+    pub backend: BackendChoice,
 }
 
 impl Default for DaemonSettings {
@@ -81,6 +83,45 @@ impl Default for DaemonSettings {
             frame_timeout_ms: 10_000,
             idle_timeout_secs: 300,
             relay_connections_max: 4096,
+            backend: BackendChoice::Auto,
+        }
+    }
+}
+
+/// `daemon.backend`: what the event loop runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendChoice {
+    /// io_uring, or epoll when io_uring is refused at setup (ENOSYS, EPERM, EINVAL).
+    #[serde(rename = "auto")]
+    Auto,
+    /// io_uring only: refused means the daemon exits with the reason.
+    #[serde(rename = "io_uring")]
+    IoUring,
+    /// epoll (readiness emulating the same completions).
+    #[serde(rename = "epoll")]
+    Epoll,
+}
+
+impl BackendChoice {
+    /// Every value, as settings and `XRAT_BACKEND` spell them.
+    pub const ALLOWED: [&'static str; 3] = ["auto", "io_uring", "epoll"];
+
+    /// Parses a value as settings spell it.
+    pub fn parse(text: &str) -> Option<BackendChoice> {
+        match text {
+            "auto" => Some(BackendChoice::Auto),
+            "io_uring" => Some(BackendChoice::IoUring),
+            "epoll" => Some(BackendChoice::Epoll),
+            _ => None,
+        }
+    }
+
+    /// The name as settings write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::IoUring => "io_uring",
+            BackendChoice::Epoll => "epoll",
         }
     }
 }

@@ -249,6 +249,8 @@ struct StatusView {
     pid: Option<u32>,
     version: Option<String>,
     uptime_secs: Option<u64>,
+    /// The daemon's event loop: `io_uring` or `epoll`.
+    backend: Option<String>,
     error: Option<String>,
 }
 
@@ -257,13 +259,15 @@ fn status(paths: &Paths, json: bool) -> Result<i32, CliError> {
     let outcome = ping(paths);
     let unreachable = matches!(&outcome, Err(CliError::Client(e)) if e.is_unreachable());
     if !json {
-        // The block scripts already parse (the seed's format); --json carries pid and uptime.
-        outcome?;
+        // The block scripts already parse (the seed's format), plus the backend line; --json
+        // carries pid and uptime.
+        let ping = outcome?;
         println!("Daemon Status");
         println!("-------------");
         println!("Socket: {}", socket.display());
         println!("Reachable: yes");
         println!("Protocol: v1");
+        println!("Backend: {}", ping.backend.as_deref().unwrap_or("unknown"));
         return Ok(EXIT_OK);
     }
     let view = match outcome {
@@ -274,6 +278,7 @@ fn status(paths: &Paths, json: bool) -> Result<i32, CliError> {
             pid: Some(ping.pid),
             version: Some(ping.version),
             uptime_secs: Some(ping.uptime_secs),
+            backend: ping.backend,
             error: None,
         },
         Err(e) if unreachable => StatusView {
@@ -283,6 +288,7 @@ fn status(paths: &Paths, json: bool) -> Result<i32, CliError> {
             pid: None,
             version: None,
             uptime_secs: None,
+            backend: None,
             error: Some(e.to_string()),
         },
         Err(e) => return Err(e),

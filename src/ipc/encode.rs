@@ -78,6 +78,7 @@ mod tests {
             pid: 4,
             version: "0.1.0".into(),
             uptime_secs: 2,
+            backend: Some("epoll".into()),
         };
         write_response(&mut out, &id, Code::Ok, "success", &ping);
         write_error(&mut out, &RawId::NONE, Code::Busy, "another \"op\" runs");

@@ -244,6 +244,9 @@ pub struct PingPayload {
     pub version: String,
     /// Whole seconds since the daemon started.
     pub uptime_secs: u64,
+    /// The event loop's backend: `io_uring` or `epoll` (absent from daemons before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// Payload of `daemon_shutdown`.

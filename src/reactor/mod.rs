@@ -1,13 +1,16 @@
-//! The event loop: one thread, one io_uring ring (DESIGN §3a, in the style of TigerBeetle's
-//! loop). Submit and wait, copy a batch of completions, then dispatch them; completions become
+//! The event loop: one thread, one io_uring ring, or epoll where io_uring is refused (DESIGN
+//! §3a, in the style of TigerBeetle's loop; `backend.rs` chooses). Submit and wait, copy a batch of completions, then dispatch them; completions become
 //! supervisor inputs, supervisor effects become operations.
 
 mod admission;
+pub mod backend;
 mod bufring;
 mod conn;
 mod cores;
 mod deadlines;
 mod detect;
+mod epoll;
+mod epoll_ops;
 mod exec;
 mod front;
 mod handlers;
@@ -42,10 +45,11 @@ use crate::paths::{Paths, PathsError};
 use crate::settings::Settings;
 use crate::supervisor::{Input, Now, Supervisor, SupervisorConfig};
 
+use backend::Backend;
 use bufring::BufRing;
 use conn::Conn;
 use reply::ReplyEncoder;
-use ring::{Completion, Op, Ring};
+use ring::{Completion, Op};
 use token::{Kind, Token};
 
 /// The provided-buffer group that connection receives draw from.
@@ -59,11 +63,17 @@ pub const SHUTDOWN_FLUSH_MS: u64 = 2_000;
 #[derive(Debug, Error)]
 pub enum ReactorError {
     /// io_uring is refused by the kernel or a sandbox.
-    #[error("io_uring is unavailable: xrat's daemon needs it. Check `sysctl kernel.io_uring_disabled` (0 allows it; set it with `sysctl -w kernel.io_uring_disabled=0`), or, in a container, use a seccomp profile that allows io_uring_setup (Docker >= 25 blocks it by default); Linux >= 6.1 is required")]
+    #[error("io_uring is unavailable (daemon.backend or XRAT_BACKEND is \"io_uring\"): set daemon.backend = \"auto\" or \"epoll\" to serve on epoll, or allow io_uring. Check `sysctl kernel.io_uring_disabled` (0 allows it; set it with `sysctl -w kernel.io_uring_disabled=0`), or, in a container, use a seccomp profile that allows io_uring_setup (Docker >= 25 blocks it by default); Linux >= 6.1 is required")]
     IoUringUnavailable {
         /// What io_uring_setup said.
         #[source]
         source: io::Error,
+    },
+    /// `XRAT_BACKEND` names no backend.
+    #[error("XRAT_BACKEND={value:?} is not a backend; use auto, io_uring or epoll, or unset it to use daemon.backend from config.toml")]
+    BackendEnv {
+        /// The value as set.
+        value: String,
     },
     /// The ring could not be built for another reason (memory, fd limits).
     #[error("cannot set up the io_uring ring; check `ulimit -l` and free memory")]
@@ -148,7 +158,7 @@ pub enum ReactorError {
 /// Everything the loop owns. Field order matters: the ring is dropped before the memory its
 /// operations point into.
 pub struct Reactor {
-    ring: Ring,
+    ring: Backend,
     bufs: BufRing,
     /// Front mode: relayed connections (their buffers outlive their ops: the ring goes first).
     relays: relay::Relays,
@@ -224,7 +234,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     // Declared before the ring so that an early return drops the ring (which still has them
     // registered) first.
     let bufs = BufRing::new();
-    let ring = Ring::new()?;
+    let mut ring = Backend::open(backend::choice(settings)?)?;
     ring.register_buf_ring(&bufs, RECV_BUFFER_GROUP)
         .map_err(|source| ReactorError::BufRing { source })?;
     let signal_fd = setup::signalfd()?;
@@ -249,6 +259,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         now(),
         reattached.adopted.as_ref().map(|a| a.info.clone()),
     );
+    let backend_name = ring.name();
     let mut reactor = Reactor {
         ring,
         bufs,
@@ -271,7 +282,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
             settings.daemon.frame_timeout_ms,
             settings.daemon.idle_timeout_secs * 1000,
         ),
-        encoder: ReplyEncoder::default(),
+        encoder: ReplyEncoder::new(backend_name),
         scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
         dirty: Vec::new(),
@@ -325,10 +336,11 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     reactor.inherited.close_unclaimed();
     setup::notify_ready()?;
     eprintln!(
-        "xrat: daemon {} serving {} (pid {})",
+        "xrat: daemon {} serving {} (pid {}, backend {})",
         env!("CARGO_PKG_VERSION"),
         reactor.socket_path.display(),
-        std::process::id()
+        std::process::id(),
+        backend_name
     );
     let result = reactor.run();
     reactor.journal_at_exit();
@@ -388,12 +400,10 @@ impl Reactor {
 
     fn run(&mut self) -> Result<(), ReactorError> {
         loop {
+            let what = self.ring.wait_call();
             self.ring
                 .submit_and_wait()
-                .map_err(|source| ReactorError::Syscall {
-                    what: "io_uring_enter",
-                    source,
-                })?;
+                .map_err(|source| ReactorError::Syscall { what, source })?;
             self.batch.clear();
             let mut batch = std::mem::take(&mut self.batch);
             self.ring.drain_into(&mut batch);
@@ -506,11 +516,11 @@ impl Reactor {
     ///
     /// # Safety
     /// Every pointer in `op` must stay valid, and the memory it names untouched by Rust code,
-    /// until the op's final completion has been taken from the ring (see [`Ring::push`]).
+    /// until the op's final completion has been taken from the ring (see [`Backend::push`]).
     unsafe fn push(&mut self, op: Op, user_data: u64) {
         // SAFETY: the caller's contract is the ring's.
         if let Err(e) = unsafe { self.ring.push(op, user_data, RECV_BUFFER_GROUP) } {
-            // Only a failing io_uring_enter gets here; the op is lost, so say so loudly.
+            // Only a failing io_uring_enter gets here (epoll queues without a syscall); the op is lost, so say so loudly.
             eprintln!("xrat: cannot queue {op:?}: {e}");
         }
     }

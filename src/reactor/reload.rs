@@ -13,8 +13,9 @@ use super::prepare::error_chain;
 use super::Reactor;
 
 /// Keys read once at start; a change is named in the log as needing a restart.
-const RESTART_KEYS: [&str; 5] = [
+const RESTART_KEYS: [&str; 6] = [
     "daemon.max_connections",
+    "daemon.backend",
     "runtime.rotation.enabled",
     "runtime.mode",
     "daemon.relay_connections_max",
@@ -97,9 +98,10 @@ impl Reactor {
             });
         let mut settings = new;
         let old = &self.env.settings;
-        // Kept as started: the connection slab, the rotation switch (proxy_start/stop), the
+        // Kept as started: the loop's backend, the connection slab, the rotation switch (proxy_start/stop), the
         // mode, and what the front bound and sized.
         settings.daemon.max_connections = old.daemon.max_connections;
+        settings.daemon.backend = old.daemon.backend;
         settings.runtime.rotation.enabled = old.runtime.rotation.enabled;
         settings.runtime.mode = old.runtime.mode;
         settings.daemon.relay_connections_max = old.daemon.relay_connections_max;

@@ -6,12 +6,22 @@ use crate::ipc::RawId;
 use crate::supervisor::Reply;
 
 /// Encoder with the cached ping payload.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyEncoder {
     ping: Option<(u32, u64, Vec<u8>)>,
+    /// The loop's backend, reported by `daemon_ping`.
+    backend: &'static str,
 }
 
 impl ReplyEncoder {
+    /// An encoder whose pings report `backend`.
+    pub fn new(backend: &'static str) -> ReplyEncoder {
+        ReplyEncoder {
+            ping: None,
+            backend,
+        }
+    }
+
     /// Appends the response line for `reply` to `out`.
     /// A `message` replaces "success" on a successful reply (a warning the caller should see).
     pub fn encode(&mut self, out: &mut Vec<u8>, id: &RawId, reply: &Reply, message: Option<&str>) {
@@ -43,6 +53,7 @@ impl ReplyEncoder {
                 pid,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 uptime_secs,
+                backend: Some(self.backend.to_string()),
             };
             let body = serde_json::to_vec(&payload).expect("ping payload serializes");
             self.ping = Some((pid, uptime_secs, body));

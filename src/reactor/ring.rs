@@ -1,6 +1,7 @@
 //! The narrow seam between the reactor and the kernel: a handful of [`Op`]s in, [`Completion`]s
-//! out. Today io_uring implements it; an epoll backend can implement the same ops later
-//! (DESIGN §3a rule 12) without the reactor noticing.
+//! out. io_uring implements it here; `epoll.rs` implements the same ops and completions where
+//! io_uring is refused (DESIGN §3a rule 12), and `backend.rs` picks one, so the reactor does not
+//! notice which.
 
 use std::io;
 use std::os::fd::RawFd;
