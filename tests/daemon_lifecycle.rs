@@ -31,11 +31,20 @@ fn start_status_stop_with_exact_output() {
         .unwrap();
     assert!(alive(pid));
 
+    // io_uring here, or epoll where it is refused (or XRAT_BACKEND chose it).
+    let backend = json(&root, &["daemon", "status", "--json"])["backend"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ["io_uring", "epoll"].contains(&backend.as_str()),
+        "{backend}"
+    );
     let out = root.run(&["daemon", "status"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out.stdout),
-        format!("Daemon Status\n-------------\nSocket: {socket}\nReachable: yes\nProtocol: v1\n")
+        format!("Daemon Status\n-------------\nSocket: {socket}\nReachable: yes\nProtocol: v1\nBackend: {backend}\n")
     );
 
     let out = root.run(&["daemon", "start"]);
@@ -312,26 +321,173 @@ fn nonblocking_connect(path: &std::path::Path) -> Option<std::os::unix::net::Uni
     }
 }
 
-#[test]
-fn io_uring_refused_by_seccomp_is_explained() {
+/// `xrat ARGS`, its stdout parsed as JSON.
+fn json(root: &Root, args: &[&str]) -> serde_json::Value {
+    let out = root.run(args);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// `run-server` under a seccomp filter that refuses io_uring_setup (Docker's default profile),
+/// with `XRAT_BACKEND` set to `backend` (None: unset, so config.toml decides).
+fn run_server_under_seccomp(root: &Root, backend: Option<&str>) -> std::process::Command {
     use std::os::unix::process::CommandExt;
-    let root = Root::new();
     let mut command = root.command(&["daemon", "run-server"]);
+    match backend {
+        Some(value) => command.env("XRAT_BACKEND", value),
+        None => command.env_remove("XRAT_BACKEND"),
+    };
     // SAFETY: pre_exec only makes async-signal-safe syscalls (prctl/seccomp) on its own stack.
     unsafe { command.pre_exec(deny_io_uring_setup) };
-    let out = command.output().unwrap();
+    command
+}
+
+#[test]
+fn io_uring_refused_by_seccomp_falls_back_to_epoll_under_auto() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.path()).unwrap();
+    let log = root.path().join("seccomp.log");
+    let mut child = run_server_under_seccomp(&root, None)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || root.socket().exists()),
+        "no socket; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let view = json(&root, &["daemon", "status", "--json"]);
+    assert_eq!(view["reachable"], true);
+    assert_eq!(view["backend"], "epoll");
+    let mut conn = root.connect();
+    let reply = conn.call(1.into(), serde_json::json!({"type": "daemon_ping"}));
+    assert_eq!(reply["payload"]["backend"], "epoll", "{reply}");
+    let out = root.run(&["daemon", "stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(child.wait().unwrap().success());
+    let err = std::fs::read_to_string(&log).unwrap();
+    // One line: the cause, and how to allow io_uring.
+    let line = err
+        .lines()
+        .find(|l| l.contains("serving on epoll instead"))
+        .unwrap_or_else(|| panic!("no fallback line in:\n{err}"));
+    assert!(line.contains("Operation not permitted"), "{line}");
+    assert!(
+        line.contains("kernel.io_uring_disabled=0") && line.contains("seccomp"),
+        "{line}"
+    );
+    assert!(
+        err.contains("backend epoll"),
+        "the start line names it: {err}"
+    );
+}
+
+#[test]
+fn explicit_io_uring_refused_by_seccomp_is_explained() {
+    for how in ["env", "settings"] {
+        let root = Root::new();
+        let mut command = if how == "env" {
+            run_server_under_seccomp(&root, Some("io_uring"))
+        } else {
+            root.write_settings("[daemon]\nbackend = \"io_uring\"\n");
+            run_server_under_seccomp(&root, None)
+        };
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{how}");
+        let err = text(&out.stderr);
+        assert!(err.contains("io_uring is unavailable"), "{how}: {err}");
+        assert!(
+            err.contains("kernel.io_uring_disabled") && err.contains("seccomp"),
+            "{how}: {err}"
+        );
+        assert!(
+            err.contains("daemon.backend = \"auto\" or \"epoll\""),
+            "{how}: the fix names the setting: {err}"
+        );
+        assert!(
+            err.contains("Operation not permitted"),
+            "{how}: the cause is printed: {err}"
+        );
+        assert!(!root.socket().exists(), "nothing is served without a ring");
+    }
+}
+
+#[test]
+fn xrat_backend_epoll_serves_end_to_end() {
+    let root = Root::new();
+    let out = root
+        .command(&["daemon", "start", "--json"])
+        .env("XRAT_BACKEND", "epoll")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        root.log()
+    );
+    let out = root.run(&["daemon", "status"]);
+    assert!(
+        text(&out.stdout).ends_with("Backend: epoll\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let view = json(&root, &["daemon", "status", "--json"]);
+    assert_eq!(view["backend"], "epoll");
+    let mut conn = root.connect();
+    for id in 0..3 {
+        let reply = conn.call(id.into(), serde_json::json!({"type": "daemon_ping"}));
+        assert_eq!(reply["ok"], true);
+        assert_eq!(reply["payload"]["backend"], "epoll");
+    }
+    let status = conn.call(9.into(), serde_json::json!({"type": "runtime_status"}));
+    assert_eq!(status["payload"]["runtime_status"], "idle", "{status}");
+    // A reload that changes the backend needs a restart, and keeps the running one.
+    root.write_settings("[daemon]\nbackend = \"io_uring\"\n");
+    let reload = json(&root, &["daemon", "reload", "--json"]);
+    assert!(
+        reload["restart_needed"]
+            .as_array()
+            .unwrap()
+            .contains(&"daemon.backend".into()),
+        "{reload}"
+    );
+    assert_eq!(
+        json(&root, &["daemon", "status", "--json"])["backend"],
+        "epoll"
+    );
+    let out = root.run(&["daemon", "stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(root.log().contains("backend epoll"), "{}", root.log());
+}
+
+#[test]
+fn a_bad_backend_names_the_variable_or_key_and_the_allowed_values() {
+    let root = Root::new();
+    let out = root
+        .command(&["daemon", "run-server"])
+        .env("XRAT_BACKEND", "kqueue")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("io_uring is unavailable"), "{err}");
     assert!(
-        err.contains("kernel.io_uring_disabled") && err.contains("seccomp"),
+        err.contains("XRAT_BACKEND=\"kqueue\"") && err.contains("auto, io_uring or epoll"),
         "{err}"
     );
+    root.write_settings("[daemon]\nbackend = \"uring\"\n");
+    let out = root
+        .command(&["daemon", "run-server"])
+        .env_remove("XRAT_BACKEND")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
     assert!(
-        err.contains("Operation not permitted"),
-        "the cause is printed: {err}"
+        err.contains("backend") && err.contains("uring") && err.contains("epoll"),
+        "{err}"
     );
-    assert!(!root.socket().exists(), "nothing is served without a ring");
 }
 
 /// Installs a seccomp filter that fails io_uring_setup with EPERM, as Docker's default profile does.
