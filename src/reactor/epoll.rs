@@ -12,6 +12,10 @@
 //! - a close first ends whatever still waits on the descriptor (as cancelled: the reactor never
 //!   closes a descriptor with ops in flight, DESIGN §3a rule 6, but if it did, their owners
 //!   would still see final completions), then closes it.
+//!
+//! As with io_uring, a descriptor stays open until every op on it has its final completion (the
+//! reactor frees descriptors only then); epoll forgets a closed descriptor on its own, so one
+//! closed (dropped) under a waiting op would leave that op waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -267,11 +267,12 @@ pub fn connect_start(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_
     if status < 0 {
         return final_of(neg_errno());
     }
-    // SAFETY: as above.
-    if status & libc::O_NONBLOCK == 0
-        && unsafe { libc::fcntl(fd, libc::F_SETFL, status | libc::O_NONBLOCK) } < 0
-    {
-        return final_of(neg_errno());
+    if status & libc::O_NONBLOCK == 0 {
+        // SAFETY: fcntl on the same descriptor; only its status flags change.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, status | libc::O_NONBLOCK) };
+        if rc < 0 {
+            return final_of(neg_errno());
+        }
     }
     // SAFETY: the op's contract keeps the address valid until completion; connect copies it.
     if unsafe { libc::connect(fd, addr, len) } == 0 {
