@@ -142,3 +142,26 @@ fn api_header_timeout_is_bounded() {
     let err = parse("[api]\nheader_timeout = 5\n").unwrap_err();
     assert!(err.contains("unknown field `header_timeout`"), "{err}");
 }
+
+#[test]
+fn daemon_backend_defaults_to_auto_and_names_its_values() {
+    assert_eq!(parse("").unwrap().daemon.backend, BackendChoice::Auto);
+    for (text, want) in [
+        ("auto", BackendChoice::Auto),
+        ("io_uring", BackendChoice::IoUring),
+        ("epoll", BackendChoice::Epoll),
+    ] {
+        let s = parse(&format!("[daemon]\nbackend = \"{text}\"\n")).unwrap();
+        assert_eq!(s.daemon.backend, want);
+        assert_eq!(BackendChoice::parse(text), Some(want));
+        assert_eq!(want.as_str(), text);
+        assert!(BackendChoice::ALLOWED.contains(&text));
+    }
+    let err = parse("[daemon]\nbackend = \"kqueue\"\n").unwrap_err();
+    assert!(err.contains("backend = \"kqueue\""), "{err}");
+    assert!(
+        err.contains("`auto`, `io_uring`, `epoll`"),
+        "the allowed values: {err}"
+    );
+    assert_eq!(BackendChoice::parse("uring"), None);
+}
