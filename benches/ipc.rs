@@ -15,7 +15,8 @@
 //! Run: `cargo bench --bench ipc` (about 1.5 minutes; `python3 benches/report.py` runs it and
 //! prints medians and ratios). `XRAT_BENCH_QUICK=1` shortens every measurement to a smoke run of
 //! a few seconds. `XRAT_BENCH_PIN=same` puts client and servers on one CPU and `=off` leaves
-//! placement to the scheduler. `cargo bench --bench ipc --no-run` only compiles (what CI does);
+//! placement to the scheduler. `XRAT_BACKEND=epoll` (or `io_uring`) reaches xrat's daemon through
+//! the environment it inherits. `cargo bench --bench ipc --no-run` only compiles (what CI does);
 //! `cargo test --bench ipc` runs every benchmark once against every server.
 
 use std::path::Path;

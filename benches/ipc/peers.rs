@@ -77,7 +77,8 @@ pub fn respond(line: &str, started: Instant) -> Option<Vec<u8>> {
                     pid: std::process::id(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     uptime_secs: started.elapsed().as_secs(),
-                    // The same bytes as xrat's ping, so the peers do the same work.
+                    // The field xrat's ping carries, so every server writes the same bytes (the
+                    // value is not this peer's loop).
                     backend: Some("io_uring".to_string()),
                 };
                 let payload = serde_json::to_value(ping).expect("a ping payload serializes");

@@ -1,6 +1,7 @@
 //! The event loop: one thread, one io_uring ring, or epoll where io_uring is refused (DESIGN
-//! §3a, in the style of TigerBeetle's loop; `backend.rs` chooses). Submit and wait, copy a batch of completions, then dispatch them; completions become
-//! supervisor inputs, supervisor effects become operations.
+//! §3a, in the style of TigerBeetle's loop; `backend.rs` chooses). Submit and wait, copy a batch
+//! of completions, then dispatch them; completions become supervisor inputs, supervisor effects
+//! become operations.
 
 mod admission;
 pub mod backend;
@@ -520,7 +521,8 @@ impl Reactor {
     unsafe fn push(&mut self, op: Op, user_data: u64) {
         // SAFETY: the caller's contract is the ring's.
         if let Err(e) = unsafe { self.ring.push(op, user_data, RECV_BUFFER_GROUP) } {
-            // Only a failing io_uring_enter gets here (epoll queues without a syscall); the op is lost, so say so loudly.
+            // Only a failing io_uring_enter gets here (epoll queues without a syscall); the op
+            // is lost, so say so loudly.
             eprintln!("xrat: cannot queue {op:?}: {e}");
         }
     }
