@@ -328,9 +328,18 @@ fn json(root: &Root, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{args:?}: {e}: {}{}", text(&out.stdout), text(&out.stderr)))
 }
 
-/// `run-server` under a seccomp filter that refuses io_uring_setup (Docker's default profile),
-/// with `XRAT_BACKEND` set to `backend` (None: unset, so config.toml decides).
+/// `run-server` under a seccomp filter that refuses io_uring_setup with EPERM (Docker's default
+/// profile), with `XRAT_BACKEND` set to `backend` (None: unset, so config.toml decides).
 fn run_server_under_seccomp(root: &Root, backend: Option<&str>) -> std::process::Command {
+    run_server_refusing_io_uring(root, backend, libc::EPERM)
+}
+
+/// As [`run_server_under_seccomp`], io_uring_setup failing with `errno`.
+fn run_server_refusing_io_uring(
+    root: &Root,
+    backend: Option<&str>,
+    errno: i32,
+) -> std::process::Command {
     use std::os::unix::process::CommandExt;
     let mut command = root.command(&["daemon", "run-server"]);
     match backend {
@@ -338,7 +347,7 @@ fn run_server_under_seccomp(root: &Root, backend: Option<&str>) -> std::process:
         None => command.env_remove("XRAT_BACKEND"),
     };
     // SAFETY: pre_exec only makes async-signal-safe syscalls (prctl/seccomp) on its own stack.
-    unsafe { command.pre_exec(deny_io_uring_setup) };
+    unsafe { command.pre_exec(move || deny_io_uring_setup(errno)) };
     command
 }
 
@@ -381,6 +390,43 @@ fn io_uring_refused_by_seccomp_falls_back_to_epoll_under_auto() {
         err.contains("backend epoll"),
         "the start line names it: {err}"
     );
+}
+
+#[test]
+fn enosys_falls_back_too_but_enomem_stays_an_error() {
+    // ENOSYS: gVisor, or a kernel without CONFIG_IO_URING.
+    let root = Root::new();
+    std::fs::create_dir_all(root.path()).unwrap();
+    let log = root.path().join("enosys.log");
+    let mut child = run_server_refusing_io_uring(&root, None, libc::ENOSYS)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || root
+        .socket()
+        .exists()));
+    assert_eq!(
+        json(&root, &["daemon", "status", "--json"])["backend"],
+        "epoll"
+    );
+    assert!(root.run(&["daemon", "stop"]).status.success());
+    assert!(child.wait().unwrap().success());
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains("Function not implemented") && err.contains("serving on epoll instead"),
+        "{err}"
+    );
+    // ENOMEM is a resource problem, not a refusal: no fallback.
+    let root = Root::new();
+    let out = run_server_refusing_io_uring(&root, None, libc::ENOMEM)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot set up the io_uring ring"), "{err}");
+    assert!(!err.contains("epoll"), "{err}");
+    assert!(!root.socket().exists());
 }
 
 #[test]
@@ -490,8 +536,9 @@ fn a_bad_backend_names_the_variable_or_key_and_the_allowed_values() {
     );
 }
 
-/// Installs a seccomp filter that fails io_uring_setup with EPERM, as Docker's default profile does.
-fn deny_io_uring_setup() -> std::io::Result<()> {
+/// Installs a seccomp filter that fails io_uring_setup with `errno` (EPERM: as Docker's default
+/// profile does).
+fn deny_io_uring_setup(errno: i32) -> std::io::Result<()> {
     const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
     const SYS_IO_URING_SETUP: u32 = 425;
     let stmt = |code: u16, k: u32| libc::sock_filter {
@@ -509,7 +556,7 @@ fn deny_io_uring_setup() -> std::io::Result<()> {
         jump(jeq, AUDIT_ARCH_X86_64, 0, 3),
         stmt(ld, 0), // seccomp_data.nr
         jump(jeq, SYS_IO_URING_SETUP, 0, 1),
-        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | errno as u32),
         stmt(ret, libc::SECCOMP_RET_ALLOW),
     ];
     let fprog = libc::sock_fprog {
