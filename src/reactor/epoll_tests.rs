@@ -217,7 +217,7 @@ fn cancel_by_user_data_ends_the_target_and_reports_itself() {
 #[test]
 fn cancel_by_fd_ends_every_op_on_it() {
     let (_peer, conn) = pair();
-    let (_other_peer, other) = pair();
+    let (other_peer, other) = pair();
     let mut buf = [0u8; 16];
     let mut e = epoll();
     let fd = conn.as_raw_fd();
@@ -243,7 +243,7 @@ fn cancel_by_fd_ends_every_op_on_it() {
         [(10, -libc::ECANCELED), (11, -libc::ECANCELED), (13, 2)]
     );
     // The other descriptor's op still waits, and completes once it is readable.
-    drop(_other_peer);
+    drop(other_peer);
     let got = collect(&mut e, 1);
     assert_eq!(got[0].user_data, 12);
     assert_ne!(got[0].result & libc::POLLIN as i32, 0);
