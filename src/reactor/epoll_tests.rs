@@ -450,3 +450,25 @@ fn ops_on_one_descriptor_share_its_registration() {
     collect(&mut e, 2);
     assert!(e.watches.is_empty(), "no op left: deregistered");
 }
+
+#[test]
+fn a_completion_posted_at_once_does_not_starve_readiness() {
+    let (mut peer, conn) = pair();
+    let mut buf = [0u8; 8];
+    let mut e = epoll();
+    let recv = Op::Recv {
+        fd: conn.as_raw_fd(),
+        ptr: buf.as_mut_ptr(),
+        len: buf.len() as u32,
+    };
+    push(&mut e, recv, 80);
+    e.submit_and_poll(0);
+    assert!(e.ready.is_empty(), "nothing to read yet");
+    peer.write_all(b"hi").unwrap();
+    // A Nop every turn (the relay's wake) still lets the ready receive through in that turn.
+    push(&mut e, Op::Nop, 81);
+    let got = turn(&mut e);
+    let ids: Vec<u64> = got.iter().map(|c| c.user_data).collect();
+    assert_eq!(ids, [81, 80]);
+    assert_eq!(got[1].result, 2);
+}
