@@ -255,7 +255,9 @@ fn start_peer(peer: &'static str, placement: Option<Placement>) -> Result<Server
 
 /// A loopback TCP port that was free a moment ago.
 fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A private directory for one server's socket (and xrat's root and log).
