@@ -1,12 +1,13 @@
 //! IPC benchmarks: xrat's daemon against three peer servers speaking the same JSON-lines
 //! protocol (DESIGN §4) over a Unix stream socket.
 //!
-//! Servers: "xrat" (`xrat daemon run-server`, skipped with a note when it does not come up),
+//! Servers: "xrat-uring" and "xrat-epoll" (`xrat daemon run-server` with `XRAT_BACKEND` set to
+//! each reactor backend; a server that does not come up is skipped with a note),
 //! "tokio" (current-thread runtime, task per connection), "tokio-uring" (0.5) and "blocking"
 //! (thread per connection). Every server is its own process, pinned to one CPU while the client
 //! runs on another (see `servers::Placement`), and every server meets the same client code.
 //!
-//! Groups, each with the four servers as inputs:
+//! Groups, each with the five servers as inputs:
 //! - `ping_rtt`: one `daemon_ping` round trip on a persistent connection.
 //! - `connect_request_close`: connect, one ping, read the reply, close.
 //! - `pipelined_16x16`: 16 connections, each sent 16 pipelined pings in one write, then every
@@ -109,8 +110,8 @@ impl Lengths {
 
     /// Applies the lengths to a group; `samples` is the full-run sample count.
     ///
-    /// Twelve benchmarks share the run, so each gets about 6 s plus analysis: enough for stable
-    /// medians of microsecond operations, short enough for about 2 minutes in all.
+    /// Fifteen benchmarks share the run, so each gets about 6 s plus analysis: enough for stable
+    /// medians of microsecond operations, short enough for about 2.5 minutes in all.
     fn apply(&self, group: &mut BenchmarkGroup<'_, WallTime>, samples: usize) {
         if self.quick {
             group

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 GROUPS = ["ping_rtt", "connect_request_close", "pipelined_16x16"]
-SERVERS = ["xrat", "tokio", "tokio-uring", "blocking"]
+SERVERS = ["xrat-uring", "xrat-epoll", "tokio", "tokio-uring", "blocking"]
 BASELINES = ["tokio", "tokio-uring"]
 
 

@@ -5,13 +5,12 @@
 //! client. All three share [`respond`], the plain typed-serde handling a typical daemon has, so
 //! they differ only in how bytes reach and leave that function.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use xrat::ipc::protocol::{
-    Code, ErrorPayload, PingPayload, Request, RequestEnvelope, ResponseEnvelope, PROTOCOL_VERSION,
-};
+use serde::Serialize;
+use xrat::ipc::protocol::{Code, PingPayload, Request, RequestEnvelope, PROTOCOL_VERSION};
 
 /// Names the peer a re-executed bench binary must serve, instead of benchmarking.
 pub const PEER_ENV: &str = "XRAT_BENCH_PEER";
@@ -22,8 +21,8 @@ pub const SOCKET_ENV: &str = "XRAT_BENCH_SOCKET";
 /// The peers, by the names used in benchmark ids and in [`PEER_ENV`].
 pub const PEERS: [&str; 3] = ["tokio", "tokio-uring", "blocking"];
 
-/// Bytes a tokio-uring connection asks the kernel for per read.
-const URING_READ_BYTES: usize = 8 * 1024;
+/// Bytes a connection asks the kernel for per read.
+const READ_BYTES: usize = 8 * 1024;
 
 /// When this process was started as a peer, serves until killed and never returns.
 ///
@@ -56,68 +55,74 @@ pub fn serve_if_asked() {
     }
 }
 
-/// The reply line (with its `\n`) to one request line; `None` for a blank line.
+/// Appends the reply line (with its `\n`) to one request line to `out`; nothing for a blank
+/// line.
 ///
 /// Peers implement only `daemon_ping`; anything else gets 501, which the benches never ask for.
-pub fn respond(line: &str, started: Instant) -> Option<Vec<u8>> {
+/// The reply is serialized straight from typed structs into the connection's output buffer, as
+/// a careful author would write it: no `serde_json::Value` tree, no allocation per reply beyond
+/// the request's own parse.
+pub fn respond(line: &[u8], started: Instant, out: &mut Vec<u8>) {
     if line.trim_ascii().is_empty() {
-        return None;
+        return;
     }
-    let (id, code, payload) = match serde_json::from_str::<RequestEnvelope>(line) {
-        Err(_) => (None, Code::BadRequest, error_payload(Code::BadRequest)),
-        Ok(request) if request.protocol_version != PROTOCOL_VERSION => (
-            request.id,
-            Code::UnsupportedVersion,
-            error_payload(Code::UnsupportedVersion),
-        ),
-        Ok(request) => match request.request {
-            Request::DaemonPing => {
-                let ping = PingPayload {
-                    daemon_ready: true,
-                    pid: std::process::id(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    uptime_secs: started.elapsed().as_secs(),
-                    // The field xrat's ping carries, so every server writes the same bytes (the
-                    // value is not this peer's loop).
-                    backend: Some("io_uring".to_string()),
-                };
-                let payload = serde_json::to_value(ping).expect("a ping payload serializes");
-                (request.id, Code::Ok, payload)
-            }
-            _ => (
-                request.id,
-                Code::NotImplemented,
-                error_payload(Code::NotImplemented),
-            ),
-        },
+    let request = serde_json::from_slice::<RequestEnvelope>(line);
+    let id = request.as_ref().ok().and_then(|r| r.id.as_ref());
+    let code = match &request {
+        Err(_) => Code::BadRequest,
+        Ok(request) if request.protocol_version != PROTOCOL_VERSION => Code::UnsupportedVersion,
+        Ok(request) if request.request == Request::DaemonPing => Code::Ok,
+        Ok(_) => Code::NotImplemented,
     };
-    let ok = code == Code::Ok;
-    let response = ResponseEnvelope {
-        protocol_version: PROTOCOL_VERSION,
-        id,
-        ok,
-        code: code.number(),
-        message: if ok {
-            Code::Ok.meaning().to_string()
-        } else {
-            format!(
-                "the benchmark peer answers daemon_ping only ({})",
-                code.meaning()
-            )
-        },
-        payload,
+    let written = if code == Code::Ok {
+        let payload = PingPayload {
+            daemon_ready: true,
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: started.elapsed().as_secs(),
+            // Not xrat's loop, so no backend to name; the reply is a few bytes shorter.
+            backend: None,
+        };
+        serde_json::to_writer(&mut *out, &Reply::new(id, code, "success", payload))
+    } else {
+        let payload = ErrorReply {
+            error: code.meaning(),
+        };
+        let message = "the benchmark peer answers daemon_ping only";
+        serde_json::to_writer(&mut *out, &Reply::new(id, code, message, payload))
     };
-    let mut out = serde_json::to_vec(&response).expect("a response serializes");
+    written.expect("a reply serializes into a Vec");
     out.push(b'\n');
-    Some(out)
 }
 
-/// `{"error": <meaning>}`.
-fn error_payload(code: Code) -> serde_json::Value {
-    serde_json::to_value(ErrorPayload {
-        error: code.meaning().to_string(),
-    })
-    .expect("an error payload serializes")
+/// [`xrat::ipc::protocol::ResponseEnvelope`]'s wire shape, field for field, with a typed payload.
+#[derive(Serialize)]
+struct Reply<'a, P> {
+    protocol_version: u64,
+    id: Option<&'a serde_json::Value>,
+    ok: bool,
+    code: u16,
+    message: &'a str,
+    payload: P,
+}
+
+impl<'a, P: Serialize> Reply<'a, P> {
+    fn new(id: Option<&'a serde_json::Value>, code: Code, message: &'a str, payload: P) -> Self {
+        Reply {
+            protocol_version: PROTOCOL_VERSION,
+            id,
+            ok: code == Code::Ok,
+            code: code.number(),
+            message,
+            payload,
+        }
+    }
+}
+
+/// `{"error": <meaning>}`, borrowed.
+#[derive(Serialize)]
+struct ErrorReply {
+    error: &'static str,
 }
 
 /// tokio, current-thread runtime, one task per connection: the usual shape of a tokio daemon.
@@ -140,20 +145,40 @@ fn serve_tokio(socket: &Path, started: Instant) -> io::Result<()> {
     })
 }
 
-/// Serves one tokio connection until the client hangs up.
-async fn tokio_connection(mut stream: tokio::net::UnixStream, started: Instant) -> io::Result<()> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+/// Answers every complete line in `pending` into `out` and drops the consumed bytes; a partial
+/// line stays for the next read.
+fn answer_lines(pending: &mut Vec<u8>, started: Instant, out: &mut Vec<u8>) {
+    let mut consumed = 0;
+    while let Some(end) = pending[consumed..].iter().position(|&b| b == b'\n') {
+        respond(&pending[consumed..consumed + end], started, out);
+        consumed += end + 1;
+    }
+    pending.drain(..consumed);
+}
 
-    let (read, mut write) = stream.split();
-    let mut lines = tokio::io::BufReader::new(read).lines();
-    // Strictly one request at a time per connection, which is what keeps pipelined replies in
-    // request order.
-    while let Some(line) = lines.next_line().await? {
-        if let Some(reply) = respond(&line, started) {
-            write.write_all(&reply).await?;
+/// Serves one tokio connection until the client hangs up.
+///
+/// Replies to everything one read brought are written together once the read buffer runs dry
+/// (a `BufWriter` flushed at that point, in effect): one write per batch of pipelined requests,
+/// and still one per request when requests come one at a time.
+async fn tokio_connection(mut stream: tokio::net::UnixStream, started: Instant) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    loop {
+        if pending.capacity() - pending.len() < READ_BYTES / 2 {
+            pending.reserve(READ_BYTES);
+        }
+        if stream.read_buf(&mut pending).await? == 0 {
+            return Ok(());
+        }
+        answer_lines(&mut pending, started, &mut out);
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
         }
     }
-    Ok(())
 }
 
 /// tokio-uring 0.5: connections read and write through io_uring with owned buffers.
@@ -179,17 +204,19 @@ fn serve_tokio_uring(socket: &Path, started: Instant) -> io::Result<()> {
     })
 }
 
-/// Serves one tokio-uring connection until the client hangs up.
+/// Serves one tokio-uring connection until the client hangs up; replies are batched per read,
+/// as in [`tokio_connection`].
 async fn uring_connection(
     stream: tokio_uring::net::UnixStream,
     started: Instant,
 ) -> io::Result<()> {
     use tokio_uring::buf::BoundedBuf;
 
-    let mut pending: Vec<u8> = Vec::with_capacity(URING_READ_BYTES);
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BYTES);
     loop {
-        if pending.capacity() - pending.len() < URING_READ_BYTES / 2 {
-            pending.reserve(URING_READ_BYTES);
+        if pending.capacity() - pending.len() < READ_BYTES / 2 {
+            pending.reserve(READ_BYTES);
         }
         // The kernel writes behind the bytes not yet consumed, so a line split across reads is
         // joined without a copy.
@@ -199,23 +226,14 @@ async fn uring_connection(
         if read? == 0 {
             return Ok(());
         }
-        let mut consumed = 0;
-        while let Some(end) = pending[consumed..].iter().position(|&b| b == b'\n') {
-            let line = &pending[consumed..consumed + end];
-            consumed += end + 1;
-            let reply = match std::str::from_utf8(line) {
-                Ok(line) => respond(line, started),
-                // Not UTF-8, so not JSON: the same 400 as any other unparsable line.
-                Err(_) => respond("\u{0}", started),
-            };
-            if let Some(reply) = reply {
-                // One write per reply, as the tokio peer does, so the two differ in the I/O
-                // layer only.
-                let (written, _) = stream.write_all(reply).await;
-                written?;
-            }
+        answer_lines(&mut pending, started, &mut out);
+        if !out.is_empty() {
+            // Owned buffers: the reply batch goes to the kernel and comes back for reuse.
+            let (written, buf) = stream.write_all(out).await;
+            written?;
+            out = buf;
+            out.clear();
         }
-        pending.drain(..consumed);
     }
 }
 
@@ -233,18 +251,25 @@ fn serve_blocking(socket: &Path, started: Instant) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves one blocking connection, on its own thread, until the client hangs up.
-fn blocking_connection(stream: std::os::unix::net::UnixStream, started: Instant) -> io::Result<()> {
-    let mut reader = BufReader::new(&stream);
-    let mut writer = &stream;
-    let mut line = String::new();
+/// Serves one blocking connection, on its own thread, until the client hangs up; replies are
+/// batched per read, as in [`tokio_connection`].
+fn blocking_connection(
+    mut stream: std::os::unix::net::UnixStream,
+    started: Instant,
+) -> io::Result<()> {
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    let mut chunk = [0u8; READ_BYTES];
     loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
             return Ok(());
         }
-        if let Some(reply) = respond(&line, started) {
-            writer.write_all(&reply)?;
+        pending.extend_from_slice(&chunk[..read]);
+        answer_lines(&mut pending, started, &mut out);
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+            out.clear();
         }
     }
 }

@@ -113,7 +113,7 @@ fn set_affinity(set: &libc::cpu_set_t) -> io::Result<()> {
 
 /// A running server process, stopped when dropped.
 pub struct Server {
-    /// Benchmark id: "xrat", "tokio", "tokio-uring" or "blocking".
+    /// Benchmark id: "xrat-uring", "xrat-epoll", "tokio", "tokio-uring" or "blocking".
     pub name: &'static str,
     /// Where it listens.
     pub socket: PathBuf,
@@ -178,13 +178,18 @@ impl Server {
     }
 }
 
-/// Starts xrat's daemon and the three peers; a server that does not come up is left out of
+/// xrat's daemon once per reactor backend: (benchmark id, `XRAT_BACKEND` value).
+pub const XRAT_BACKENDS: [(&str, &str); 2] = [("xrat-uring", "io_uring"), ("xrat-epoll", "epoll")];
+
+/// Starts xrat's daemon on each backend and the three peers; a server that does not come up is left out of
 /// every group, with a note saying why.
 pub fn start_all(placement: Option<Placement>) -> Vec<Server> {
     let mut servers = Vec::new();
-    let xrat = start_xrat(placement);
+    let xrats = XRAT_BACKENDS
+        .iter()
+        .map(|&(name, backend)| start_xrat(name, backend, placement));
     let peers = PEERS.iter().map(|&peer| start_peer(peer, placement));
-    for started in std::iter::once(xrat).chain(peers) {
+    for started in xrats.chain(peers) {
         match started {
             Ok(server) => servers.push(server),
             Err(note) => eprintln!("note: {note}"),
@@ -193,29 +198,41 @@ pub fn start_all(placement: Option<Placement>) -> Vec<Server> {
     servers
 }
 
-/// `XRAT_ROOT=<tempdir> xrat daemon run-server`, in the foreground, its output kept in a log.
-fn start_xrat(placement: Option<Placement>) -> Result<Server, String> {
+/// `XRAT_ROOT=<tempdir> XRAT_BACKEND=<backend> xrat daemon run-server`, in the foreground, its
+/// output kept in a log.
+fn start_xrat(
+    name: &'static str,
+    backend: &str,
+    placement: Option<Placement>,
+) -> Result<Server, String> {
     let dir = tempdir()?;
     let root = dir.path().join("root");
-    std::fs::create_dir(&root).map_err(|e| format!("xrat skipped: cannot create its root: {e}"))?;
+    std::fs::create_dir(&root)
+        .map_err(|e| format!("{name} skipped: cannot create its root: {e}"))?;
+    // Each daemon binds its own front SOCKS port, so two backends can run side by side.
+    let port = free_port().map_err(|e| format!("{name} skipped: no free port: {e}"))?;
+    let settings = format!("[runtime]\nsocks_port = {port}\n");
+    std::fs::write(root.join("config.toml"), settings)
+        .map_err(|e| format!("{name} skipped: cannot write its config.toml: {e}"))?;
     let log_path = dir.path().join("daemon.log");
-    let log = File::create(&log_path).map_err(|e| format!("xrat skipped: log: {e}"))?;
+    let log = File::create(&log_path).map_err(|e| format!("{name} skipped: log: {e}"))?;
     let err_log = log
         .try_clone()
-        .map_err(|e| format!("xrat skipped: log: {e}"))?;
+        .map_err(|e| format!("{name} skipped: log: {e}"))?;
     let mut command = Command::new(env!("CARGO_BIN_EXE_xrat"));
     command
         .args(["daemon", "run-server"])
         .env("XRAT_ROOT", &root)
+        .env("XRAT_BACKEND", backend)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_log);
     let socket = root.join("runtime").join("daemon.sock");
     let log = Some(log_path.clone());
-    match spawn_and_wait(command, "xrat", socket, log, dir, placement) {
+    match spawn_and_wait(command, name, socket, log, dir, placement) {
         Ok(server) => Ok(server),
         Err(why) => Err(format!(
-            "xrat skipped: {why}; its output:\n{}",
+            "{name} skipped: {why}; its output:\n{}",
             log_tail(&log_path)
         )),
     }
@@ -234,6 +251,13 @@ fn start_peer(peer: &'static str, placement: Option<Placement>) -> Result<Server
         .stdout(Stdio::null());
     spawn_and_wait(command, peer, socket, None, dir, placement)
         .map_err(|why| format!("{peer} skipped: {why}"))
+}
+
+/// A loopback TCP port that was free a moment ago.
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A private directory for one server's socket (and xrat's root and log).
