@@ -73,6 +73,9 @@ pub struct DaemonSettings {
     pub relay_connections_max: u32,
     /// The loop's kernel interface; `XRAT_BACKEND` overrides it. Read once at start.
     pub backend: BackendChoice,
+    /// After a turn that served traffic, how long the loop polls for the next completion before
+    /// it sleeps (0: never polls). A request within the window skips the sleeping CPU's wake-up.
+    pub busy_poll_us: u64,
 }
 
 impl Default for DaemonSettings {
@@ -84,6 +87,7 @@ impl Default for DaemonSettings {
             idle_timeout_secs: 300,
             relay_connections_max: 4096,
             backend: BackendChoice::Auto,
+            busy_poll_us: BUSY_POLL_US_DEFAULT,
         }
     }
 }
@@ -359,6 +363,12 @@ pub const API_HEADER_TIMEOUT_MS_MAX: u64 = 600_000;
 
 /// Most connections a daemon may be configured to serve; bounded by the reactor's slab tokens.
 pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
+
+/// Default `daemon.busy_poll_us` (docs/BENCHMARKS.md "Busy polling": the curve it was picked from).
+pub const BUSY_POLL_US_DEFAULT: u64 = 50;
+/// Largest `daemon.busy_poll_us`: a longer window only burns CPU between requests a person sends.
+pub const BUSY_POLL_US_MAX: u64 = 1000;
+const _: () = assert!(BUSY_POLL_US_DEFAULT <= BUSY_POLL_US_MAX);
 /// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
 /// milliseconds and added to the clock, which must not overflow.
 pub const DURATION_SECS_MAX: u64 = 366 * 24 * 3600;
@@ -409,7 +419,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 24] = [
+        let checks: [(&'static str, bool, String, &'static str); 25] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -433,6 +443,12 @@ impl Settings {
                 d.max_connections == 0 || d.max_connections > MAX_CONNECTIONS_LIMIT,
                 d.max_connections.to_string(),
                 "must be between 1 and 65536",
+            ),
+            (
+                "daemon.busy_poll_us",
+                d.busy_poll_us > BUSY_POLL_US_MAX,
+                d.busy_poll_us.to_string(),
+                "must be between 0 (off) and 1000",
             ),
             (
                 "runtime.core_preference",

@@ -169,6 +169,11 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The end of the server's log, when it has one (peers write to the bench's stderr).
     fn log_note(&self) -> String {
         match &self.log {
@@ -187,7 +192,7 @@ pub fn start_all(placement: Option<Placement>) -> Vec<Server> {
     let mut servers = Vec::new();
     let xrats = XRAT_BACKENDS
         .iter()
-        .map(|&(name, backend)| start_xrat(name, backend, placement));
+        .map(|&(name, backend)| start_xrat(name, backend, &busy_poll_settings(), placement));
     let peers = PEERS.iter().map(|&peer| start_peer(peer, placement));
     for started in xrats.chain(peers) {
         match started {
@@ -200,9 +205,10 @@ pub fn start_all(placement: Option<Placement>) -> Vec<Server> {
 
 /// `XRAT_ROOT=<tempdir> XRAT_BACKEND=<backend> xrat daemon run-server`, in the foreground, its
 /// output kept in a log.
-fn start_xrat(
+pub fn start_xrat(
     name: &'static str,
     backend: &str,
+    extra_settings: &str,
     placement: Option<Placement>,
 ) -> Result<Server, String> {
     let dir = tempdir()?;
@@ -211,7 +217,7 @@ fn start_xrat(
         .map_err(|e| format!("{name} skipped: cannot create its root: {e}"))?;
     // Each daemon binds its own front SOCKS port, so two backends can run side by side.
     let port = free_port().map_err(|e| format!("{name} skipped: no free port: {e}"))?;
-    let settings = format!("[runtime]\nsocks_port = {port}\n");
+    let settings = format!("[runtime]\nsocks_port = {port}\n{extra_settings}");
     std::fs::write(root.join("config.toml"), settings)
         .map_err(|e| format!("{name} skipped: cannot write its config.toml: {e}"))?;
     let log_path = dir.path().join("daemon.log");
@@ -251,6 +257,14 @@ fn start_peer(peer: &'static str, placement: Option<Placement>) -> Result<Server
         .stdout(Stdio::null());
     spawn_and_wait(command, peer, socket, None, dir, placement)
         .map_err(|why| format!("{peer} skipped: {why}"))
+}
+
+/// `[daemon] busy_poll_us` from `XRAT_BENCH_BUSY_POLL_US`, when set (else the daemon's default).
+fn busy_poll_settings() -> String {
+    match std::env::var("XRAT_BENCH_BUSY_POLL_US") {
+        Ok(us) => format!("[daemon]\nbusy_poll_us = {us}\n"),
+        Err(_) => String::new(),
+    }
 }
 
 /// A loopback TCP port that was free a moment ago.

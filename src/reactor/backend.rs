@@ -100,6 +100,14 @@ impl Backend {
         }
     }
 
+    /// Submits queued ops and reports, without blocking, whether a completion is ready.
+    pub fn submit_and_peek(&mut self) -> io::Result<bool> {
+        match self {
+            Backend::Uring(r) => r.submit_and_peek(),
+            Backend::Epoll(e) => e.submit_and_peek(),
+        }
+    }
+
     /// Copies every ready completion into `batch` (up to its capacity limit).
     pub fn drain_into(&mut self, batch: &mut Vec<Completion>) {
         match self {

@@ -138,6 +138,22 @@ impl Epoll {
         }
     }
 
+    /// Issues queued ops and takes the readiness already reported, without waiting; true when a
+    /// completion is posted (the busy-poll step).
+    pub fn submit_and_peek(&mut self) -> io::Result<bool> {
+        for (op, user_data) in std::mem::take(&mut self.queued) {
+            self.issue(op, user_data);
+        }
+        if self.ready.is_empty() {
+            let n = self.wait(0)?;
+            for i in 0..n {
+                let event = self.events[i];
+                self.on_ready(event.u64 as RawFd, event.events);
+            }
+        }
+        Ok(!self.ready.is_empty())
+    }
+
     /// Issues queued ops and takes one readiness report, waiting at most `timeout_ms`.
     #[cfg(test)]
     fn submit_and_poll(&mut self, timeout_ms: libc::c_int) {

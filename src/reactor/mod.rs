@@ -6,6 +6,7 @@
 mod admission;
 pub mod backend;
 mod bufring;
+mod busy;
 mod conn;
 mod cores;
 mod deadlines;
@@ -192,6 +193,8 @@ pub struct Reactor {
     /// For the direct `recv` right after accept.
     scratch: Box<[u8]>,
     batch: Vec<Completion>,
+    /// The busy-poll window after traffic (`daemon.busy_poll_us`).
+    busy: busy::BusyPoll,
     /// Slots with replies to send after this batch.
     dirty: Vec<usize>,
     /// Slots whose multishot receive must be re-armed after buffers are published.
@@ -286,6 +289,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         encoder: ReplyEncoder::new(backend_name),
         scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
+        busy: busy::BusyPoll::default(),
         dirty: Vec::new(),
         rearm: Vec::new(),
         listener,
@@ -402,8 +406,8 @@ impl Reactor {
     fn run(&mut self) -> Result<(), ReactorError> {
         loop {
             let what = self.ring.wait_call();
-            self.ring
-                .submit_and_wait()
+            self.busy
+                .wait(&mut self.ring)
                 .map_err(|source| ReactorError::Syscall { what, source })?;
             self.batch.clear();
             let mut batch = std::mem::take(&mut self.batch);
@@ -412,6 +416,8 @@ impl Reactor {
             for completion in &batch {
                 self.dispatch(now, completion);
             }
+            let window_us = self.env.settings.daemon.busy_poll_us;
+            self.busy.after_batch(&batch, window_us);
             self.batch = batch;
             self.run_deadlines(now);
             self.pump(now);

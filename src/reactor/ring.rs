@@ -205,6 +205,33 @@ impl Ring {
         }
     }
 
+    /// Submits queued ops and runs the ring's deferred completion work without waiting; true
+    /// when a completion is ready (the busy-poll step).
+    pub fn submit_and_peek(&mut self) -> io::Result<bool> {
+        let queued = self.ring.submission().len() as u32;
+        // GETEVENTS even though nothing is awaited: with DEFER_TASKRUN, completions are posted
+        // only by an enter that carries it.
+        const IORING_ENTER_GETEVENTS: u32 = 1;
+        // SAFETY: no argument pointer is passed, and min_complete 0 never blocks; the queued
+        // entries' memory is the callers' contract from `push`.
+        let entered = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None)
+        };
+        match entered {
+            Ok(_) => {}
+            // As in `submit_and_wait`: a signal, or a full CQ that reaping will empty.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(!self.ring.completion().is_empty())
+    }
+
     /// Copies every ready completion into `batch` (up to its capacity limit).
     pub fn drain_into(&mut self, batch: &mut Vec<Completion>) {
         let mut cq = self.ring.completion();
