@@ -169,6 +169,7 @@ impl Drop for Server {
 }
 
 impl Server {
+    #[allow(dead_code)] // the busy-poll bench reads it; the IPC bench does not
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
