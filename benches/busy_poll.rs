@@ -9,7 +9,8 @@
 //!
 //! Run: `cargo bench --bench busy_poll` (about a minute and a half). `XRAT_BENCH_QUICK=1` is a
 //! smoke run. `XRAT_BENCH_WINDOWS=0,50,200` picks the windows (µs), `XRAT_BENCH_BACKEND` the
-//! backend (default io_uring).
+//! backend (default io_uring),
+//! `XRAT_BENCH_PIN=same` puts client and daemon on one CPU.
 
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,13 @@ fn main() {
         Err(_) => WINDOWS_US.to_vec(),
     };
     let backend = std::env::var("XRAT_BENCH_BACKEND").unwrap_or_else(|_| "io_uring".into());
-    let placement = Placement::split().expect("two CPUs: the curve is about cross-CPU wake-ups");
+    // Split by default (the curve is about cross-CPU wake-ups); `XRAT_BENCH_PIN=same` checks
+    // that polling costs nothing when client and daemon share a CPU.
+    let placement = match std::env::var("XRAT_BENCH_PIN").as_deref() {
+        Ok("same") => Placement::same(),
+        _ => Placement::split(),
+    }
+    .expect("two CPUs for the split layout");
     placement.pin_client().expect("pin the client");
     eprintln!("cpus: {}; backend {backend}", placement.describe());
     println!("| window | rate (req/s) | achieved | p50 RTT | p99 RTT | daemon CPU |");
