@@ -32,12 +32,14 @@ enum Action {
     Disable(DisableArgs),
 }
 
-/// Import share links (vmess, vless, trojan, ss, socks) or a base64 subscription.
+/// Import share links, a file or stdin of them, or a subscription URL (fetched once; use
+/// `xrat sub add` to keep it updated).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "import")]
 struct ImportOptions {
-    /// a share link, a file of links (one per line) or of a subscription, or - for stdin
-    #[argh(positional, arg_name = "LINK|FILE|-")]
+    /// a share link, an http(s) subscription URL, a file of links (one per line) or of a
+    /// subscription, or - for stdin
+    #[argh(positional, arg_name = "LINK|URL|FILE|-")]
     source: String,
     /// print the result as JSON
     #[argh(switch)]
@@ -75,6 +77,9 @@ impl SubCommand for ImportArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 struct ListArgs {
+    /// only the configs of this subscription
+    #[argh(option)]
+    sub: Option<String>,
     /// print the result as JSON
     #[argh(switch)]
     json: bool,
@@ -132,7 +137,7 @@ struct DisableArgs {
 pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
     match command.action {
         Action::Import(ImportArgs(args)) => import(&args.source, args.json),
-        Action::List(args) => list(args.json),
+        Action::List(args) => list(args.sub.as_deref(), args.json),
         Action::Show(args) => show(args.id, args.json),
         Action::Remove(args) => remove(args.id, args.json),
         Action::Enable(args) => set_enabled(args.id, true, args.json),
@@ -195,7 +200,70 @@ fn read_source(source: &str) -> Result<(String, String), CliError> {
     Ok((text, format!("file {source}")))
 }
 
+/// Whether `source` is a subscription URL to fetch rather than an HTTP proxy's share link: an
+/// http(s) URL with a path or a query (`http://user:pass@host:port` stays a proxy link).
+fn is_fetch_url(source: &str) -> bool {
+    let lower = source.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return false;
+    }
+    url::Url::parse(source).is_ok_and(|u| u.path() != "/" || u.query().is_some())
+}
+
+/// `config import URL`: fetch it like a subscription and store its links as plain configs.
+fn import_url(url: &str, json: bool) -> Result<i32, CliError> {
+    let paths = Paths::from_env()?;
+    let settings = crate::settings::Settings::load(&paths.settings_file())?;
+    let source = super::sub_fetch::Source {
+        url,
+        via_proxy: false,
+        ca_file: None,
+        user_agent: None,
+    };
+    let body = super::sub_fetch::fetch_body(&paths, &settings, &source)?;
+    let links: Vec<ParsedLink> = body.links.iter().map(|(_, link)| link.clone()).collect();
+    let outcomes = open_store()?.import(&links, now())?;
+    let mut view = ImportView::default();
+    for outcome in outcomes {
+        match outcome {
+            ImportOutcome::Imported { id, name } => view.imported.push(IdName { id, name }),
+            ImportOutcome::Duplicate { existing_id, name } => view.duplicates.push(IdName {
+                id: existing_id,
+                name,
+            }),
+        }
+    }
+    for (index, error) in body.failed.into_iter().enumerate() {
+        view.failed.push(FailedLine {
+            line: index + 1,
+            error,
+        });
+    }
+    if json {
+        print_json(&view);
+    } else {
+        for failed in &view.failed {
+            eprintln!("{}", printable(&failed.error));
+        }
+        println!(
+            "Imported {}, duplicates {}, failed {} ({} from {url}).",
+            view.imported.len(),
+            view.duplicates.len(),
+            view.failed.len(),
+            body.format.as_str()
+        );
+    }
+    Ok(if view.failed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
+}
+
 fn import(source: &str, json: bool) -> Result<i32, CliError> {
+    if is_fetch_url(source) {
+        return import_url(source, json);
+    }
     let (text, origin) = read_source(source)?;
     let lines = parse_input(&text);
     if lines.is_empty() {
@@ -281,8 +349,13 @@ struct ListView {
     configs: Vec<ListEntry>,
 }
 
-fn list(json: bool) -> Result<i32, CliError> {
-    let configs = open_store()?.configs()?;
+fn list(sub: Option<&str>, json: bool) -> Result<i32, CliError> {
+    let store = open_store()?;
+    let mut configs = store.configs()?;
+    if let Some(name) = sub {
+        let members = store.subscription_members(store.subscription(name)?.id)?;
+        configs.retain(|c| members.contains(&c.id));
+    }
     let paths = Paths::from_env()?;
     let settings = crate::settings::Settings::load(&paths.settings_file())?;
     let outbounds: Vec<&crate::links::Outbound> = configs.iter().map(|c| &c.outbound).collect();
@@ -447,7 +520,7 @@ fn host_port(server: &str, port: u16) -> String {
 
 /// Escapes control characters: names come from link fragments, where `%0A` or an escape
 /// sequence would otherwise break the table or the terminal.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     text.chars().fold(String::new(), |mut out, c| {
         if c.is_control() {
             out.extend(c.escape_default());
@@ -459,7 +532,7 @@ fn printable(text: &str) -> String {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -554,7 +627,7 @@ fn describe_security(security: &Security) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` without a date crate (Howard Hinnant's days-to-civil algorithm).
-fn utc_time(secs: u64) -> String {
+pub(super) fn utc_time(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
