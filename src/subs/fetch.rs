@@ -196,10 +196,12 @@ fn classify(options: &FetchOptions, error: ureq::Error) -> SubsError {
 }
 
 fn transport(url: &str, error: &ureq::Error) -> SubsError {
+    const CA_HINT: &str = "; if the server uses a private CA, pass its certificate with --ca FILE";
+    let detail = error.to_string();
     let hint = match error {
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
-            "; if the server uses a private CA, pass its certificate with --ca FILE"
-        }
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => CA_HINT,
+        // rustls reports a refused certificate through the stream, as an I/O error.
+        ureq::Error::Io(_) if detail.contains("certificate") => CA_HINT,
         ureq::Error::HostNotFound => {
             "; check the host name, or fetch through the session with --via-proxy"
         }
@@ -210,7 +212,7 @@ fn transport(url: &str, error: &ureq::Error) -> SubsError {
     };
     SubsError::Transport {
         url: url.to_owned(),
-        detail: error.to_string(),
+        detail,
         hint,
     }
 }

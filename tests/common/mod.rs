@@ -187,6 +187,7 @@ pub mod cores;
 pub mod daemon;
 pub mod front;
 pub mod rig;
+pub mod subserver;
 
 /// Live core processes started for `root`, session and batch-test cores alike (their command
 /// line names a config in its runtime directory).
