@@ -13,6 +13,8 @@ use crate::links::{parse_input, LineResult, ParsedLink, Security, Transport};
 use crate::paths::Paths;
 use crate::store::{ImportOutcome, Store};
 
+mod url_import;
+
 /// Manage stored proxy configs.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "config")]
@@ -200,69 +202,9 @@ fn read_source(source: &str) -> Result<(String, String), CliError> {
     Ok((text, format!("file {source}")))
 }
 
-/// Whether `source` is a subscription URL to fetch rather than an HTTP proxy's share link: an
-/// http(s) URL with a path or a query (`http://user:pass@host:port` stays a proxy link).
-fn is_fetch_url(source: &str) -> bool {
-    let lower = source.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return false;
-    }
-    url::Url::parse(source).is_ok_and(|u| u.path() != "/" || u.query().is_some())
-}
-
-/// `config import URL`: fetch it like a subscription and store its links as plain configs.
-fn import_url(url: &str, json: bool) -> Result<i32, CliError> {
-    let paths = Paths::from_env()?;
-    let settings = crate::settings::Settings::load(&paths.settings_file())?;
-    let source = super::sub_fetch::Source {
-        url,
-        via_proxy: false,
-        ca_file: None,
-        user_agent: None,
-    };
-    let body = super::sub_fetch::fetch_body(&paths, &settings, &source)?;
-    let links: Vec<ParsedLink> = body.links.iter().map(|(_, link)| link.clone()).collect();
-    let outcomes = open_store()?.import(&links, now())?;
-    let mut view = ImportView::default();
-    for outcome in outcomes {
-        match outcome {
-            ImportOutcome::Imported { id, name } => view.imported.push(IdName { id, name }),
-            ImportOutcome::Duplicate { existing_id, name } => view.duplicates.push(IdName {
-                id: existing_id,
-                name,
-            }),
-        }
-    }
-    for (index, error) in body.failed.into_iter().enumerate() {
-        view.failed.push(FailedLine {
-            line: index + 1,
-            error,
-        });
-    }
-    if json {
-        print_json(&view);
-    } else {
-        for failed in &view.failed {
-            eprintln!("{}", printable(&failed.error));
-        }
-        println!(
-            "Imported {}, duplicates {}, failed {} ({} from {url}).",
-            view.imported.len(),
-            view.duplicates.len(),
-            view.failed.len(),
-            body.format.as_str()
-        );
-    }
-    Ok(if view.failed.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_ERROR
-    })
-}
-
 fn import(source: &str, json: bool) -> Result<i32, CliError> {
-    if is_fetch_url(source) {
-        return import_url(source, json);
+    if url_import::is_fetch_url(source) {
+        return url_import::import_url(source, json);
     }
     let (text, origin) = read_source(source)?;
     let lines = parse_input(&text);

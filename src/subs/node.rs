@@ -140,7 +140,33 @@ impl Node {
             return self.vmess_link();
         }
         let mut query: Vec<(&str, String)> = Vec::new();
-        let (scheme, userinfo) = match &self.kind {
+        let (scheme, userinfo) = self.protocol_part(&mut query);
+        if !matches!(self.kind, Kind::Shadowsocks { .. } | Kind::Plain { .. }) {
+            self.stream_query(&mut query);
+        }
+        self.tls_query(&mut query);
+        let at = if userinfo.is_empty() { "" } else { "@" };
+        let mut link = format!(
+            "{scheme}://{userinfo}{at}{}:{}",
+            host(&self.server),
+            self.port
+        );
+        if !query.is_empty() {
+            let pairs: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{k}={}", enc(v)))
+                .collect();
+            link.push_str("/?");
+            link.push_str(&pairs.join("&"));
+        }
+        link.push('#');
+        link.push_str(&enc(&self.name));
+        link
+    }
+
+    /// The scheme and userinfo of the link; protocol parameters go into `query`.
+    fn protocol_part(&self, query: &mut Vec<(&'static str, String)>) -> (&'static str, String) {
+        match &self.kind {
             Kind::Shadowsocks {
                 method,
                 password,
@@ -194,28 +220,7 @@ impl Node {
             }
             Kind::Anytls { password } => ("anytls", enc(password)),
             Kind::Vmess { .. } => unreachable!("handled above"),
-        };
-        if !matches!(self.kind, Kind::Shadowsocks { .. } | Kind::Plain { .. }) {
-            self.stream_query(&mut query);
         }
-        self.tls_query(&mut query);
-        let at = if userinfo.is_empty() { "" } else { "@" };
-        let mut link = format!(
-            "{scheme}://{userinfo}{at}{}:{}",
-            host(&self.server),
-            self.port
-        );
-        if !query.is_empty() {
-            let pairs: Vec<String> = query
-                .iter()
-                .map(|(k, v)| format!("{k}={}", enc(v)))
-                .collect();
-            link.push_str("/?");
-            link.push_str(&pairs.join("&"));
-        }
-        link.push('#');
-        link.push_str(&enc(&self.name));
-        link
     }
 
     fn stream_query(&self, query: &mut Vec<(&'static str, String)>) {
