@@ -370,6 +370,9 @@ fn failures_name_the_url_and_the_fix_and_change_nothing() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // It is stored with the subscription: the daemon's refreshes run without the variable.
+    let update = ok(&root, &["sub", "update", "envca"]);
+    assert_eq!(update["results"][0]["ok"], true, "{update}");
 }
 
 #[test]

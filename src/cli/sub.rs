@@ -230,10 +230,21 @@ fn add(args: AddArgs) -> Result<i32, CliError> {
         }
         .into());
     }
+    // Stored absolute, and taken from XRAT_CA_FILE when given there: the daemon's refreshes
+    // run in another directory and environment.
+    let ca = args
+        .ca
+        .clone()
+        .or_else(|| {
+            std::env::var(super::sub_fetch::CA_FILE_ENV)
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .map(|ca| std::fs::canonicalize(&ca).map_or(ca, |p| p.display().to_string()));
     let source = Source {
         url: &args.url,
         via_proxy: args.via_proxy,
-        ca_file: args.ca.as_deref(),
+        ca_file: ca.as_deref(),
         user_agent: args.user_agent.as_deref(),
     };
     let body = fetch_body(&paths, &settings, &source)?;
@@ -242,7 +253,7 @@ fn add(args: AddArgs) -> Result<i32, CliError> {
         url: args.url.clone(),
         interval_secs: interval,
         via_proxy: args.via_proxy,
-        ca_file: args.ca.clone(),
+        ca_file: ca,
         user_agent: args.user_agent.clone(),
     };
     let counts = store.add_subscription(&new, &body.links, body.userinfo, now())?;
@@ -358,9 +369,9 @@ fn update(args: UpdateArgs) -> Result<i32, CliError> {
     let failed = results.iter().any(|r| !r.ok);
     if args.json {
         print_json(&UpdatesView { results });
-    } else if targets.is_empty() {
-        let what = if args.due { "due" } else { "stored" };
-        println!("No subscription is {what}.");
+    } else if targets.is_empty() && !args.due {
+        // `--due` (the daemon's timer) stays quiet, or the log would fill with this line.
+        println!("No subscription is stored. Add one with `xrat sub add URL`.");
     }
     Ok(if failed { EXIT_ERROR } else { EXIT_OK })
 }
