@@ -227,6 +227,9 @@ pub struct RotationSettings {
     pub pool_size: u32,
     /// How long open connections may stay on a replaced pool core before it is stopped.
     pub drain_secs: u64,
+    /// Refresh due subscriptions (`xrat sub update --due`) before each timer rotation, so it
+    /// picks from the provider's current list.
+    pub refresh_subscriptions: bool,
 }
 
 impl Default for RotationSettings {
@@ -239,6 +242,7 @@ impl Default for RotationSettings {
             test_concurrency: 8,
             pool_size: 4,
             drain_secs: 30,
+            refresh_subscriptions: false,
         }
     }
 }

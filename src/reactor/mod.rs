@@ -376,6 +376,7 @@ fn refresh_config(settings: &Settings) -> crate::supervisor::RefreshConfig {
     crate::supervisor::RefreshConfig {
         check_interval_ms: s.check_interval_secs * 1000,
         timeout_ms: s.refresh_timeout_secs * 1000,
+        before_rotation: settings.runtime.rotation.refresh_subscriptions,
     }
 }
 

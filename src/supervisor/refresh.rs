@@ -13,6 +13,8 @@ pub struct RefreshConfig {
     pub check_interval_ms: u64,
     /// A run is killed after this long.
     pub timeout_ms: u64,
+    /// `runtime.rotation.refresh_subscriptions`: a timer rotation waits for a run first.
+    pub before_rotation: bool,
 }
 
 /// Refresh state.
@@ -23,6 +25,8 @@ pub(super) struct Refresh {
     next_ms: Option<u64>,
     running: Option<RefreshId>,
     runs: u64,
+    /// A timer rotation waits for the run in flight.
+    rotate_after: bool,
 }
 
 impl Supervisor {
@@ -33,6 +37,7 @@ impl Supervisor {
             next_ms: Some(now.monotonic_ms + config.check_interval_ms),
             running: None,
             runs: 0,
+            rotate_after: false,
         });
     }
 
@@ -71,6 +76,32 @@ impl Supervisor {
         });
     }
 
+    /// A due timer rotation with `before_rotation`: start a run now (or join the one in flight)
+    /// and rotate when it ends. False when the rotation should go ahead at once.
+    pub(super) fn refresh_before_rotation(&mut self) -> bool {
+        if !self
+            .refresh
+            .as_ref()
+            .is_some_and(|r| r.config.before_rotation)
+        {
+            return false;
+        }
+        if self.refresh_running().is_none() {
+            let refresh = RefreshId(self.fresh());
+            let r = self.refresh.as_mut().expect("checked above");
+            r.running = Some(refresh);
+            r.next_ms = None;
+            r.runs += 1;
+            let timeout_ms = r.config.timeout_ms;
+            self.emit(Effect::RefreshSubscriptions {
+                refresh,
+                timeout_ms,
+            });
+        }
+        self.refresh.as_mut().expect("checked above").rotate_after = true;
+        true
+    }
+
     /// A run ended: log a failure and schedule the next one.
     pub(super) fn on_refresh_done(
         &mut self,
@@ -83,10 +114,16 @@ impl Supervisor {
         };
         r.running = None;
         r.next_ms = Some(now.monotonic_ms + r.config.check_interval_ms);
+        let rotate = std::mem::take(&mut r.rotate_after);
         if let Err(why) = result {
             self.emit(Effect::Log(format!(
                 "subscription refresh (`xrat sub update --due`) failed: {why}; `xrat sub list` shows each subscription's last error"
             )));
+        }
+        if rotate {
+            // The timer rotation that waited; it is skipped if its moment passed meanwhile
+            // (rotation stopped, a cooldown or another operation began).
+            self.timer_rotation_after_refresh(now);
         }
     }
 }
@@ -121,6 +158,7 @@ mod tests {
         let config = RefreshConfig {
             check_interval_ms: 1_000,
             timeout_ms: 500,
+            before_rotation: false,
         };
         sup.enable_refresh(at(0), config);
         assert!(sup.poll_timeout().unwrap() <= 1_000);
@@ -149,5 +187,40 @@ mod tests {
         sup.handle(at(6_100), Input::Timer);
         assert_eq!(refreshes(&mut sup).len(), 1);
         assert_eq!(sup.refresh_runs(), 2);
+    }
+
+    #[test]
+    fn a_timer_rotation_waits_for_the_refresh_before_it() {
+        use crate::supervisor::tests::{feed, session};
+        let cfg = crate::supervisor::SupervisorConfig {
+            rotation_enabled: true,
+            rotation_interval_secs: 100,
+            ..crate::supervisor::tests::config()
+        };
+        let mut sup = Supervisor::new(cfg, at(0), Some(session(1, 1)));
+        let config = RefreshConfig {
+            check_interval_ms: 1_000_000,
+            timeout_ms: 30_000,
+            before_rotation: true,
+        };
+        sup.enable_refresh(at(0), config);
+        let effects = feed(&mut sup, 100_000, Input::Timer);
+        let refresh = effects.iter().find_map(|e| match e {
+            Effect::RefreshSubscriptions { refresh, .. } => Some(*refresh),
+            _ => None,
+        });
+        let refresh = refresh.expect("the due rotation starts a refresh first");
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Inspect { .. })));
+        assert!(!sup.is_busy());
+        let done = Input::RefreshDone {
+            refresh,
+            result: Ok(()),
+        };
+        let effects = feed(&mut sup, 104_000, done);
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::Inspect { .. })),
+            "the rotation runs once the refresh ended: {effects:?}"
+        );
+        assert!(sup.is_busy());
     }
 }

@@ -26,6 +26,8 @@ pub(super) fn setup(rng: &mut super::sim::Rng, sup: &mut Supervisor, now: Now) -
     let config = RefreshConfig {
         check_interval_ms: 1_000 + rng.below(60_000),
         timeout_ms: 500 + rng.below(30_000),
+        // Not simulated: the world's timer model expects a due rotation at once.
+        before_rotation: false,
     };
     sup.enable_refresh(now, config);
     RefreshModel {
