@@ -13,4 +13,5 @@ pub mod probe;
 pub mod reactor;
 pub mod settings;
 pub mod store;
+pub mod subs;
 pub mod supervisor;

@@ -54,6 +54,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// `[relay]`: the front relay (front mode).
     pub relay: RelaySettings,
+    /// `[subscriptions]`: fetching and refreshing provider URLs.
+    pub subscriptions: SubscriptionSettings,
 }
 
 /// `[daemon]`.
@@ -270,6 +272,9 @@ pub struct RotationSettings {
     pub pool_size: u32,
     /// How long open connections may stay on a replaced pool core before it is stopped.
     pub drain_secs: u64,
+    /// Refresh due subscriptions (`xrat sub update --due`) before each timer rotation, so it
+    /// picks from the provider's current list.
+    pub refresh_subscriptions: bool,
 }
 
 impl Default for RotationSettings {
@@ -282,6 +287,7 @@ impl Default for RotationSettings {
             test_concurrency: 8,
             pool_size: 4,
             drain_secs: 30,
+            refresh_subscriptions: false,
         }
     }
 }
@@ -586,10 +592,14 @@ impl Settings {
                 value,
                 reason,
             }),
-            None => Ok(()),
+            None => self.subscriptions.validate(path),
         }
     }
 }
+
+#[path = "settings_subs.rs"]
+mod subs;
+pub use subs::{SubscriptionSettings, BODY_BYTES_MIN, DEFAULT_USER_AGENT};
 
 #[cfg(test)]
 #[path = "settings_tests.rs"]

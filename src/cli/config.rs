@@ -13,6 +13,8 @@ use crate::links::{parse_input, LineResult, ParsedLink, Security, Transport};
 use crate::paths::Paths;
 use crate::store::{ImportOutcome, Store};
 
+mod url_import;
+
 /// Manage stored proxy configs.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "config")]
@@ -32,12 +34,14 @@ enum Action {
     Disable(DisableArgs),
 }
 
-/// Import share links (vmess, vless, trojan, ss, socks) or a base64 subscription.
+/// Import share links, a file or stdin of them, or a subscription URL (fetched once; use
+/// `xrat sub add` to keep it updated).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "import")]
 struct ImportOptions {
-    /// a share link, a file of links (one per line) or of a subscription, or - for stdin
-    #[argh(positional, arg_name = "LINK|FILE|-")]
+    /// a share link, an http(s) subscription URL, a file of links (one per line) or of a
+    /// subscription, or - for stdin
+    #[argh(positional, arg_name = "LINK|URL|FILE|-")]
     source: String,
     /// print the result as JSON
     #[argh(switch)]
@@ -75,6 +79,9 @@ impl SubCommand for ImportArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 struct ListArgs {
+    /// only the configs of this subscription
+    #[argh(option)]
+    sub: Option<String>,
     /// print the result as JSON
     #[argh(switch)]
     json: bool,
@@ -132,7 +139,7 @@ struct DisableArgs {
 pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
     match command.action {
         Action::Import(ImportArgs(args)) => import(&args.source, args.json),
-        Action::List(args) => list(args.json),
+        Action::List(args) => list(args.sub.as_deref(), args.json),
         Action::Show(args) => show(args.id, args.json),
         Action::Remove(args) => remove(args.id, args.json),
         Action::Enable(args) => set_enabled(args.id, true, args.json),
@@ -196,6 +203,9 @@ fn read_source(source: &str) -> Result<(String, String), CliError> {
 }
 
 fn import(source: &str, json: bool) -> Result<i32, CliError> {
+    if url_import::is_fetch_url(source) {
+        return url_import::import_url(source, json);
+    }
     let (text, origin) = read_source(source)?;
     let lines = parse_input(&text);
     if lines.is_empty() {
@@ -281,8 +291,13 @@ struct ListView {
     configs: Vec<ListEntry>,
 }
 
-fn list(json: bool) -> Result<i32, CliError> {
-    let configs = open_store()?.configs()?;
+fn list(sub: Option<&str>, json: bool) -> Result<i32, CliError> {
+    let store = open_store()?;
+    let mut configs = store.configs()?;
+    if let Some(name) = sub {
+        let members = store.subscription_members(store.subscription(name)?.id)?;
+        configs.retain(|c| members.contains(&c.id));
+    }
     let paths = Paths::from_env()?;
     let settings = crate::settings::Settings::load(&paths.settings_file())?;
     let outbounds: Vec<&crate::links::Outbound> = configs.iter().map(|c| &c.outbound).collect();
@@ -447,7 +462,7 @@ fn host_port(server: &str, port: u16) -> String {
 
 /// Escapes control characters: names come from link fragments, where `%0A` or an escape
 /// sequence would otherwise break the table or the terminal.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     text.chars().fold(String::new(), |mut out, c| {
         if c.is_control() {
             out.extend(c.escape_default());
@@ -459,7 +474,7 @@ fn printable(text: &str) -> String {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -554,7 +569,7 @@ fn describe_security(security: &Security) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` without a date crate (Howard Hinnant's days-to-civil algorithm).
-fn utc_time(secs: u64) -> String {
+pub(super) fn utc_time(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;

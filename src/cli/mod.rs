@@ -9,6 +9,8 @@ mod output;
 mod proxy;
 mod rpc;
 mod runtime;
+mod sub;
+mod sub_fetch;
 
 use argh::FromArgs;
 use thiserror::Error;
@@ -44,6 +46,7 @@ enum Command {
     Disconnect(runtime::DisconnectCommand),
     Proxy(proxy::ProxyCommand),
     Status(runtime::StatusCommand),
+    Sub(sub::SubCommand),
 }
 
 /// Every failure a command can report.
@@ -61,6 +64,9 @@ pub enum CliError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A subscription fetch or its content failed.
+    #[error(transparent)]
+    Subs(#[from] crate::subs::SubsError),
     /// The server failed.
     #[error(transparent)]
     Reactor(#[from] ReactorError),
@@ -128,6 +134,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Command::Disconnect(command) => runtime::disconnect(command),
         Command::Proxy(command) => proxy::run(command),
         Command::Status(command) => runtime::status(command),
+        Command::Sub(command) => sub::run(command),
     })
 }
 

@@ -284,7 +284,7 @@ impl Reactor {
     /// A pidfd fired: reap the core and report its exit.
     pub(super) fn on_pidfd(&mut self, now: Now, token: Token) {
         let pid = token.slot;
-        if self.detect_exited(now, pid) {
+        if self.detect_exited(now, pid) || self.refresh_exited(pid) {
             return;
         }
         if let Some(i) = self.procs.zombies.iter().position(|(p, _)| *p == pid) {

@@ -20,6 +20,8 @@ pub enum Due {
     Escalate(CoreId),
     /// A `<core> version` run took too long. Its serial.
     Detect(u64),
+    /// A subscription refresh run took too long. Its refresh id.
+    Refresh(u64),
     /// A client connection's frame or idle deadline. Slot and serial.
     Conn(usize, u32),
     /// A refused connection has drained long enough. Slot and serial.

@@ -83,6 +83,10 @@ impl Reactor {
             Effect::BeginSession { core, config_id } => {
                 self.begin_pool_session(now, core, config_id)
             }
+            Effect::RefreshSubscriptions {
+                refresh,
+                timeout_ms,
+            } => self.start_refresh(now, refresh, timeout_ms),
             Effect::Log(line) => eprintln!("xrat: {line}"),
             Effect::Shutdown => self.begin_shutdown(now),
         }
@@ -151,6 +155,7 @@ impl Reactor {
                 Due::ReadyExpired(core) => self.ready_expired(core),
                 Due::Escalate(core) => self.escalate(core),
                 Due::Detect(serial) => self.detect_expired(now, serial),
+                Due::Refresh(refresh) => self.refresh_expired(refresh),
                 Due::Conn(slot, serial) => self.conn_timer(now, slot, serial),
                 Due::RejectDrain(index, serial) => self.reject_drained(index, serial),
                 Due::AcceptResume => {

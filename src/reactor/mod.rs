@@ -25,6 +25,7 @@ mod prepare;
 mod probes;
 mod process;
 mod reattach;
+mod refresh;
 mod relay;
 mod relay_events;
 mod reload;
@@ -174,6 +175,7 @@ pub struct Reactor {
     /// Pool cores' processes (front mode): what a session on a member records.
     pools: pool::Pools,
     detector: detect::Detector,
+    refresher: refresh::Refresher,
     /// Renders made by the last inspect, by config id.
     prepared: std::collections::HashMap<i64, prepare::Prepared>,
     /// Front mode: where new relayed connections go, best first.
@@ -258,12 +260,13 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         store,
     };
     let reattached = reattach::reattach(&env, now());
-    let sup = Supervisor::new(
+    let mut sup = Supervisor::new(
         supervisor_config(settings),
         now(),
         reattached.adopted.as_ref().map(|a| a.info.clone()),
     );
     let backend_name = ring.name();
+    sup.enable_refresh(now(), refresh_config(settings));
     let mut reactor = Reactor {
         ring,
         bufs,
@@ -276,6 +279,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         procs: cores::Procs::default(),
         pools: pool::Pools::default(),
         detector: detect::Detector::default(),
+        refresher: refresh::Refresher::default(),
         prepared: std::collections::HashMap::new(),
         route: Vec::new(),
         pool_members: std::collections::HashMap::new(),
@@ -380,6 +384,16 @@ fn supervisor_config(settings: &Settings) -> SupervisorConfig {
         retry_interval_ms: settings.health.retry_interval_ms,
         passive_failures: settings.health.passive_failures,
         passive_window_ms: settings.health.passive_window_ms,
+    }
+}
+
+/// When the daemon runs `xrat sub update --due` (bounded in settings).
+fn refresh_config(settings: &Settings) -> crate::supervisor::RefreshConfig {
+    let s = &settings.subscriptions;
+    crate::supervisor::RefreshConfig {
+        check_interval_ms: s.check_interval_secs * 1000,
+        timeout_ms: s.refresh_timeout_secs * 1000,
+        before_rotation: settings.runtime.rotation.refresh_subscriptions,
     }
 }
 

@@ -13,13 +13,17 @@ use super::prepare::error_chain;
 use super::Reactor;
 
 /// Keys read once at start; a change is named in the log as needing a restart.
-const RESTART_KEYS: [&str; 6] = [
+/// (The other `[subscriptions]` keys are read by each `xrat sub update` run, so they apply live.)
+const RESTART_KEYS: [&str; 9] = [
     "daemon.max_connections",
     "daemon.backend",
     "runtime.rotation.enabled",
     "runtime.mode",
     "daemon.relay_connections_max",
     "relay.replay_bytes_max",
+    "subscriptions.check_interval_secs",
+    "subscriptions.refresh_timeout_secs",
+    "runtime.rotation.refresh_subscriptions",
 ];
 /// Keys the front bound at start (front mode only; in direct mode they apply at the next connect).
 const FRONT_RESTART_KEYS: [&str; 3] = ["runtime.listen", "runtime.socks_port", "runtime.http_port"];

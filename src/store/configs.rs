@@ -103,7 +103,7 @@ impl StoredConfig {
 }
 
 /// The scheme a protocol is shared as; `socks5://` links are stored as `socks`.
-fn scheme_of(protocol: &Protocol) -> Scheme {
+pub fn scheme_of(protocol: &Protocol) -> Scheme {
     match protocol {
         Protocol::Vmess { .. } => Scheme::Vmess,
         Protocol::Vless { .. } => Scheme::Vless,

@@ -12,6 +12,7 @@ mod events;
 mod pool;
 mod schema;
 mod sessions;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -23,11 +24,12 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode};
 use thiserror::Error;
 
-pub use configs::{ConfigRow, ImportOutcome};
+pub use configs::{scheme_of, ConfigRow, ImportOutcome};
 pub use events::{NewRotationEvent, RotationEventRow};
 pub use pool::{NewPoolProcess, PoolMember, PoolProcessRow};
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{NewSession, SessionRow};
+pub use subscriptions::{NewSubscription, RemovedSubscription, SubscriptionRow, UpdateCounts};
 
 /// How long a statement waits for another connection's write lock before giving up. Writes are
 /// single short transactions, so 5 s only runs out when something is wrong.
@@ -110,6 +112,22 @@ pub enum StoreError {
         path: PathBuf,
         /// The unknown id.
         id: i64,
+    },
+    /// A subscription name that is not stored.
+    #[error("database {}: no subscription is named {name:?}; list them with `xrat sub list`", path.display())]
+    NoSuchSubscription {
+        /// The database file.
+        path: PathBuf,
+        /// The unknown name.
+        name: String,
+    },
+    /// `sub add` with a name already taken.
+    #[error("database {}: a subscription named {name:?} already exists; pick another --name, or refresh it with `xrat sub update {name}`", path.display())]
+    SubscriptionExists {
+        /// The database file.
+        path: PathBuf,
+        /// The name.
+        name: String,
     },
     /// A session id that is not stored.
     #[error("database {}: session {id} does not exist", path.display())]

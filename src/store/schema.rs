@@ -83,6 +83,38 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX pool_members_config ON pool_members(config_id);
     "#,
+    // 3: subscriptions (a provider's URL refreshed on an interval) and their member configs.
+    // A member is known by its identity key (scheme, server, port, credentials, transport;
+    // `subs::identity_key`), unique within its subscription, so a renamed node is an update.
+    // A node the provider dropped is disabled and stamped `dropped_at`, never deleted: it may
+    // be the active session. Removing a subscription detaches what is kept (SET NULL).
+    r#"
+    CREATE TABLE subscriptions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        url TEXT NOT NULL,
+        interval_secs INTEGER NOT NULL CHECK (interval_secs > 0),
+        via_proxy INTEGER NOT NULL DEFAULT 0 CHECK (via_proxy IN (0, 1)),
+        ca_file TEXT,
+        user_agent TEXT,
+        created_at INTEGER NOT NULL,
+        last_fetch_at INTEGER,
+        last_status TEXT CHECK (last_status IN ('ok', 'error')),
+        last_error TEXT,
+        last_success_at INTEGER,
+        upload_bytes INTEGER,
+        download_bytes INTEGER,
+        total_bytes INTEGER,
+        expire_at INTEGER
+    );
+    ALTER TABLE configs ADD COLUMN subscription_id INTEGER
+        REFERENCES subscriptions(id) ON DELETE SET NULL;
+    ALTER TABLE configs ADD COLUMN identity_key TEXT;
+    ALTER TABLE configs ADD COLUMN dropped_at INTEGER;
+    CREATE INDEX configs_subscription ON configs(subscription_id);
+    CREATE UNIQUE INDEX configs_subscription_identity ON configs(subscription_id, identity_key)
+        WHERE subscription_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

@@ -23,6 +23,10 @@ pub struct CoreId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProbeId(pub u64);
 
+/// One subscription refresh run the supervisor asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RefreshId(pub u64);
+
 /// One look at stored configs the supervisor asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InspectId(pub u64);
@@ -334,6 +338,14 @@ pub enum Input {
     },
     /// SIGTERM or SIGINT.
     ShutdownSignal,
+    /// A refresh run of [`Effect::RefreshSubscriptions`] ended (exited, or was killed at its
+    /// deadline). Reported once per run.
+    RefreshDone {
+        /// Which.
+        refresh: RefreshId,
+        /// Success, or how it failed ("exit status 1", "killed after 600 s").
+        result: Result<(), String>,
+    },
 }
 
 /// Something the executor must do.
@@ -410,6 +422,14 @@ pub enum Effect {
     },
     /// Record a rotation.
     Persist(RotationEvent),
+    /// Run `xrat sub update --due` as a child process, killed after `timeout_ms`; its end
+    /// arrives as [`Input::RefreshDone`]. The supervisor has at most one in flight.
+    RefreshSubscriptions {
+        /// Echoed in the answer.
+        refresh: RefreshId,
+        /// How long the run may take.
+        timeout_ms: u64,
+    },
     /// One line for the daemon log.
     Log(String),
     /// Stop accepting, flush every reply, remove the socket and exit.

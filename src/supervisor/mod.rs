@@ -25,6 +25,7 @@ mod pool_ops;
 mod pool_replace;
 mod pool_switch;
 mod rank;
+mod refresh;
 mod replace;
 mod rotation;
 mod runtime;
@@ -45,11 +46,14 @@ mod sim_front;
 #[cfg(test)]
 mod sim_front_check;
 #[cfg(test)]
+mod sim_refresh;
+#[cfg(test)]
 mod sim_world;
 #[cfg(test)]
 mod tests;
 
 pub use io::*;
+pub use refresh::RefreshConfig;
 
 /// How long a core may take to exit after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE_MS: u64 = 3_000;
@@ -113,6 +117,8 @@ pub struct Supervisor {
     draining: BTreeMap<CoreId, u64>,
     /// Front mode: the route last emitted.
     route: Vec<RouteTarget>,
+    /// Timed subscription refreshes, once enabled.
+    refresh: Option<refresh::Refresh>,
 }
 
 impl Supervisor {
@@ -137,6 +143,7 @@ impl Supervisor {
             pool: None,
             draining: BTreeMap::new(),
             route: Vec::new(),
+            refresh: None,
         };
         if let Some(info) = adopted {
             let core = CoreId(sup.fresh());
@@ -180,6 +187,7 @@ impl Supervisor {
                 failure,
             } => self.on_relay_failed(now, core, config_id, failure),
             Input::CoreDrained { core } => self.on_core_drained(core),
+            Input::RefreshDone { refresh, result } => self.on_refresh_done(now, refresh, result),
             other => self.on_completion(now, other),
         }
         self.advance_shutdown(now);
@@ -204,6 +212,7 @@ impl Supervisor {
             self.rotation_deadline(),
             self.op.as_ref().and_then(|op| op.deadline()),
             self.pool_deadline(),
+            self.refresh_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -400,6 +409,7 @@ impl Supervisor {
         }
         self.pool_timers(now);
         self.rotation_timers(now);
+        self.refresh_timer(now);
     }
 
     /// A completion from the executor: the operation in flight hears it first; what it does not

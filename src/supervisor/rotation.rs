@@ -173,7 +173,15 @@ impl Supervisor {
             return;
         }
         self.rotation.next_timer_ms = Some(due.max(now.monotonic_ms) + interval_ms);
-        if !self.cooldown_active(now) {
+        if !self.cooldown_active(now) && !self.refresh_before_rotation() {
+            self.try_rotate(now, Trigger::Timer);
+        }
+    }
+
+    /// The timer rotation that waited for a subscription refresh
+    /// (`runtime.rotation.refresh_subscriptions`).
+    pub(super) fn timer_rotation_after_refresh(&mut self, now: Now) {
+        if self.rotation.enabled && !self.cooldown_active(now) {
             self.try_rotate(now, Trigger::Timer);
         }
     }

@@ -204,6 +204,7 @@ pub(super) fn run(seed: u64, steps: u64) -> (u64, u64, Stats) {
         stats.early += s.early;
         stats.busy += s.busy;
         stats.crashes += s.crashes;
+        stats.refreshes += s.refreshes;
         stats.shutdowns_quiet += s.shutdowns_quiet;
         let f = &world.exec.front.counts;
         let m = &world.fm.counts;

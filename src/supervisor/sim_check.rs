@@ -283,6 +283,10 @@ impl World {
                 });
             }
             Effect::Persist(event) => self.on_persist(&event),
+            Effect::RefreshSubscriptions {
+                refresh,
+                timeout_ms,
+            } => self.on_refresh(refresh, timeout_ms),
             Effect::Log(_) => {}
             Effect::Shutdown => self.on_shutdown(),
         }

@@ -141,6 +141,8 @@ pub(super) struct Stats {
     /// Front mode: worlds, relayed openings, relay failures, remotes killed, passive failovers,
     /// pool cores retired, stopped once drained, stopped at their drain deadline.
     pub front: [u64; 8],
+    /// Subscription refresh runs started.
+    pub refreshes: u64,
 }
 
 /// The world.
@@ -179,6 +181,8 @@ pub(super) struct World {
     stalled_steps: u32,
     /// `XRAT_SIM_TRACE` set: print every input.
     trace: bool,
+    /// Timed subscription refreshes.
+    pub refresh: super::sim_refresh::RefreshModel,
 }
 
 fn random_config(rng: &mut Rng) -> SupervisorConfig {
@@ -220,7 +224,8 @@ impl World {
         // A front-mode daemon adopting a direct-mode session is left out (see the report in
         // docs/ARCHITECTURE.md).
         let adopted = (!cfg.front && rng.below(2) == 0).then(|| exec.adopt_info(now.unix_secs));
-        let sup = Supervisor::new(cfg.clone(), now, adopted);
+        let mut sup = Supervisor::new(cfg.clone(), now, adopted);
+        let refresh = super::sim_refresh::setup(&mut rng, &mut sup, now);
         if let Some(core) = sup.adopted_core() {
             exec.adopt(core);
         }
@@ -257,6 +262,7 @@ impl World {
             last_request: None,
             stalled_steps: 0,
             trace: std::env::var_os("XRAT_SIM_TRACE").is_some(),
+            refresh,
         }
     }
 
@@ -293,7 +299,8 @@ impl World {
         self.steps += 1;
         let t_sup = self.sup.poll_timeout();
         let t_exec = self.exec.next_due();
-        let Some(t) = [t_sup, t_exec, self.next_client_ms]
+        let t_refresh = self.refresh_due();
+        let Some(t) = [t_sup, t_exec, self.next_client_ms, t_refresh]
             .into_iter()
             .flatten()
             .min()
@@ -315,6 +322,8 @@ impl World {
         };
         let input = if t_sup.is_some_and(|d| d <= t) {
             Input::Timer
+        } else if t_refresh.is_some_and(|d| d <= t) {
+            self.refresh_end()
         } else if t_exec.is_some_and(|d| d <= t) {
             match self.exec.pop(t, self.now.unix_secs, &mut self.rng) {
                 Some(input) => input,
@@ -341,6 +350,7 @@ impl World {
         self.before(&input);
         self.sup.handle(self.now, input);
         self.after();
+        self.check_refresh();
         self.last_request = None;
     }
 

@@ -188,6 +188,7 @@ pub mod daemon;
 pub mod front;
 pub mod rig;
 pub mod seccomp;
+pub mod subserver;
 
 /// Live core processes started for `root`, session and batch-test cores alike (their command
 /// line names a config in its runtime directory).
