@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argh::{CommandInfo, EarlyExit, FromArgs, SubCommand};
+use argh::{ArgsInfo, CommandInfo, CommandInfoWithArgs, EarlyExit, FromArgs, SubCommand};
 use serde::Serialize;
 
 use super::output::print_json;
@@ -14,14 +14,14 @@ use crate::paths::Paths;
 use crate::store::{ImportOutcome, Store};
 
 /// Manage stored proxy configs.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "config")]
 pub struct ConfigCommand {
     #[argh(subcommand)]
     action: Action,
 }
 
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 enum Action {
     Import(ImportArgs),
@@ -32,8 +32,9 @@ enum Action {
     Disable(DisableArgs),
 }
 
-/// Import share links (vmess, vless, trojan, ss, socks) or a base64 subscription.
-#[derive(FromArgs, Debug)]
+/// Import share links (vmess, vless, trojan, ss, socks, hysteria2, tuic, anytls, http, https,
+/// wireguard) or a base64 subscription.
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "import")]
 struct ImportOptions {
     /// a share link, a file of links (one per line) or of a subscription, or - for stdin
@@ -71,8 +72,14 @@ impl SubCommand for ImportArgs {
     const COMMAND: &'static CommandInfo = ImportOptions::COMMAND;
 }
 
+impl ArgsInfo for ImportArgs {
+    fn get_args_info() -> CommandInfoWithArgs {
+        ImportOptions::get_args_info()
+    }
+}
+
 /// List stored configs.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "list")]
 struct ListArgs {
     /// print the result as JSON
@@ -81,7 +88,7 @@ struct ListArgs {
 }
 
 /// Show one stored config, including its link.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "show")]
 struct ShowArgs {
     /// config id, as listed by `xrat config list`
@@ -93,7 +100,7 @@ struct ShowArgs {
 }
 
 /// Remove a stored config (its session history is kept).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "remove")]
 struct RemoveArgs {
     /// config id, as listed by `xrat config list`
@@ -104,8 +111,8 @@ struct RemoveArgs {
     json: bool,
 }
 
-/// Let rotation and `runtime connect` use a config again.
-#[derive(FromArgs, Debug)]
+/// Let `xrat connect` and rotation use a config again.
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "enable")]
 struct EnableArgs {
     /// config id, as listed by `xrat config list`
@@ -116,8 +123,8 @@ struct EnableArgs {
     json: bool,
 }
 
-/// Keep a config stored but out of rotation and `runtime connect`.
-#[derive(FromArgs, Debug)]
+/// Keep a config stored but out of rotation and `xrat connect` (which then answers not found).
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "disable")]
 struct DisableArgs {
     /// config id, as listed by `xrat config list`
