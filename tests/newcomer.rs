@@ -120,7 +120,14 @@ fn the_readme_first_steps_work_as_written_from_a_clean_clone() {
             .env("XRAT_ROOT", &root)
             .output()
     };
-    eprintln!("README steps took {elapsed:?}\n{stdout}");
+    let compiled: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("Compiling "))
+        .collect();
+    eprintln!(
+        "README steps took {elapsed:?}; cargo compiled {} crates: {compiled:?}\n{stdout}",
+        compiled.len()
+    );
     if !out.status.success() {
         let _ = stop();
         panic!(
