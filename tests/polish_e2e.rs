@@ -94,3 +94,28 @@ fn a_failed_health_check_names_the_probe_url_and_old_core_logs_are_rotated() {
     let shown = text(&rig.root.run(&["status"]).stdout);
     assert!(shown.contains(&expected), "{shown}");
 }
+
+#[test]
+fn front_mode_pool_core_logs_are_rotated_too() {
+    use common::cores::Core;
+    use common::front::{front, Opts};
+    let f = front(Opts::new(Core::SingBox, 1));
+    let logs = f.root.path().join("logs");
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..12u64 {
+        let file = std::fs::File::create(logs.join(format!("core-{}.log", 100 + i))).unwrap();
+        file.set_modified(old + Duration::from_secs(i)).unwrap();
+    }
+    f.connect(f.ids[0]);
+    let left: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("core-") || n.starts_with("pool-"))
+        .collect();
+    assert_eq!(left.len(), 10, "the default keeps 10: {left:?}");
+    assert!(left.iter().any(|n| n.starts_with("pool-")), "{left:?}");
+    // The oldest three went.
+    for gone in ["core-100.log", "core-101.log", "core-102.log"] {
+        assert!(!left.contains(&gone.to_string()), "{gone} in {left:?}");
+    }
+}
