@@ -389,7 +389,7 @@ impl Reactor {
     /// Stops reading; the connection closes once its replies are written.
     /// The client shut down its write side: an unfinished last line is its final request
     /// (protocol: a request ended by EOF is answered), then the connection drains.
-    fn end_of_input(&mut self, slot: usize) {
+    pub(super) fn end_of_input(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
         if conn.phase == Phase::Open {
             let conn_id = conn.conn_id(slot);
