@@ -386,7 +386,6 @@ impl Reactor {
         }
     }
 
-    /// Stops reading; the connection closes once its replies are written.
     /// The client shut down its write side: an unfinished last line is its final request
     /// (protocol: a request ended by EOF is answered), then the connection drains.
     pub(super) fn end_of_input(&mut self, slot: usize) {
@@ -415,6 +414,7 @@ impl Reactor {
         self.drain(slot);
     }
 
+    /// Stops reading; the connection closes once its replies are written.
     fn drain(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
         if conn.phase == Phase::Open {
