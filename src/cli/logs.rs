@@ -57,7 +57,7 @@ pub enum LogsError {
     #[error("no core log in {}; one is written when a session starts (`xrat connect ID`)", .0.display())]
     NoCoreLog(PathBuf),
     /// Reading failed.
-    #[error("cannot read log {}: {source}", path.display())]
+    #[error("cannot read log {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
