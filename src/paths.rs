@@ -5,6 +5,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+pub mod logs;
+
 use thiserror::Error;
 
 /// Mode of `logs/` and `runtime/`: only the owner may list or open what is inside.

@@ -64,6 +64,28 @@ impl ProbeTarget {
     }
 }
 
+impl ProbeTarget {
+    /// The URL as a probe fetches it: `http://host[:port]/path`.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", host_header(self), self.path)
+    }
+}
+
+/// A probe's failure as the session's health and the rotation history show it: names the probe
+/// URL and, when the probe got through to the proxy, the setting to change if this machine
+/// cannot reach that URL (offline, or a network that blocks it).
+pub fn describe_failure(target: &ProbeTarget, why: &str, reached_proxy: bool) -> String {
+    let url = target.url();
+    if reached_proxy {
+        format!(
+            "probe {url} through the tunnel failed: {why}; if this machine cannot reach it, \
+             set health.probe_url (see docs/SETTINGS.md)"
+        )
+    } else {
+        format!("probe {url} failed: {why}")
+    }
+}
+
 /// What happened on the probe's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -109,6 +131,11 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Where this probe goes.
+    pub fn target(&self) -> &ProbeTarget {
+        &self.target
+    }
+
     /// A probe of `target`, before connecting.
     pub fn new(target: ProbeTarget) -> Probe {
         Probe {
@@ -288,6 +315,22 @@ mod tests {
 
     fn target() -> ProbeTarget {
         ProbeTarget::parse("http://cp.example.com/generate_204?x=1").unwrap()
+    }
+
+    #[test]
+    fn failures_name_the_url_and_the_setting() {
+        let t = ProbeTarget::parse("http://[::1]:8080/x").unwrap();
+        assert_eq!(t.url(), "http://[::1]:8080/x");
+        assert_eq!(
+            describe_failure(&target(), "the proxy closed the connection", true),
+            "probe http://cp.example.com/generate_204?x=1 through the tunnel failed: the proxy \
+             closed the connection; if this machine cannot reach it, set health.probe_url (see \
+             docs/SETTINGS.md)"
+        );
+        assert_eq!(
+            describe_failure(&target(), "connection refused", false),
+            "probe http://cp.example.com/generate_204?x=1 failed: connection refused"
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// `[subscriptions]`: fetching and refreshing provider URLs.
     pub subscriptions: SubscriptionSettings,
+    /// `[logs]`: the daemon's log files.
+    pub logs: LogsSettings,
 }
 
 /// `[daemon]`.
@@ -356,6 +358,26 @@ impl Default for RelaySettings {
     }
 }
 
+/// `[logs]`: the log files under `<root>/logs/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsSettings {
+    /// Core log files (`core-<session>.log`, `pool-<core>.log`) kept, the newest by mtime; older
+    /// ones are deleted whenever a core with a new log starts.
+    pub core_sessions_kept: u32,
+}
+
+impl Default for LogsSettings {
+    fn default() -> Self {
+        LogsSettings {
+            core_sessions_kept: 10,
+        }
+    }
+}
+
+/// Most core log files `logs.core_sessions_kept` may keep (each is a file in `logs/`).
+pub const CORE_SESSIONS_KEPT_MAX: u32 = 10_000;
+
 /// Most relayed connections a daemon may be configured for (each holds two sockets).
 pub const RELAY_CONNECTIONS_LIMIT: u32 = 65_536;
 /// Most warm pool members besides the active one (each is an inbound and a probe schedule).
@@ -585,7 +607,15 @@ impl Settings {
                 "must be between 1 and 600000 (10 minutes)",
             ),
         ];
-        match checks.into_iter().find(|(_, bad, _, _)| *bad) {
+        let kept = self.logs.core_sessions_kept;
+        let logs_check = (
+            "logs.core_sessions_kept",
+            kept == 0 || kept > CORE_SESSIONS_KEPT_MAX,
+            kept.to_string(),
+            "must be between 1 and 10000 (the current session's log is always kept)",
+        );
+        let mut checks = checks.into_iter().chain([logs_check]);
+        match checks.find(|(_, bad, _, _)| *bad) {
             Some((key, _, value, reason)) => Err(SettingsError::Value {
                 path: path.to_path_buf(),
                 key,

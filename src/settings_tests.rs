@@ -165,3 +165,15 @@ fn daemon_backend_defaults_to_auto_and_names_its_values() {
     );
     assert_eq!(BackendChoice::parse("uring"), None);
 }
+
+#[test]
+fn core_sessions_kept_is_bounded() {
+    assert_eq!(parse("").unwrap().logs.core_sessions_kept, 10);
+    let s = parse("[logs]\ncore_sessions_kept = 10000\n").unwrap();
+    assert_eq!(s.logs.core_sessions_kept, 10_000);
+    for bad in [0, 10_001] {
+        let err = parse(&format!("[logs]\ncore_sessions_kept = {bad}\n")).unwrap_err();
+        assert!(err.contains("`logs.core_sessions_kept` = "), "{err}");
+        assert!(err.contains("between 1 and 10000"), "{err}");
+    }
+}

@@ -43,9 +43,17 @@ fn start_status_stop_with_exact_output() {
     );
     let out = root.run(&["daemon", "status"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        text(&out.stdout),
-        format!("Daemon Status\n-------------\nSocket: {socket}\nReachable: yes\nProtocol: v1\nBackend: {backend}\n")
+    let shown = text(&out.stdout);
+    let rule = "\u{2500}".repeat(33);
+    let seed = format!("Daemon Status\n{rule}\nSocket: {socket}\nReachable: yes\nProtocol: v1\n");
+    let added = format!(
+        "Pid: {pid}\nVersion: {}\nUptime: ",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(shown.starts_with(&format!("{seed}{added}")), "{shown}");
+    assert!(
+        shown.ends_with(&format!("\nBackend: {backend}\n")),
+        "{shown}"
     );
 
     let out = root.run(&["daemon", "start"]);

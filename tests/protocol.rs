@@ -430,3 +430,59 @@ fn closed_connections_free_their_slots() {
     }
     assert_eq!(served, 200);
 }
+
+/// Sends `bytes`, shuts down the write side (SHUT_WR), and returns every reply until EOF.
+fn send_then_shut(root: &Root, bytes: &[u8]) -> Vec<Value> {
+    let mut conn = root.connect();
+    conn.send(bytes);
+    conn.reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let mut replies = Vec::new();
+    for line in conn.reader.lines() {
+        let line = line.expect("replies arrive before the daemon closes");
+        replies.push(serde_json::from_str(&line).unwrap());
+    }
+    replies
+}
+
+#[test]
+fn a_last_request_ended_by_eof_instead_of_a_newline_is_answered() {
+    let (root, pid) = daemon();
+    let ping = br#"{"protocol_version":1,"id":"eof","request":{"type":"daemon_ping"}}"#;
+    let replies = send_then_shut(&root, ping);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["id"], "eof");
+    assert_eq!(replies[0]["payload"]["pid"], pid);
+
+    // Pipelined: a full line, then an unfinished one ended by `\r` and EOF; both, in order.
+    let mut two =
+        b"{\"protocol_version\":1,\"id\":1,\"request\":{\"type\":\"daemon_ping\"}}\n".to_vec();
+    two.extend_from_slice(
+        b"{\"protocol_version\":1,\"id\":2,\"request\":{\"type\":\"daemon_reload\"}}\r",
+    );
+    let replies = send_then_shut(&root, &two);
+    let ids: Vec<&Value> = replies.iter().map(|r| &r["id"]).collect();
+    assert_eq!(ids, [&json!(1), &json!(2)], "{replies:?}");
+    assert_eq!(replies[1]["ok"], true, "{}", replies[1]);
+
+    // A bad unfinished line is refused like a bad line; whitespace alone is nothing.
+    let replies = send_then_shut(&root, b"not json");
+    assert_eq!(replies.len(), 1);
+    assert_error(&replies[0], 400, "bad_request");
+    assert!(send_then_shut(&root, b" \r").is_empty());
+
+    // The limit holds at EOF too: one byte over 64 KiB (the room a `\r` would take) is 413.
+    let over = vec![b'x'; 64 * 1024 + 1];
+    let replies = send_then_shut(&root, &over);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_error(&replies[0], 413, "frame_too_large");
+
+    // The daemon is still fine.
+    assert_eq!(
+        root.connect()
+            .call(json!(9), json!({"type": "daemon_ping"}))["ok"],
+        true
+    );
+}

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Allow an address other than loopback.
     pub allow_remote: bool,
+    /// Print the start and stop lines as JSON objects (`xrat api serve --json`).
+    pub json: bool,
 }
 
 /// Why the API server could not start or stopped with an error.

@@ -152,12 +152,7 @@ pub fn serve(paths: &Paths, options: ServeOptions) -> Result<(), ApiError> {
     // Before any thread exists, so every connection thread inherits the blocked mask and the
     // signals reach only the signalfd.
     let signals = block_signals().map_err(os("signalfd"))?;
-    // writeln, not println: a closed stdout must not panic the server (it has a job to do).
-    let _ = writeln!(
-        io::stdout(),
-        "API listening on http://{bound} (token in {})",
-        token.path().display()
-    );
+    announce_start(bound, token.path(), options.json);
     let shared = Arc::new(Shared {
         ctx: Context {
             paths: paths.clone(),
@@ -178,8 +173,35 @@ pub fn serve(paths: &Paths, options: ServeOptions) -> Result<(), ApiError> {
     while shared.threads.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(DRAIN_STEP);
     }
-    let _ = writeln!(io::stdout(), "API stopped ({signal}).");
+    if options.json {
+        let line = serde_json::json!({"event": "stopped", "signal": signal});
+        let _ = writeln!(io::stdout(), "{line}");
+    } else {
+        let _ = writeln!(io::stdout(), "API stopped ({signal}).");
+    }
     Ok(())
+}
+
+/// The start line: where the API listens and where its token is; with `json`, one JSON object
+/// (`event`, `listen`, `url`, `pid`, `token_file`) on one line, so a script reads it as it comes.
+fn announce_start(bound: std::net::SocketAddr, token_file: &std::path::Path, json: bool) {
+    // writeln, not println: a closed stdout must not panic the server (it has a job to do).
+    let _ = if json {
+        let line = serde_json::json!({
+            "event": "listening",
+            "listen": bound.to_string(),
+            "url": format!("http://{bound}"),
+            "pid": std::process::id(),
+            "token_file": token_file,
+        });
+        writeln!(io::stdout(), "{line}")
+    } else {
+        writeln!(
+            io::stdout(),
+            "API listening on http://{bound} (token in {})",
+            token_file.display()
+        )
+    };
 }
 
 /// Accepts until a signal arrives; returns its name.

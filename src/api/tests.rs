@@ -16,6 +16,7 @@ fn options(addr: &str, allow_remote: bool) -> ServeOptions {
     ServeOptions {
         listen: addr.parse().unwrap(),
         allow_remote,
+        json: false,
     }
 }
 

@@ -2,28 +2,28 @@
 
 use std::net::SocketAddr;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 
 use super::{CliError, EXIT_OK};
 use crate::api::{self, ApiError, ServeOptions, DEFAULT_LISTEN};
 use crate::paths::Paths;
 
 /// The standalone HTTP API.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "api")]
 pub struct ApiCommand {
     #[argh(subcommand)]
     action: Action,
 }
 
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 enum Action {
     Serve(ServeArgs),
 }
 
 /// Serve the HTTP JSON API in the foreground (a client of the daemon; token in <root>/api.token).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "serve")]
 struct ServeArgs {
     /// address to listen on, IP:PORT (default 127.0.0.1:8787; port 0 picks a free one)
@@ -32,6 +32,9 @@ struct ServeArgs {
     /// allow a --listen address that is not loopback (the API speaks plain HTTP)
     #[argh(switch)]
     allow_remote: bool,
+    /// print the start and stop lines as JSON objects, one per line
+    #[argh(switch)]
+    json: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -51,6 +54,7 @@ pub fn run(command: ApiCommand) -> Result<i32, CliError> {
     let options = ServeOptions {
         listen: args.listen,
         allow_remote: args.allow_remote,
+        json: args.json,
     };
     api::serve(&paths, options).map_err(|e| match e {
         ApiError::Paths(e) => CliError::Paths(e),

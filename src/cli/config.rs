@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argh::{CommandInfo, EarlyExit, FromArgs, SubCommand};
+use argh::{ArgsInfo, CommandInfo, CommandInfoWithArgs, EarlyExit, FromArgs, SubCommand};
 use serde::Serialize;
 
 use super::output::print_json;
@@ -16,14 +16,14 @@ use crate::store::{ImportOutcome, Store};
 mod url_import;
 
 /// Manage stored proxy configs.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "config")]
 pub struct ConfigCommand {
     #[argh(subcommand)]
     action: Action,
 }
 
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 enum Action {
     Import(ImportArgs),
@@ -36,7 +36,7 @@ enum Action {
 
 /// Import share links, a file or stdin of them, or a subscription URL (fetched once; use
 /// `xrat sub add` to keep it updated).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "import")]
 struct ImportOptions {
     /// a share link, an http(s) subscription URL, a file of links (one per line) or of a
@@ -75,8 +75,14 @@ impl SubCommand for ImportArgs {
     const COMMAND: &'static CommandInfo = ImportOptions::COMMAND;
 }
 
+impl ArgsInfo for ImportArgs {
+    fn get_args_info() -> CommandInfoWithArgs {
+        ImportOptions::get_args_info()
+    }
+}
+
 /// List stored configs.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "list")]
 struct ListArgs {
     /// only the configs of this subscription
@@ -88,7 +94,7 @@ struct ListArgs {
 }
 
 /// Show one stored config, including its link.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "show")]
 struct ShowArgs {
     /// config id, as listed by `xrat config list`
@@ -100,7 +106,7 @@ struct ShowArgs {
 }
 
 /// Remove a stored config (its session history is kept).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "remove")]
 struct RemoveArgs {
     /// config id, as listed by `xrat config list`
@@ -111,8 +117,8 @@ struct RemoveArgs {
     json: bool,
 }
 
-/// Let rotation and `runtime connect` use a config again.
-#[derive(FromArgs, Debug)]
+/// Let `xrat connect` and rotation use a config again.
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "enable")]
 struct EnableArgs {
     /// config id, as listed by `xrat config list`
@@ -123,8 +129,8 @@ struct EnableArgs {
     json: bool,
 }
 
-/// Keep a config stored but out of rotation and `runtime connect`.
-#[derive(FromArgs, Debug)]
+/// Keep a config stored but out of rotation and `xrat connect` (which then answers not found).
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "disable")]
 struct DisableArgs {
     /// config id, as listed by `xrat config list`

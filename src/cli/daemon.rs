@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
 
-use super::output::print_json;
+use super::output::{human_duration, print_json};
 use super::rpc::{call, payload};
 use super::{CliError, EXIT_OK, EXIT_UNREACHABLE};
 use crate::ipc::client::{Client, ClientError, READ_TIMEOUT_DEFAULT};
@@ -22,18 +22,22 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period while waiting on the daemon.
 const WAIT_STEP: Duration = Duration::from_millis(10);
+/// The rule under `Daemon Status`: the seed's, 33 box-drawing characters.
+const STATUS_RULE: &str = "\u{2500}";
+/// Width of [`STATUS_RULE`] in characters.
+const STATUS_RULE_WIDTH: usize = 33;
 /// Lines of the daemon log quoted when it fails to start.
 const LOG_TAIL_LINES: usize = 15;
 
 /// Manage the xrat daemon.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "daemon")]
 pub struct DaemonCommand {
     #[argh(subcommand)]
     action: Action,
 }
 
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 enum Action {
     Start(StartArgs),
@@ -45,7 +49,7 @@ enum Action {
 }
 
 /// Start the daemon in the background and wait until it answers.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "start")]
 struct StartArgs {
     /// print the result as JSON
@@ -53,8 +57,8 @@ struct StartArgs {
     json: bool,
 }
 
-/// Show whether the daemon answers on its socket.
-#[derive(FromArgs, Debug)]
+/// Show whether the daemon answers on its socket, with its pid, version and uptime.
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
     /// print the result as JSON
@@ -63,7 +67,7 @@ struct StatusArgs {
 }
 
 /// Stop the daemon (and its session) and wait until it is gone.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "stop")]
 struct StopArgs {
     /// print the result as JSON
@@ -72,7 +76,7 @@ struct StopArgs {
 }
 
 /// Re-read config.toml in the running daemon (the same as SIGHUP).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "reload")]
 struct ReloadArgs {
     /// print the result as JSON
@@ -259,14 +263,16 @@ fn status(paths: &Paths, json: bool) -> Result<i32, CliError> {
     let outcome = ping(paths);
     let unreachable = matches!(&outcome, Err(CliError::Client(e)) if e.is_unreachable());
     if !json {
-        // The block scripts already parse (the seed's format), plus the backend line; --json
-        // carries pid and uptime.
+        // The seed's block (its lines and order, which scripts parse), then what the ping adds.
         let ping = outcome?;
         println!("Daemon Status");
-        println!("-------------");
+        println!("{}", STATUS_RULE.repeat(STATUS_RULE_WIDTH));
         println!("Socket: {}", socket.display());
         println!("Reachable: yes");
         println!("Protocol: v1");
+        println!("Pid: {}", ping.pid);
+        println!("Version: {}", ping.version);
+        println!("Uptime: {}", human_duration(ping.uptime_secs));
         println!("Backend: {}", ping.backend.as_deref().unwrap_or("unknown"));
         return Ok(EXIT_OK);
     }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
 
 use super::output::print_json;
@@ -18,7 +18,7 @@ use crate::paths::Paths;
 use crate::settings::{RuntimeMode, Settings};
 
 /// Install the daemon as a systemd user service.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "install")]
 pub struct InstallArgs {
     /// start the units now, not only at the next login
@@ -36,7 +36,7 @@ pub struct InstallArgs {
 }
 
 /// Remove the systemd user services (config, database and logs are kept).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "uninstall")]
 pub struct UninstallArgs {
     /// print the commands, and remove and run nothing

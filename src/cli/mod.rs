@@ -2,9 +2,12 @@
 //! mode prints aligned lines. Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable.
 
 mod api;
+mod argv;
+mod completions;
 mod config;
 mod daemon;
 mod install;
+mod logs;
 mod output;
 mod proxy;
 mod rpc;
@@ -12,7 +15,7 @@ mod runtime;
 mod sub;
 mod sub_fetch;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use thiserror::Error;
 
 use crate::ipc::client::ClientError;
@@ -30,20 +33,28 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
 
 /// xrat keeps one proxy session alive and lets scripts steer it fast.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
+#[argh(
+    note = "`xrat --version` prints the version; `-h` is `--help`. Settings: <root>/config.toml, every key in docs/SETTINGS.md.",
+    error_code(1, "the command failed"),
+    error_code(2, "the command line is wrong"),
+    error_code(3, "the daemon could not be reached")
+)]
 struct Cli {
     #[argh(subcommand)]
     command: Command,
 }
 
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 enum Command {
     Api(api::ApiCommand),
+    Completions(completions::CompletionsCommand),
     Config(config::ConfigCommand),
     Connect(runtime::ConnectCommand),
     Daemon(daemon::DaemonCommand),
     Disconnect(runtime::DisconnectCommand),
+    Logs(logs::LogsCommand),
     Proxy(proxy::ProxyCommand),
     Status(runtime::StatusCommand),
     Sub(sub::SubCommand),
@@ -76,6 +87,9 @@ pub enum CliError {
     /// `daemon stop` found no daemon.
     #[error("no daemon is running at {}; nothing to stop", .0.display())]
     NothingToStop(std::path::PathBuf),
+    /// `xrat logs` failed.
+    #[error(transparent)]
+    Logs(#[from] logs::LogsError),
     /// The daemon answered with an error.
     #[error("the daemon answered {code}: {message}")]
     Refused {
@@ -109,7 +123,10 @@ pub fn main(args: Vec<String>) -> i32 {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a))
         .unwrap_or("xrat");
-    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    if let Some(code) = argv::version(args.get(1..).unwrap_or_default()) {
+        return code;
+    }
+    let rest = argv::normalize(args.get(1..).unwrap_or_default());
     let cli = match Cli::from_args(&[name], &rest) {
         Ok(cli) => cli,
         Err(early) => {
@@ -128,10 +145,12 @@ pub fn main(args: Vec<String>) -> i32 {
     };
     finish(match cli.command {
         Command::Api(command) => api::run(command),
+        Command::Completions(command) => completions::run::<Cli>(command),
         Command::Config(command) => config::run(command),
         Command::Connect(command) => runtime::connect(command),
         Command::Daemon(command) => daemon::run(command),
         Command::Disconnect(command) => runtime::disconnect(command),
+        Command::Logs(command) => logs::run(command),
         Command::Proxy(command) => proxy::run(command),
         Command::Status(command) => runtime::status(command),
         Command::Sub(command) => sub::run(command),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
 
 use super::output::{human_duration, print_aligned, print_json};
@@ -16,14 +16,14 @@ use crate::paths::Paths;
 const ROTATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Automatic and manual rotation of the session's config.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "proxy")]
 pub struct ProxyCommand {
     #[argh(subcommand)]
     action: Action,
 }
 
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 enum Action {
     Start(StartArgs),
@@ -33,7 +33,7 @@ enum Action {
 }
 
 /// Enable automatic rotation (timer and failed health checks).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "start")]
 struct StartArgs {
     /// print the result as JSON
@@ -42,7 +42,7 @@ struct StartArgs {
 }
 
 /// Disable automatic rotation.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "stop")]
 struct StopArgs {
     /// print the result as JSON
@@ -50,8 +50,8 @@ struct StopArgs {
     json: bool,
 }
 
-/// Show rotation settings, history and the next timer rotation.
-#[derive(FromArgs, Debug)]
+/// Show rotation: whether it is on, its settings, the last rotation and the next timer one.
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
     /// print the result as JSON
@@ -59,8 +59,9 @@ struct StatusArgs {
     json: bool,
 }
 
-/// Rotate now: test candidates and switch to the best (or to --config-id).
-#[derive(FromArgs, Debug)]
+/// Rotate now: to the best warm pool member (front mode), else test candidates and switch to
+/// the best (or to --config-id).
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "rotate")]
 struct RotateArgs {
     /// rotate to this stored config (it is still tested first)

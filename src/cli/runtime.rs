@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
 
 use super::output::{human_duration, print_aligned, print_json};
@@ -16,11 +16,11 @@ use crate::paths::Paths;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Start a session for a stored config (replacing the running one).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "connect")]
 pub struct ConnectCommand {
     /// the stored config's id (see `xrat config list`)
-    #[argh(positional)]
+    #[argh(positional, arg_name = "ID")]
     id: i64,
     /// print the result as JSON
     #[argh(switch)]
@@ -28,7 +28,7 @@ pub struct ConnectCommand {
 }
 
 /// Stop the running session.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "disconnect")]
 pub struct DisconnectCommand {
     /// print the result as JSON
@@ -37,7 +37,7 @@ pub struct DisconnectCommand {
 }
 
 /// Show the running session: config, core, pid, addresses, uptime, health.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "status")]
 pub struct StatusCommand {
     /// print the result as JSON

@@ -1,7 +1,7 @@
 //! `xrat sub add|list|update|remove`: subscriptions, refreshed on an interval by the daemon
 //! (which runs `xrat sub update --due`). These work on the database directly, like `config`.
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
 
 use super::config::{printable, table, utc_time};
@@ -18,14 +18,14 @@ pub const NAME_CHARS_MAX: usize = 64;
 const NAME_TRIES_MAX: usize = 100;
 
 /// Manage subscriptions (provider URLs whose configs are kept up to date).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "sub")]
 pub struct SubCommand {
     #[argh(subcommand)]
     action: Action,
 }
 
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 enum Action {
     Add(AddArgs),
@@ -35,7 +35,7 @@ enum Action {
 }
 
 /// Add a subscription and import its configs (fetched now; nothing is stored if that fails).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "add")]
 struct AddArgs {
     /// the subscription URL (http:// or https://)
@@ -62,7 +62,7 @@ struct AddArgs {
 }
 
 /// List subscriptions with their last update, traffic and expiry.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "list")]
 struct ListArgs {
     /// print the result as JSON
@@ -71,7 +71,7 @@ struct ListArgs {
 }
 
 /// Fetch subscriptions again and apply the changes (all of them when no NAME is given).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "update")]
 struct UpdateArgs {
     /// the subscription to update
@@ -89,7 +89,7 @@ struct UpdateArgs {
 }
 
 /// Remove a subscription and its configs (those in use are kept, disabled).
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand, name = "remove")]
 struct RemoveArgs {
     /// the subscription's name, as listed by `xrat sub list`

@@ -79,6 +79,26 @@ impl FrameDecoder {
         }
     }
 
+    /// The end of the stream: a non-blank unfinished line is the final frame (the way clients
+    /// that write a request and then shut down their write side talk), under the same limit.
+    /// Returns `Ok(None)` when nothing is pending; the decoder is empty afterwards.
+    pub fn finish(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        if self.partial_consumed {
+            self.partial.clear();
+            self.partial_consumed = false;
+        }
+        if self.partial.iter().all(u8::is_ascii_whitespace) {
+            self.partial.clear();
+            return Ok(None);
+        }
+        if trim(&self.partial).len() > FRAME_BYTES_MAX {
+            self.partial.clear();
+            return Err(FrameError::TooLarge);
+        }
+        self.partial_consumed = true;
+        Ok(Some(trim(&self.partial)))
+    }
+
     /// Bytes of an unfinished line held between reads.
     pub fn pending_bytes(&self) -> usize {
         if self.partial_consumed {
@@ -130,6 +150,29 @@ mod tests {
             got.extend(frames(&mut d, byte).unwrap());
         }
         assert_eq!(got, ["{\"x\":1}", "{\"y\":2}"]);
+    }
+
+    #[test]
+    fn the_unfinished_line_at_eof_is_the_last_frame() {
+        let mut d = FrameDecoder::default();
+        assert_eq!(frames(&mut d, b"a\n{\"x\":1}\r").unwrap(), ["a"]);
+        assert_eq!(d.finish().unwrap(), Some(&b"{\"x\":1}"[..]));
+        assert_eq!(d.pending_bytes(), 0);
+        assert_eq!(d.finish().unwrap(), None);
+
+        let mut d = FrameDecoder::default();
+        assert!(frames(&mut d, b"a\n  \r").unwrap().len() == 1);
+        assert_eq!(d.finish().unwrap(), None);
+
+        let mut d = FrameDecoder::default();
+        let exact = vec![b'x'; FRAME_BYTES_MAX];
+        assert!(frames(&mut d, &exact).unwrap().is_empty());
+        assert_eq!(d.finish().unwrap().map(<[u8]>::len), Some(FRAME_BYTES_MAX));
+        let mut d = FrameDecoder::default();
+        let mut over = vec![b'x'; FRAME_BYTES_MAX];
+        over.push(b'y');
+        assert!(frames(&mut d, &over).unwrap().is_empty());
+        assert_eq!(d.finish(), Err(FrameError::TooLarge));
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Reactor {
         if n > 0 {
             self.feed(now, slot, Source::Scratch(n as usize));
         } else if n == 0 {
-            self.drain(slot);
+            self.end_of_input(slot);
         }
     }
 
@@ -117,7 +117,7 @@ impl Reactor {
             self.bufs.recycle(bid);
         } else if c.result == 0 {
             // The client finished sending; it may still read its replies (`socat`, shutdown(WR)).
-            self.drain(slot);
+            self.end_of_input(slot);
         } else {
             if let Some(bid) = c.buffer_id() {
                 self.bufs.recycle(bid);
@@ -157,36 +157,10 @@ impl Reactor {
         loop {
             let input = match conn.decoder.next_frame(data, &mut pos) {
                 Ok(None) => break,
-                Ok(Some(line)) => {
-                    let (id, request) = match decode_request(line) {
-                        Ok((id, request)) => (id, Ok(request)),
-                        Err(e) => (
-                            e.id,
-                            Err(Rejection {
-                                code: e.code,
-                                message: e.message,
-                                close: false,
-                            }),
-                        ),
-                    };
-                    Input::Request {
-                        conn: conn_id,
-                        id,
-                        request,
-                    }
-                }
+                Ok(Some(line)) => line_input(conn_id, line),
                 Err(e @ FrameError::TooLarge) => {
                     conn.phase = Phase::Draining;
-                    let rejection = Rejection {
-                        code: Code::FrameTooLarge,
-                        message: e.to_string(),
-                        close: true,
-                    };
-                    Input::Request {
-                        conn: conn_id,
-                        id: RawId::NONE,
-                        request: Err(rejection),
-                    }
+                    too_large_input(conn_id, e)
                 }
             };
             conn.awaiting += 1;
@@ -412,6 +386,34 @@ impl Reactor {
         }
     }
 
+    /// The client shut down its write side: an unfinished last line is its final request
+    /// (protocol: a request ended by EOF is answered), then the connection drains.
+    pub(super) fn end_of_input(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if conn.phase == Phase::Open {
+            let conn_id = conn.conn_id(slot);
+            let input = match conn.decoder.finish() {
+                Ok(None) => None,
+                Ok(Some(line)) => Some(line_input(conn_id, line)),
+                Err(e @ FrameError::TooLarge) => Some(too_large_input(conn_id, e)),
+            };
+            conn.partial_since_ms = None;
+            if let Some(input) = input {
+                conn.awaiting += 1;
+                let input = match input {
+                    Input::Request {
+                        conn: from,
+                        id,
+                        request: Ok(Request::DaemonReload),
+                    } => self.reload_input(Some((from, id))),
+                    other => other,
+                };
+                self.inputs.push_back(input);
+            }
+        }
+        self.drain(slot);
+    }
+
     /// Stops reading; the connection closes once its replies are written.
     fn drain(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
@@ -498,5 +500,36 @@ impl Reactor {
             self.drain(slot);
             self.settle(slot);
         }
+    }
+}
+
+/// The supervisor's input for one request line: the request, or why it is refused (the
+/// connection stays open).
+fn line_input(conn: ConnId, line: &[u8]) -> Input {
+    let (id, request) = match decode_request(line) {
+        Ok((id, request)) => (id, Ok(request)),
+        Err(e) => (
+            e.id,
+            Err(Rejection {
+                code: e.code,
+                message: e.message,
+                close: false,
+            }),
+        ),
+    };
+    Input::Request { conn, id, request }
+}
+
+/// A line over the limit: 413, then the connection closes.
+fn too_large_input(conn: ConnId, e: FrameError) -> Input {
+    let rejection = Rejection {
+        code: Code::FrameTooLarge,
+        message: e.to_string(),
+        close: true,
+    };
+    Input::Request {
+        conn,
+        id: RawId::NONE,
+        request: Err(rejection),
     }
 }

@@ -161,6 +161,7 @@ impl Reactor {
                 format!("cannot start {path} for session {session_id}: {e}"),
             )
         })?;
+        self.prune_core_logs(&log);
         // The core runs now: a failure to record its identity must not orphan it.
         let write = super::journal::Write::Process {
             session_id,
@@ -264,7 +265,29 @@ impl Reactor {
             launched.spawned.push(spawned);
             launched.configs.push(config);
         }
+        if matches!(multi, Multi::Pool { .. }) {
+            self.prune_core_logs(&log);
+        }
         Ok((launched, parts))
+    }
+
+    /// A core with a new log started: keep only the newest `logs.core_sessions_kept` core
+    /// logs (a readdir and a few unlinks, short enough for the loop thread).
+    fn prune_core_logs(&self, current: &std::path::Path) {
+        let keep = self.env.settings.logs.core_sessions_kept as usize;
+        let dir = self.env.paths.logs_dir();
+        match crate::paths::logs::prune_core_logs(&dir, keep, current) {
+            Ok(removed) if !removed.is_empty() => eprintln!(
+                "xrat: removed {} old core log(s) from {} (logs.core_sessions_kept = {keep})",
+                removed.len(),
+                dir.display()
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!(
+                "xrat: cannot remove old core logs from {}: {e}; they stay",
+                dir.display()
+            ),
+        }
     }
 
     /// Each member's render (from the last inspect, or fresh), in order.

@@ -263,6 +263,15 @@ impl Reactor {
             self.deadlines
                 .remove(slot.deadline_ms, Due::Probe(index, slot.serial));
         }
+        // A failed HTTP probe names its URL (the reason alone does not say what was fetched).
+        let result = match (&slot.machine, result) {
+            (Machine::Http(probe), Err(why)) => Err(crate::probe::describe_failure(
+                probe.target(),
+                &why,
+                slot.connected,
+            )),
+            (_, result) => result,
+        };
         self.probe_finished(now, slot.owner, result);
     }
 
