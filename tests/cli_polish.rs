@@ -133,7 +133,7 @@ fn daemon_status_keeps_the_seed_block_and_adds_pid_version_uptime() {
     let version = env!("CARGO_PKG_VERSION");
     let shown = text(&out.stdout);
     let lines: Vec<&str> = shown.lines().collect();
-    assert_eq!(lines.len(), 8, "{shown}");
+    assert_eq!(lines.len(), 9, "{shown}");
     assert_eq!(
         lines[..5],
         [
@@ -148,6 +148,8 @@ fn daemon_status_keeps_the_seed_block_and_adds_pid_version_uptime() {
     assert_eq!(lines[6], format!("Version: {version}"));
     let uptime = lines[7].strip_prefix("Uptime: ").expect(lines[7]);
     assert!(uptime.ends_with('s'), "{uptime}");
+    let backend = lines[8].strip_prefix("Backend: ").expect(lines[8]);
+    assert!(["io_uring", "epoll"].contains(&backend), "{backend}");
 }
 
 #[test]
