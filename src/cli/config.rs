@@ -1,4 +1,4 @@
-//! `xrat config import|list|show|remove|enable|disable`: the stored proxy configs. These
+//! `xrat config import|list|show|remove|enable|disable|test`: the stored proxy configs. These
 //! commands work on the database directly, so they work whether or not the daemon runs.
 
 use std::fmt::Write as _;
@@ -25,7 +25,8 @@ pub struct ConfigCommand {
 #[argh(subcommand)]
 enum Action {
     Import(ImportArgs),
-    List(ListArgs),
+    List(super::config_list::ListArgs),
+    Test(super::config_test::TestArgs),
     Show(ShowArgs),
     Remove(RemoveArgs),
     Enable(EnableArgs),
@@ -69,15 +70,6 @@ impl FromArgs for ImportArgs {
 
 impl SubCommand for ImportArgs {
     const COMMAND: &'static CommandInfo = ImportOptions::COMMAND;
-}
-
-/// List stored configs.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "list")]
-struct ListArgs {
-    /// print the result as JSON
-    #[argh(switch)]
-    json: bool,
 }
 
 /// Show one stored config, including its link.
@@ -132,7 +124,8 @@ struct DisableArgs {
 pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
     match command.action {
         Action::Import(ImportArgs(args)) => import(&args.source, args.json),
-        Action::List(args) => list(args.json),
+        Action::List(args) => super::config_list::run(args),
+        Action::Test(args) => super::config_test::run(args),
         Action::Show(args) => show(args.id, args.json),
         Action::Remove(args) => remove(args.id, args.json),
         Action::Enable(args) => set_enabled(args.id, true, args.json),
@@ -140,7 +133,7 @@ pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
     }
 }
 
-fn open_store() -> Result<Store, CliError> {
+pub(super) fn open_store() -> Result<Store, CliError> {
     let paths = Paths::from_env()?;
     paths.create_dirs()?;
     Ok(Store::open(&paths.database())?)
@@ -260,87 +253,6 @@ fn import_view(lines: &[LineResult], outcomes: Vec<ImportOutcome>, json: bool) -
     view
 }
 
-/// A config in `list --json`: the link and credentials stay out, `show` has them.
-#[derive(Serialize)]
-struct ListEntry {
-    id: i64,
-    name: String,
-    enabled: bool,
-    scheme: String,
-    server: String,
-    port: u16,
-    created_at: u64,
-    /// The core that would run it (`runtime.core`, or with `auto` the first capable one).
-    core: Option<String>,
-    /// Why no installed core can run it.
-    core_error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ListView {
-    configs: Vec<ListEntry>,
-}
-
-fn list(json: bool) -> Result<i32, CliError> {
-    let configs = open_store()?.configs()?;
-    let paths = Paths::from_env()?;
-    let settings = crate::settings::Settings::load(&paths.settings_file())?;
-    let outbounds: Vec<&crate::links::Outbound> = configs.iter().map(|c| &c.outbound).collect();
-    let cores =
-        crate::core::describe_choices(&settings.runtime, &paths.settings_file(), &outbounds);
-    let view = ListView {
-        configs: configs
-            .into_iter()
-            .zip(cores)
-            .map(|(c, core)| ListEntry {
-                core: core.as_ref().ok().cloned(),
-                core_error: core.err(),
-                id: c.id,
-                name: c.name,
-                enabled: c.enabled,
-                scheme: c.scheme,
-                server: c.server,
-                port: c.port,
-                created_at: c.created_at,
-            })
-            .collect(),
-    };
-    if json {
-        print_json(&view);
-        return Ok(EXIT_OK);
-    }
-    if view.configs.is_empty() {
-        println!("No configs stored. Import one with `xrat config import <LINK>`.");
-        return Ok(EXIT_OK);
-    }
-    let rows: Vec<Vec<String>> = view
-        .configs
-        .iter()
-        .map(|c| {
-            vec![
-                c.id.to_string(),
-                yes_no(c.enabled).to_owned(),
-                c.scheme.clone(),
-                host_port(&c.server, c.port),
-                // `config list --json` carries the whole reason in `core_error`.
-                c.core.clone().unwrap_or_else(|| "none".into()),
-                printable(&c.name),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &["ID", "ENABLED", "SCHEME", "SERVER", "CORE", "NAME"],
-            &rows
-        )
-    );
-    if view.configs.iter().any(|c| c.core.is_none()) {
-        println!("A config with CORE none cannot run on any installed core; `xrat config list --json` says why.");
-    }
-    Ok(EXIT_OK)
-}
-
 fn show(id: i64, json: bool) -> Result<i32, CliError> {
     let config = open_store()?.config(id)?.ok_or_else(|| not_found(id))?;
     if json {
@@ -428,7 +340,7 @@ fn set_enabled(id: i64, enabled: bool, json: bool) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
-fn yes_no(value: bool) -> &'static str {
+pub(super) fn yes_no(value: bool) -> &'static str {
     if value {
         "yes"
     } else {
@@ -437,7 +349,7 @@ fn yes_no(value: bool) -> &'static str {
 }
 
 /// `host:port`, with IPv6 addresses bracketed.
-fn host_port(server: &str, port: u16) -> String {
+pub(super) fn host_port(server: &str, port: u16) -> String {
     if server.contains(':') {
         format!("[{server}]:{port}")
     } else {
@@ -447,7 +359,7 @@ fn host_port(server: &str, port: u16) -> String {
 
 /// Escapes control characters: names come from link fragments, where `%0A` or an escape
 /// sequence would otherwise break the table or the terminal.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     text.chars().fold(String::new(), |mut out, c| {
         if c.is_control() {
             out.extend(c.escape_default());
@@ -459,7 +371,7 @@ fn printable(text: &str) -> String {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

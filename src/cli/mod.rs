@@ -3,6 +3,8 @@
 
 mod api;
 mod config;
+mod config_list;
+mod config_test;
 mod daemon;
 mod install;
 mod output;

@@ -10,6 +10,7 @@
 mod configs;
 mod events;
 mod pool;
+mod results;
 mod schema;
 mod sessions;
 #[cfg(test)]
@@ -26,6 +27,7 @@ use thiserror::Error;
 pub use configs::{ConfigRow, ImportOutcome};
 pub use events::{NewRotationEvent, RotationEventRow};
 pub use pool::{NewPoolProcess, PoolMember, PoolProcessRow};
+pub use results::{NewConfigTest, TestSummary, CONFIG_TESTS_KEPT};
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{NewSession, SessionRow};
 
