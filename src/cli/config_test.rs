@@ -244,10 +244,11 @@ fn print_view(view: &TestView, json: bool) {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        super::config::table(&["ID", "RESULT", "LATENCY", "NAME", "ERROR"], &rows)
-    );
+    let table = super::config::table(&["ID", "RESULT", "LATENCY", "NAME", "ERROR"], &rows);
+    // A passing row's empty ERROR cell would leave the padded NAME trailing spaces.
+    for line in table.lines() {
+        println!("{}", line.trim_end());
+    }
     println!(
         "{} passed, {} failed (probe {}).",
         view.passed, view.failed, view.url
