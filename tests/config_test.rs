@@ -76,7 +76,15 @@ fn results(view: &Value) -> BTreeMap<i64, Value> {
     };
     assert_eq!(
         keys(view),
-        ["concurrency", "failed", "passed", "ran_by", "results", "timeout_ms", "url"],
+        [
+            "concurrency",
+            "failed",
+            "passed",
+            "ran_by",
+            "results",
+            "timeout_ms",
+            "url"
+        ],
         "{view}"
     );
     view["results"]
@@ -86,7 +94,15 @@ fn results(view: &Value) -> BTreeMap<i64, Value> {
         .map(|r| {
             assert_eq!(
                 keys(r),
-                ["at", "config_id", "error", "error_kind", "latency_ms", "name", "ok"],
+                [
+                    "at",
+                    "config_id",
+                    "error",
+                    "error_kind",
+                    "latency_ms",
+                    "name",
+                    "ok"
+                ],
                 "{r}"
             );
             (r["config_id"].as_i64().unwrap(), r.clone())
@@ -97,7 +113,10 @@ fn results(view: &Value) -> BTreeMap<i64, Value> {
 fn assert_exact(b: &Bench, view: &Value) {
     let by_id = results(view);
     assert_eq!(by_id.len(), 5, "{view}");
-    assert_eq!((view["passed"].as_u64(), view["failed"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(
+        (view["passed"].as_u64(), view["failed"].as_u64()),
+        (Some(3), Some(2))
+    );
     for id in &b.live {
         let r = &by_id[id];
         assert_eq!(r["ok"], true, "{r}");
@@ -119,7 +138,9 @@ fn assert_exact(b: &Bench, view: &Value) {
 fn stored(root: &Root) -> BTreeMap<i64, (bool, Option<i64>, Option<String>, String)> {
     let db = rusqlite::Connection::open(root.path().join("xrat.db")).unwrap();
     let mut stmt = db
-        .prepare("SELECT config_id, ok, latency_ms, error_kind, source FROM config_tests ORDER BY id")
+        .prepare(
+            "SELECT config_id, ok, latency_ms, error_kind, source FROM config_tests ORDER BY id",
+        )
         .unwrap();
     stmt.query_map([], |r| {
         Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
@@ -164,9 +185,14 @@ fn standalone_test_of_three_live_and_two_dead_remotes() {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stderr.is_empty(), "stderr: {stderr:?}");
     assert!(stdout.starts_with("ID  RESULT"), "{stdout}");
-    assert!(stdout.contains("\n3 passed, 2 failed (probe http://127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains("\n3 passed, 2 failed (probe http://127.0.0.1:"),
+        "{stdout}"
+    );
     assert!(stdout.lines().all(|l| l == l.trim_end()), "{stdout}");
-    let list = b.root.run(&["config", "list", "--alive", "--sort", "latency", "--json"]);
+    let list = b
+        .root
+        .run(&["config", "list", "--alive", "--sort", "latency", "--json"]);
     assert!(list.status.success(), "{}", text(&list.stderr));
     let list: Value = serde_json::from_slice(&list.stdout).unwrap();
     let shown: Vec<i64> = list["configs"]

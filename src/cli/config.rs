@@ -163,11 +163,22 @@ struct FailedLine {
     error: String,
 }
 
+/// An imported config that no installed core can run: stored, and marked with the reason
+/// (`config list` shows it).
+#[derive(Serialize)]
+struct Marked {
+    id: i64,
+    name: String,
+    reason: String,
+}
+
 #[derive(Default, Serialize)]
 struct ImportView {
     imported: Vec<IdName>,
     duplicates: Vec<IdName>,
     failed: Vec<FailedLine>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    marked: Vec<Marked>,
 }
 
 /// The import text and a description of where it came from, for messages.
@@ -200,8 +211,16 @@ fn import(source: &str, json: bool) -> Result<i32, CliError> {
         .iter()
         .filter_map(|line| line.result.as_ref().ok().cloned())
         .collect();
-    let outcomes = open_store()?.import(&good, now())?;
-    let view = import_view(&lines, outcomes, json);
+    let mut store = open_store()?;
+    let outcomes = store.import(&good, now())?;
+    let mut view = import_view(&lines, outcomes, json);
+    view.marked = mark_unrunnable(&store, &view.imported)?;
+    if !json {
+        for m in &view.marked {
+            let (id, name) = (m.id, printable(&m.name));
+            println!("Marked    #{id}  {name}: {}", printable(&m.reason));
+        }
+    }
     if json {
         print_json(&view);
     } else {
@@ -217,6 +236,35 @@ fn import(source: &str, json: bool) -> Result<i32, CliError> {
     } else {
         EXIT_ERROR
     })
+}
+
+/// Checks the imported configs against the installed cores (issue 12 part 3): one that no
+/// installed core can run is kept, and its reason stored in `config_issues`. With no core
+/// installed at all nothing is marked (there is nothing to check against yet).
+fn mark_unrunnable(store: &Store, imported: &[IdName]) -> Result<Vec<Marked>, CliError> {
+    if imported.is_empty() {
+        return Ok(Vec::new());
+    }
+    let paths = Paths::from_env()?;
+    let settings = crate::settings::Settings::load(&paths.settings_file())?;
+    let Ok(installed) = crate::core::detect_all(&settings.runtime, &paths.settings_file()) else {
+        return Ok(Vec::new());
+    };
+    let mut marked = Vec::new();
+    for entry in imported {
+        let Some(config) = store.config(entry.id)? else {
+            continue;
+        };
+        if let Err(reason) = super::config_test::choose(&settings, &installed, &config) {
+            store.set_config_issue(entry.id, Some(&reason), now())?;
+            marked.push(Marked {
+                id: entry.id,
+                name: entry.name.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(marked)
 }
 
 /// Pairs the store's outcomes (one per good line, in order) back with the input lines; in text

@@ -171,7 +171,12 @@ fn print_text(view: &ListView, filtered: bool) {
             &rows
         )
     );
-    for c in view.configs.iter().filter(|c| c.import_issue.is_some()) {
+    // A mark whose config a core now runs (one was installed since) is history, in --json only.
+    for c in view
+        .configs
+        .iter()
+        .filter(|c| c.import_issue.is_some() && c.core.is_none())
+    {
         let why = c.import_issue.as_deref().unwrap_or_default();
         println!("#{}: marked at import: {}", c.id, printable(why));
     }

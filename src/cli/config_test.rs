@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::output::print_json;
 use super::{CliError, EXIT_OK, EXIT_USAGE};
-use crate::core::{choose_core, check_support, detect_all, CoreBinary};
+use crate::core::{check_support, choose_core, detect_all, CoreBinary};
 use crate::ctest::standalone::{self, Member, Setup};
 use crate::ctest::{self as ct, TestOptions, TestOutcome};
 use crate::paths::Paths;
@@ -86,9 +86,11 @@ pub fn run(args: TestArgs) -> Result<i32, CliError> {
     let paths = Paths::from_env()?;
     paths.create_dirs()?;
     let settings = Settings::load(&paths.settings_file())?;
-    let url = args.url.clone().unwrap_or(settings.health.probe_url.clone());
-    crate::probe::ProbeTarget::parse(&url)
-        .map_err(|e| CliError::Daemon(format!("--url: {e}")))?;
+    let url = args
+        .url
+        .clone()
+        .unwrap_or(settings.health.probe_url.clone());
+    crate::probe::ProbeTarget::parse(&url).map_err(|e| CliError::Daemon(format!("--url: {e}")))?;
     let mut store = Store::open(&paths.database())?;
     let configs = select(&store, &args)?;
     let options = TestOptions {
@@ -145,7 +147,7 @@ fn select(store: &Store, args: &TestArgs) -> Result<Vec<ConfigRow>, CliError> {
 }
 
 /// The core for each config, as the daemon would choose it.
-fn choose<'a>(
+pub(super) fn choose<'a>(
     settings: &Settings,
     installed: &'a [CoreBinary],
     config: &ConfigRow,

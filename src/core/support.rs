@@ -106,6 +106,16 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
             ));
         }
     }
+    if let Some(id) = unreadable_id(outbound).filter(|_| xray_family) {
+        return Err(refuse(
+            format!(
+                "the {} id (field id) {id}, which is neither a UUID nor a string of 1 to {} bytes",
+                protocol_name(outbound),
+                super::user_id::MAPPED_ID_BYTES_MAX
+            ),
+            "use the server's UUID, or sing-box or mihomo (set runtime.core), which map any string",
+        ));
+    }
     if xray_family && newer_protocol(outbound) {
         let protocol = protocol_name(outbound);
         return Err(refuse(
@@ -122,6 +132,19 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
     match refusal {
         Some((feature, fix)) => Err(refuse(feature, fix)),
         None => Ok(()),
+    }
+}
+
+/// A VMess/VLESS id the Xray family cannot read (see `user_id`), described without the id
+/// itself (it is the credential): its length.
+fn unreadable_id(outbound: &Outbound) -> Option<String> {
+    let id = match &outbound.protocol {
+        Protocol::Vmess { id, .. } | Protocol::Vless { id, .. } => id,
+        _ => return None,
+    };
+    match super::user_id::xray_reads(id) {
+        Some(_) => None,
+        None => Some(format!("of {} bytes", id.len())),
     }
 }
 

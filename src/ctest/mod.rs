@@ -189,7 +189,10 @@ mod tests {
                 "Connection refused (os error 111) connecting to the SOCKS inbound",
                 ErrorKind::Refused,
             ),
-            ("the batch core reported no inbound for it", ErrorKind::CoreFailed),
+            (
+                "the batch core reported no inbound for it",
+                ErrorKind::CoreFailed,
+            ),
             ("something new", ErrorKind::Other),
         ];
         for (text, kind) in cases {

@@ -185,12 +185,11 @@ fn start_core(
     members: &[Member<'_>],
     indices: &[usize],
 ) -> Result<Started, StandaloneError> {
-    let ports = free_ports(setup.listen, indices.len()).map_err(|source| {
-        StandaloneError::Ports {
+    let ports =
+        free_ports(setup.listen, indices.len()).map_err(|source| StandaloneError::Ports {
             listen: setup.listen,
             source,
-        }
-    })?;
+        })?;
     let candidates: Vec<(u16, &Outbound)> = ports
         .iter()
         .zip(indices)
@@ -263,7 +262,8 @@ fn wait_ready(core: &mut TestCore, addrs: &[SocketAddr], timeout: Duration) -> R
         if let Ok(Some(status)) = core.child.try_wait() {
             return Err(format!("the test core exited at start ({status})"));
         }
-        pending.retain(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err());
+        pending
+            .retain(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err());
         if pending.is_empty() {
             return Ok(());
         }
@@ -309,7 +309,8 @@ fn probe_all(
                     return;
                 };
                 let result = probe_once(addr, target, timeout);
-                let outcome = TestOutcome::from_probe(members[member].config_id, &result, unix_now());
+                let outcome =
+                    TestOutcome::from_probe(members[member].config_id, &result, unix_now());
                 if tx.send((member, outcome)).is_err() {
                     return;
                 }
@@ -326,7 +327,11 @@ fn probe_all(
 
 /// One probe through the SOCKS inbound at `addr`: latency in ms, or why it failed, worded as
 /// the daemon's probes word it.
-pub fn probe_once(addr: SocketAddr, target: &ProbeTarget, timeout: Duration) -> Result<u64, String> {
+pub fn probe_once(
+    addr: SocketAddr,
+    target: &ProbeTarget,
+    timeout: Duration,
+) -> Result<u64, String> {
     let start = Instant::now();
     let deadline = start + timeout;
     let timed_out = || format!("no answer within {} ms", timeout.as_millis());
@@ -342,8 +347,12 @@ pub fn probe_once(addr: SocketAddr, target: &ProbeTarget, timeout: Duration) -> 
         if left.is_zero() {
             return Err(timed_out());
         }
-        stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        stream.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
         action = match action {
             Action::Send(bytes) => match stream.write_all(&bytes) {
                 Ok(()) => probe.on_event(Event::Sent),

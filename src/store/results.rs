@@ -196,7 +196,11 @@ mod tests {
             .record_tests(&[result(1, 10, None), result(1, 11, Some(40))])
             .unwrap();
         store
-            .record_tests(&[result(1, 12, None), result(1, 13, None), result(2, 13, None)])
+            .record_tests(&[
+                result(1, 12, None),
+                result(1, 13, None),
+                result(2, 13, None),
+            ])
             .unwrap();
         let s = store.test_summaries().unwrap();
         assert_eq!(s.len(), 2);
@@ -210,7 +214,10 @@ mod tests {
         assert_eq!((s[&2].failure_streak, s[&2].last_latency_ms), (0, Some(7)));
         // An unknown config fails the whole write.
         let err = store.record_tests(&[result(2, 15, Some(1)), result(9, 15, None)]);
-        assert!(matches!(err, Err(StoreError::NoSuchConfig { id: 9, .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(StoreError::NoSuchConfig { id: 9, .. })),
+            "{err:?}"
+        );
         assert_eq!(store.test_summaries().unwrap()[&2].last_at, 14);
         // Results go with their config.
         assert!(store.remove_config(1).unwrap());
