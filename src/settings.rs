@@ -225,6 +225,10 @@ pub struct RotationSettings {
     pub pool_size: u32,
     /// How long open connections may stay on a replaced pool core before it is stopped.
     pub drain_secs: u64,
+    /// Failed tests in a row (stored in `config_tests`) that put a config in quarantine.
+    pub strikes: u32,
+    /// How long a quarantined config is skipped after its last failed test; 0 turns quarantine off.
+    pub quarantine_secs: u64,
 }
 
 impl Default for RotationSettings {
@@ -237,6 +241,8 @@ impl Default for RotationSettings {
             test_concurrency: 8,
             pool_size: 4,
             drain_secs: 30,
+            strikes: 3,
+            quarantine_secs: 1800,
         }
     }
 }
@@ -321,6 +327,9 @@ pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
 /// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
 /// milliseconds and added to the clock, which must not overflow.
 pub const DURATION_SECS_MAX: u64 = 366 * 24 * 3600;
+
+/// Largest `runtime.rotation.strikes`.
+pub const STRIKES_MAX: u32 = 100;
 /// Longest timeout in milliseconds (10 minutes): a probe or a start that takes longer is dead.
 pub const TIMEOUT_MS_MAX: u64 = 600_000;
 /// Most candidates probed at once in a batch test (each is a socket and a probe slot).
@@ -368,7 +377,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 24] = [
+        let checks: [(&'static str, bool, String, &'static str); 26] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -454,6 +463,18 @@ impl Settings {
                     || r.rotation.test_concurrency > TEST_CONCURRENCY_MAX,
                 r.rotation.test_concurrency.to_string(),
                 "must be between 1 and 256",
+            ),
+            (
+                "runtime.rotation.strikes",
+                r.rotation.strikes == 0 || r.rotation.strikes > STRIKES_MAX,
+                r.rotation.strikes.to_string(),
+                "must be between 1 and 100",
+            ),
+            (
+                "runtime.rotation.quarantine_secs",
+                r.rotation.quarantine_secs > DURATION_SECS_MAX,
+                r.rotation.quarantine_secs.to_string(),
+                "must be at most 31622400 seconds (366 days); 0 turns quarantine off",
             ),
             (
                 "health.probe_url",

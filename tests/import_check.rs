@@ -170,10 +170,7 @@ fn a_long_non_uuid_id_is_marked_for_v2ray_and_runs_on_sing_box() {
     let path = dir.path().join("sb.json");
     std::fs::write(&path, config.to_string()).unwrap();
     check(&sing_box_bin(), &["check", "-c", path.to_str().unwrap()]).unwrap();
-    let either = root_with(
-        &format!("core_preference = [\"v2ray\", \"sing-box\"]\n"),
-        &http,
-    );
+    let either = root_with("core_preference = [\"v2ray\", \"sing-box\"]\n", &http);
     let (ok, view, stderr) = import_json(&either, &link);
     assert!(ok && view.get("marked").is_none(), "{view} {stderr}");
 }

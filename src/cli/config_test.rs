@@ -70,7 +70,7 @@ fn usage(message: &str) -> Result<i32, CliError> {
 
 /// Runs `config test`.
 pub fn run(args: TestArgs) -> Result<i32, CliError> {
-    if args.all == !args.ids.is_empty() {
+    if args.all != args.ids.is_empty() {
         return usage("name config ids or pass --all (not both)");
     }
     if let Err(message) = ct::check_limits(args.timeout, args.concurrency) {

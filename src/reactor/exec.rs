@@ -79,6 +79,20 @@ impl Reactor {
                 };
                 self.record(now, super::journal::Write::Event(row));
             }
+            Effect::RecordTests { source, results } => {
+                let source = match source {
+                    crate::supervisor::TestSource::Rotation => "rotation",
+                    crate::supervisor::TestSource::Request => "daemon",
+                };
+                let rows = results
+                    .iter()
+                    .map(|r| {
+                        crate::ctest::TestOutcome::from_probe(r.config_id, &r.result, r.at)
+                            .record(source)
+                    })
+                    .collect();
+                self.record(now, super::journal::Write::Tests(rows));
+            }
             Effect::Route { targets } => self.set_route(now, targets),
             Effect::BeginSession { core, config_id } => {
                 self.begin_pool_session(now, core, config_id)

@@ -46,21 +46,23 @@ pub struct TestSummary {
 
 impl Store {
     /// Records test results in one transaction and prunes each config's history to
-    /// [`CONFIG_TESTS_KEPT`] rows. A config removed meanwhile fails the whole write with
-    /// [`StoreError::NoSuchConfig`].
-    pub fn record_tests(&mut self, tests: &[NewConfigTest]) -> Result<(), StoreError> {
+    /// [`CONFIG_TESTS_KEPT`] rows. A config removed while it was tested is skipped (its results
+    /// would go with it anyway); returns how many rows were written.
+    pub fn record_tests(&mut self, tests: &[NewConfigTest]) -> Result<usize, StoreError> {
         let path = &self.path;
         let failed = |e| sql_error(path, "record config test results", e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(failed)?;
+        let mut written = 0;
         {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO config_tests \
                      (config_id, at, ok, latency_ms, error_kind, error, source) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS \
+                     (SELECT 1 FROM configs WHERE id = ?1)",
                 )
                 .map_err(failed)?;
             let mut prune = tx
@@ -76,7 +78,7 @@ impl Store {
                 } else {
                     Some(t.error_kind.as_deref().unwrap_or("other"))
                 };
-                insert
+                written += insert
                     .execute(params![
                         t.config_id,
                         t.at,
@@ -86,22 +88,14 @@ impl Store {
                         t.error,
                         t.source
                     ])
-                    .map_err(|e| {
-                        if super::sessions::is_foreign_key_error(&e) {
-                            StoreError::NoSuchConfig {
-                                path: path.clone(),
-                                id: t.config_id,
-                            }
-                        } else {
-                            failed(e)
-                        }
-                    })?;
+                    .map_err(failed)?;
                 prune
                     .execute(params![t.config_id, CONFIG_TESTS_KEPT])
                     .map_err(failed)?;
             }
         }
-        tx.commit().map_err(failed)
+        tx.commit().map_err(failed)?;
+        Ok(written)
     }
 
     /// Every tested config's summary, by config id.
@@ -212,13 +206,11 @@ mod tests {
         store.record_tests(&[result(2, 14, Some(7))]).unwrap();
         let s = store.test_summaries().unwrap();
         assert_eq!((s[&2].failure_streak, s[&2].last_latency_ms), (0, Some(7)));
-        // An unknown config fails the whole write.
-        let err = store.record_tests(&[result(2, 15, Some(1)), result(9, 15, None)]);
-        assert!(
-            matches!(err, Err(StoreError::NoSuchConfig { id: 9, .. })),
-            "{err:?}"
-        );
-        assert_eq!(store.test_summaries().unwrap()[&2].last_at, 14);
+        // A config removed meanwhile is skipped; the others are written.
+        let written = store.record_tests(&[result(2, 15, Some(1)), result(9, 15, None)]);
+        assert_eq!(written.unwrap(), 1);
+        assert_eq!(store.test_summaries().unwrap()[&2].last_at, 15);
+        assert!(!store.test_summaries().unwrap().contains_key(&9));
         // Results go with their config.
         assert!(store.remove_config(1).unwrap());
         assert_eq!(store.test_summaries().unwrap().len(), 1);

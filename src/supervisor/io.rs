@@ -97,6 +97,40 @@ pub struct ConfigCheck {
     pub config_id: i64,
     /// Runnable, or the reason it is not (404 unknown or disabled, 409 unsupported, 500).
     pub result: Result<(), Rejection>,
+    /// What its stored test results (`config_tests`) say: the quarantine policy's input.
+    pub history: TestHistory,
+}
+
+/// A config's stored test results, summarised (issue 12): given with every inspect, and kept up
+/// to date by the supervisor from the results it records itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestHistory {
+    /// Unix seconds of the last test; `None` when it was never tested.
+    pub last_at: Option<u64>,
+    /// Whether the last test passed.
+    pub last_ok: bool,
+    /// Failed tests since the last passing one.
+    pub failure_streak: u32,
+}
+
+/// Who ran a recorded test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestSource {
+    /// A rotation's batch test.
+    Rotation,
+    /// A `config_test` request.
+    Request,
+}
+
+/// One config's test result, for [`Effect::RecordTests`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRecord {
+    /// The config.
+    pub config_id: i64,
+    /// Unix seconds when the probe ended.
+    pub at: u64,
+    /// Latency in ms, or why it failed.
+    pub result: Result<u64, String>,
 }
 
 /// What kind of core to start.
@@ -410,6 +444,13 @@ pub enum Effect {
     },
     /// Record a rotation.
     Persist(RotationEvent),
+    /// Record test results in `config_tests` (best effort: a failed write is logged).
+    RecordTests {
+        /// Who ran them.
+        source: TestSource,
+        /// One per tested config.
+        results: Vec<TestRecord>,
+    },
     /// One line for the daemon log.
     Log(String),
     /// Stop accepting, flush every reply, remove the socket and exit.
@@ -502,4 +543,8 @@ pub struct SupervisorConfig {
     pub passive_failures: u32,
     /// `health.passive_window_ms`.
     pub passive_window_ms: u64,
+    /// `runtime.rotation.strikes`: failed tests in a row that quarantine a config.
+    pub strikes: u32,
+    /// `runtime.rotation.quarantine_secs` (0: no quarantine).
+    pub quarantine_secs: u64,
 }

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::ipc::protocol::{Code, HealthView, Request, ShutdownPayload};
+use crate::ipc::protocol::{Code, HealthView, Request, ShutdownPayload, Trigger};
 use crate::ipc::RawId;
 
 mod io;
@@ -24,6 +24,7 @@ mod pool;
 mod pool_ops;
 mod pool_replace;
 mod pool_switch;
+pub mod quarantine;
 mod rank;
 mod replace;
 mod rotation;
@@ -103,6 +104,8 @@ pub struct Supervisor {
     health_probe: Option<ProbeId>,
     /// Configs that failed a test, and when (monotonic ms).
     failed_at: BTreeMap<i64, u64>,
+    /// Stored test results per config, from the last inspect and the results recorded since.
+    histories: BTreeMap<i64, TestHistory>,
     next_id: u64,
     next_health_ms: u64,
     health_ticks: u64,
@@ -131,6 +134,7 @@ impl Supervisor {
             op: None,
             health_probe: None,
             failed_at: BTreeMap::new(),
+            histories: BTreeMap::new(),
             next_id: 1,
             health_ticks: 0,
             effects: VecDeque::new(),
@@ -406,6 +410,15 @@ impl Supervisor {
     /// claim concerns the session (an exit, a health probe) or nobody (a late probe of a batch
     /// that was already decided).
     fn on_completion(&mut self, now: Now, input: Input) {
+        if let Input::Inspected {
+            configs: Ok(checks),
+            ..
+        } = &input
+        {
+            for check in checks {
+                self.histories.insert(check.config_id, check.history);
+            }
+        }
         match &input {
             Input::CoreExited { core, .. } => {
                 self.cores.remove(core);
@@ -461,6 +474,42 @@ impl Supervisor {
     /// Records a failed test of `config_id`.
     fn mark_failed(&mut self, now: Now, config_id: i64) {
         self.failed_at.insert(config_id, now.monotonic_ms);
+    }
+
+    /// Records test results: in the supervisor's histories at once, in the store by the executor.
+    fn record_tests(&mut self, source: TestSource, results: Vec<TestRecord>) {
+        if results.is_empty() {
+            return;
+        }
+        for r in &results {
+            let history = self.histories.entry(r.config_id).or_default();
+            quarantine::record(history, r.at, r.result.is_ok());
+        }
+        self.emit(Effect::RecordTests { source, results });
+    }
+
+    /// True while `config_id` is quarantined (see [`quarantine`]).
+    fn quarantined(&self, now: Now, config_id: i64) -> bool {
+        self.histories.get(&config_id).is_some_and(|h| {
+            quarantine::is_quarantined(
+                h,
+                self.config.strikes,
+                self.config.quarantine_secs,
+                now.unix_secs,
+            )
+        })
+    }
+
+    /// Why a rotation of `trigger` passes over `config_id`, if it does.
+    fn skip_reason(&self, now: Now, trigger: Trigger, config_id: i64) -> Option<String> {
+        let history = self.histories.get(&config_id)?;
+        quarantine::skip_reason(
+            trigger,
+            history,
+            self.config.strikes,
+            self.config.quarantine_secs,
+            now.unix_secs,
+        )
     }
 
     /// True when `config_id` failed a test within [`FAILED_CANDIDATE_HOLD_MS`].

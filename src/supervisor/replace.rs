@@ -18,7 +18,7 @@ use super::rank::{self, Trial};
 use super::{
     error, trigger_name, CoreId, CoreRole, CoreSpec, Effect, Input, InspectId, Now, ProbeId,
     ProbeKind, ReplaceResult, Reply, RotationEvent, Selection, Session, SessionInfo, StartFailure,
-    Supervisor, STOP_GRACE_MS,
+    Supervisor, TestRecord, TestSource, STOP_GRACE_MS,
 };
 
 #[derive(Debug)]
@@ -224,15 +224,30 @@ impl Supervisor {
                 }
                 Some(Ok(())) => {}
             }
+            if self.quarantined(now, only) {
+                let why = self.skip_reason(now, r.trigger, only).unwrap_or_default();
+                return Flow::Done(error(
+                    Code::Conflict,
+                    format!("config {only} is {why}; test it again with `xrat config test {only}`, or name another config"),
+                ));
+            }
         }
         let mut runnable = Vec::new();
         for check in checks {
             if r.candidate_id.is_none() && check.config_id == r.old_config {
                 continue;
             }
-            match &check.result {
-                Ok(()) => runnable.push(check.config_id),
-                Err(rejection) => r.notes.push(format!(
+            let skip = r
+                .candidate_id
+                .is_none()
+                .then(|| self.skip_reason(now, r.trigger, check.config_id))
+                .flatten();
+            match (&check.result, skip) {
+                (Ok(()), None) => runnable.push(check.config_id),
+                (Ok(()), Some(why)) => r
+                    .notes
+                    .push(format!("config {} skipped: {why}", check.config_id)),
+                (Err(rejection), _) => r.notes.push(format!(
                     "config {} skipped: {}",
                     check.config_id, rejection.message
                 )),
@@ -392,6 +407,19 @@ impl Supervisor {
         for id in failed {
             self.mark_failed(now, id);
         }
+        // Undecided candidates were not tested to the end: only verdicts are recorded.
+        let records = r
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                Some(TestRecord {
+                    config_id: c.config_id,
+                    at: now.unix_secs,
+                    result: c.result.clone()?,
+                })
+            })
+            .collect();
+        self.record_tests(TestSource::Rotation, records);
         let ranked: VecDeque<usize> = rank::rank(&r.trials()).into();
         if ranked.is_empty() {
             return self.finish_replace(now, r, ReplaceResult::NoWorkingCandidate, None);

@@ -283,8 +283,39 @@ impl World {
                 });
             }
             Effect::Persist(event) => self.on_persist(&event),
+            Effect::RecordTests { results, .. } => {
+                let rotation = self.op.as_ref().is_some_and(|op| op.kind == Kind::Replace)
+                    || self
+                        .ended
+                        .as_ref()
+                        .is_some_and(|op| op.kind == Kind::Replace);
+                self.check(rotation && !results.is_empty(), || {
+                    format!("test results outside a rotation's batch: {results:?}")
+                });
+                self.exec.on_record(&results);
+            }
             Effect::Log(_) => {}
             Effect::Shutdown => self.on_shutdown(),
+        }
+    }
+
+    /// The store model's test results of a config.
+    fn stored(&self, config_id: i64) -> Option<super::TestHistory> {
+        let index = usize::try_from(config_id - 1).ok()?;
+        self.exec.configs.get(index).map(|c| c.history)
+    }
+
+    /// No config in `ids` is quarantined now, by the store model and the settings (DESIGN §7,
+    /// issue 12).
+    fn check_not_quarantined(&self, what: &str, ids: &[i64]) {
+        let unix = self.now.unix_secs;
+        let (strikes, secs) = (self.cfg.strikes, self.cfg.quarantine_secs);
+        for id in ids {
+            let history = self.stored(*id).unwrap_or_default();
+            self.check(
+                !super::quarantine::is_quarantined(&history, strikes, secs, unix),
+                || format!("{what} {id} is quarantined: {history:?}, strikes {strikes}, {secs} s, now {unix}"),
+            );
         }
     }
 
@@ -375,12 +406,14 @@ impl World {
             }
             (Some(Kind::Connect(want)), CoreSpec::Pool { config_ids }) if self.cfg.front => {
                 self.check_members(config_ids);
+                self.check_not_quarantined("warm pool member", &config_ids[1..]);
                 self.check(config_ids.first() == Some(&want), || {
                     format!("connect {want} started pool {config_ids:?}")
                 });
             }
             (Some(Kind::Replace), CoreSpec::Pool { config_ids }) if self.cfg.front => {
                 self.check_members(config_ids);
+                self.check_not_quarantined("warm pool member", &config_ids[1..]);
                 let spec = CoreSpec::Session {
                     config_id: config_ids[0],
                 };
@@ -401,7 +434,24 @@ impl World {
                 let first = rot.batch.replace(core).is_none();
                 let old = rot.old_config;
                 let own = rot.candidate_id == Some(old);
+                let (trigger, named) = (rot.trigger, rot.candidate_id.is_some());
                 self.check(first, || "two batch cores in one rotation".into());
+                self.check_not_quarantined("batch candidate", config_ids);
+                if trigger == Trigger::Manual && !named {
+                    let failed: Vec<i64> = config_ids
+                        .iter()
+                        .copied()
+                        .filter(|id| {
+                            self.stored(*id)
+                                .is_some_and(|h| h.last_at.is_some() && !h.last_ok)
+                        })
+                        .collect();
+                    self.check(failed.is_empty(), || {
+                        format!(
+                            "a manual rotation tests configs {failed:?}, whose last test failed"
+                        )
+                    });
+                }
                 self.check(own || !config_ids.contains(&old), || {
                     "the active config in the batch".into()
                 });

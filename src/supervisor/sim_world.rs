@@ -199,6 +199,25 @@ fn random_config(rng: &mut Rng) -> SupervisorConfig {
         retry_interval_ms: 100 + rng.below(900),
         passive_failures: 1 + rng.below(3) as u32,
         passive_window_ms: 500 + rng.below(3_000),
+        strikes: 1 + rng.below(3) as u32,
+        quarantine_secs: [0, 30, 600, 3_600][rng.below(4) as usize],
+    }
+}
+
+/// Stored test results at the start: untested, passed, or a failure streak that may have put the
+/// config in quarantine (some of which end during the run).
+fn seed_histories(exec: &mut Exec, cfg: &SupervisorConfig, unix: u64, rng: &mut Rng) {
+    for c in &mut exec.configs {
+        match rng.below(3) {
+            0 => {}
+            1 => super::quarantine::record(&mut c.history, unix - rng.below(600), true),
+            _ => {
+                let at = unix - rng.below(cfg.quarantine_secs + 60);
+                for _ in 0..1 + rng.below(4) {
+                    super::quarantine::record(&mut c.history, at, false);
+                }
+            }
+        }
     }
 }
 
@@ -217,6 +236,7 @@ impl World {
         };
         exec.front =
             super::sim_front::FrontExec::new(cfg.front, cfg.drain_ms, now.monotonic_ms, &mut rng);
+        seed_histories(&mut exec, &cfg, now.unix_secs, &mut rng);
         // A front-mode daemon adopting a direct-mode session is left out (see the report in
         // docs/ARCHITECTURE.md).
         let adopted = (!cfg.front && rng.below(2) == 0).then(|| exec.adopt_info(now.unix_secs));
