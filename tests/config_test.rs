@@ -235,3 +235,35 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("config 7 not found"), "{stderr}");
 }
+
+#[test]
+fn through_a_running_daemon_with_the_same_results() {
+    let b = bench("");
+    b.root.start();
+    let (code, stdout, stderr) = run(&b.root, &["--all", "--json", "--concurrency", "2"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}\n{}", b.root.log());
+    assert!(stderr.is_empty(), "stderr: {stderr:?}");
+    let view: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(view["ran_by"], "daemon", "{view}");
+    assert_eq!(view["concurrency"], 2);
+    assert_exact(&b, &view);
+    // The daemon recorded them, once per config.
+    let rows = stored(&b.root);
+    assert_eq!(rows.len(), 5);
+    assert!(rows.values().all(|r| r.3 == "daemon"), "{rows:?}");
+    let db = rusqlite::Connection::open(b.root.path().join("xrat.db")).unwrap();
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM config_tests", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 5);
+    // The batch core is gone; the daemon still answers; a disabled config can be named.
+    assert!(common::wait_until(std::time::Duration::from_secs(3), || {
+        common::core_processes(&b.root).is_empty()
+    }));
+    let off = b.live[0].to_string();
+    assert!(b.root.run(&["config", "disable", &off]).status.success());
+    let (code, stdout, stderr) = run(&b.root, &[&off, "--json"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let view: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(view["results"][0]["ok"], true, "{view}");
+}

@@ -41,6 +41,56 @@ pub struct TestArgs {
     concurrency: u32,
 }
 
+/// Slack on top of the longest a daemon's test can take, for the reply to travel.
+const REPLY_SLACK: Duration = Duration::from_secs(10);
+
+/// Runs the test in the daemon when one answers at the socket (`config_test`); `None` when none
+/// runs. The daemon runs the same batch test the rotation runs and records the results itself.
+fn through_daemon(
+    paths: &Paths,
+    settings: &Settings,
+    configs: &[ConfigRow],
+    options: &TestOptions,
+    json: bool,
+) -> Result<Option<Vec<TestOutcome>>, CliError> {
+    use crate::ipc::client::{Client, ClientError};
+    let socket = paths.checked_socket()?;
+    let rounds = configs.len().div_ceil(options.concurrency.max(1) as usize) as u64;
+    let longest = Duration::from_millis(
+        settings.runtime.ready_timeout_ms + (rounds + 1) * options.timeout_ms,
+    ) + crate::supervisor::STOP_GRACE_MS_DURATION
+        + REPLY_SLACK;
+    let mut client = match Client::connect(&socket, &paths.daemon_log(), longest) {
+        Ok(client) => client,
+        Err(ClientError::NotRunning { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let spinner = spinner(configs.len(), json);
+    let request = crate::ipc::protocol::Request::ConfigTest {
+        config_ids: configs.iter().map(|c| c.id).collect(),
+        url: Some(options.url.clone()),
+        timeout_ms: Some(options.timeout_ms),
+        concurrency: Some(options.concurrency),
+    };
+    let response = client.call(request);
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let payload: crate::ipc::protocol::ConfigTestPayload = super::rpc::payload(response?)?;
+    Ok(Some(payload.results))
+}
+
+/// The daemon answers once at the end: a spinner instead of a bar, on a terminal only.
+fn spinner(len: usize, json: bool) -> Option<indicatif::ProgressBar> {
+    if json || !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("the daemon is testing {len} config(s)"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    Some(spinner)
+}
+
 /// One config's line in the result.
 #[derive(Serialize)]
 struct ResultEntry {
@@ -52,7 +102,8 @@ struct ResultEntry {
 /// What `config test` prints.
 #[derive(Serialize)]
 struct TestView {
-    /// `standalone`: the CLI ran the cores itself.
+    /// `daemon`: the running daemon tested them (`config_test`); `standalone`: the CLI ran the
+    /// cores itself.
     ran_by: &'static str,
     url: String,
     timeout_ms: u64,
@@ -98,11 +149,19 @@ pub fn run(args: TestArgs) -> Result<i32, CliError> {
         timeout_ms: args.timeout,
         concurrency: args.concurrency,
     };
-    let outcomes = run_standalone(&paths, &settings, &configs, &options, args.json)?;
-    let records: Vec<_> = outcomes.iter().map(|o| o.record("cli")).collect();
-    store.record_tests(&records)?;
+    let (ran_by, outcomes) = match through_daemon(&paths, &settings, &configs, &options, args.json)?
+    {
+        // The daemon recorded them.
+        Some(outcomes) => ("daemon", outcomes),
+        None => {
+            let outcomes = run_standalone(&paths, &settings, &configs, &options, args.json)?;
+            let records: Vec<_> = outcomes.iter().map(|o| o.record("cli")).collect();
+            store.record_tests(&records)?;
+            ("standalone", outcomes)
+        }
+    };
     let view = TestView {
-        ran_by: "standalone",
+        ran_by,
         url: options.url,
         timeout_ms: options.timeout_ms,
         concurrency: options.concurrency,

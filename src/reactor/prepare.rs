@@ -84,6 +84,13 @@ impl Env {
                     .map_err(|e| Rejection::new(Code::Internal, error_chain(&e)))?;
                 Ok(rows.into_iter().map(|c| (c.id, Ok(c.outbound))).collect())
             }
+            Selection::All => {
+                let rows = self
+                    .store
+                    .configs()
+                    .map_err(|e| Rejection::new(Code::Internal, error_chain(&e)))?;
+                Ok(rows.into_iter().map(|c| (c.id, Ok(c.outbound))).collect())
+            }
             Selection::WithEnabled(id) => {
                 let mut selected = self.select(Selection::One(id))?;
                 let others = self.select(Selection::Enabled)?;

@@ -84,6 +84,8 @@ pub enum Selection {
     One(i64),
     /// Every enabled config.
     Enabled,
+    /// Every stored config, enabled or not (`config_test` of named configs).
+    All,
     /// This one first (enabled or not), then every other enabled config: a front-mode connect
     /// fills the pool with the others.
     WithEnabled(i64),
@@ -122,16 +124,8 @@ pub enum TestSource {
     Request,
 }
 
-/// One config's test result, for [`Effect::RecordTests`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestRecord {
-    /// The config.
-    pub config_id: i64,
-    /// Unix seconds when the probe ended.
-    pub at: u64,
-    /// Latency in ms, or why it failed.
-    pub result: Result<u64, String>,
-}
+/// One config's test result, for [`Effect::RecordTests`] (pure data, shared with the CLI).
+pub use crate::ctest::TestOutcome as TestRecord;
 
 /// What kind of core to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,10 +191,12 @@ impl RelayFailure {
 }
 
 /// What a probe checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
     /// SOCKS5 CONNECT to the probe URL's host through `addr`, then an HTTP GET: 2xx/3xx passes.
     Http,
+    /// The same toward another URL (`config_test`'s `url`).
+    HttpTo(std::sync::Arc<crate::probe::ProbeTarget>),
 }
 
 /// How a start failed before the core's inbounds accepted connections.
@@ -483,6 +479,8 @@ pub enum Reply {
     ProxyStatus(Box<crate::ipc::protocol::ProxyStatusPayload>),
     /// `daemon_reload`.
     Reloaded(crate::ipc::protocol::ReloadPayload),
+    /// `config_test`.
+    ConfigTested(Box<crate::ipc::protocol::ConfigTestPayload>),
     /// Any failure.
     Error {
         /// The code.
@@ -543,6 +541,8 @@ pub struct SupervisorConfig {
     pub passive_failures: u32,
     /// `health.passive_window_ms`.
     pub passive_window_ms: u64,
+    /// `health.probe_url`, as `config_test` reports it.
+    pub probe_url: String,
     /// `runtime.rotation.strikes`: failed tests in a row that quarantine a config.
     pub strikes: u32,
     /// `runtime.rotation.quarantine_secs` (0: no quarantine).

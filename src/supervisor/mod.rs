@@ -30,6 +30,7 @@ mod replace;
 mod rotation;
 mod runtime;
 mod switch;
+mod test_batch;
 
 #[cfg(test)]
 mod pool_tests;
@@ -54,6 +55,9 @@ pub use io::*;
 
 /// How long a core may take to exit after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE_MS: u64 = 3_000;
+/// [`STOP_GRACE_MS`] as a duration.
+pub const STOP_GRACE_MS_DURATION: std::time::Duration =
+    std::time::Duration::from_millis(STOP_GRACE_MS);
 /// A candidate that failed a test is passed over for this long while others remain.
 pub const FAILED_CANDIDATE_HOLD_MS: u64 = 60_000;
 
@@ -381,7 +385,8 @@ impl Supervisor {
             ),
             Request::RuntimeConnect { .. }
             | Request::RuntimeReplace { .. }
-            | Request::RuntimeDisconnect => {
+            | Request::RuntimeDisconnect
+            | Request::ConfigTest { .. } => {
                 unreachable!("runtime operations are started, not answered")
             }
         }
@@ -483,7 +488,7 @@ impl Supervisor {
         }
         for r in &results {
             let history = self.histories.entry(r.config_id).or_default();
-            quarantine::record(history, r.at, r.result.is_ok());
+            quarantine::record(history, r.at, r.ok);
         }
         self.emit(Effect::RecordTests { source, results });
     }

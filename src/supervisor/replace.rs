@@ -412,11 +412,8 @@ impl Supervisor {
             .candidates
             .iter()
             .filter_map(|c| {
-                Some(TestRecord {
-                    config_id: c.config_id,
-                    at: now.unix_secs,
-                    result: c.result.clone()?,
-                })
+                let result = c.result.as_ref()?;
+                Some(TestRecord::from_probe(c.config_id, result, now.unix_secs))
             })
             .collect();
         self.record_tests(TestSource::Rotation, records);

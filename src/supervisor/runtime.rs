@@ -77,6 +77,19 @@ impl Supervisor {
                 };
                 Job::Replace(Box::new(Replace::new(trigger, candidate_id, session)))
             }
+            request @ Request::ConfigTest { .. } => {
+                let (url, timeout, concurrency) = (
+                    self.config.probe_url.clone(),
+                    self.config.probe_timeout_ms,
+                    self.config.test_concurrency,
+                );
+                Job::Test(Box::new(super::test_batch::TestBatch::new(
+                    request,
+                    &url,
+                    timeout,
+                    concurrency,
+                )))
+            }
             other => unreachable!("{} is not a runtime operation", other.name()),
         };
         self.launch(now, Some(conn), id, job);

@@ -72,6 +72,11 @@ impl World {
             // One executor round trip: no process starts.
             Kind::PoolSwitch => BEGIN_MS + 2,
             Kind::Disconnect => stop + 10,
+            // Every config probed one after the other at worst (concurrency 1), nothing cut short.
+            Kind::Test => {
+                let n = self.exec.configs.len() as u64 + 3;
+                INSPECT_MS + start + n * probe + KILL_MS + 10
+            }
             Kind::Replace => {
                 let n = self.exec.configs.len() as u64;
                 let rounds = n.div_ceil(u64::from(c.test_concurrency.max(1)));
@@ -101,6 +106,7 @@ impl World {
                 _ => self.fail("a connect nobody asked for"),
             },
             Job::Disconnect(_) => (Kind::Disconnect, None),
+            Job::Test(_) => (Kind::Test, None),
             Job::PoolSwitch(s) => {
                 switch = Some(super::sim_front_check::SwitchModel {
                     trigger: s.trigger,
@@ -154,6 +160,7 @@ impl World {
             stopped: Default::default(),
             rot,
             switch,
+            test_batch: None,
         });
     }
 
@@ -284,13 +291,11 @@ impl World {
             }
             Effect::Persist(event) => self.on_persist(&event),
             Effect::RecordTests { results, .. } => {
-                let rotation = self.op.as_ref().is_some_and(|op| op.kind == Kind::Replace)
-                    || self
-                        .ended
-                        .as_ref()
-                        .is_some_and(|op| op.kind == Kind::Replace);
+                let batch = |op: &OpModel| matches!(op.kind, Kind::Replace | Kind::Test);
+                let rotation =
+                    self.op.as_ref().is_some_and(batch) || self.ended.as_ref().is_some_and(batch);
                 self.check(rotation && !results.is_empty(), || {
-                    format!("test results outside a rotation's batch: {results:?}")
+                    format!("test results outside a batch test: {results:?}")
                 });
                 self.exec.on_record(&results);
             }
@@ -383,6 +388,10 @@ impl World {
                     == Some(p.result.as_str())
             }),
             (Expect::Runtime, Reply::Connected(_) | Reply::Disconnected(_)) => true,
+            (Expect::Runtime, Reply::ConfigTested(p)) => {
+                self.ended.as_ref().is_some_and(|op| op.kind == Kind::Test)
+                    && p.results.iter().all(|r| r.ok == r.latency_ms.is_some())
+            }
             _ => false,
         };
         self.check(ok, || format!("expected {:?}, got {reply:?}", front.expect));
@@ -456,6 +465,11 @@ impl World {
                     "the active config in the batch".into()
                 });
             }
+            (Some(Kind::Test), CoreSpec::Batch { .. }) => {
+                let op = self.op.as_mut().expect("a test in flight");
+                let first = op.test_batch.replace(core).is_none();
+                self.check(first, || "two batch cores in one config test".into());
+            }
             _ => self.fail(&format!("StartCore {spec:?} in {kind:?}")),
         }
     }
@@ -525,6 +539,11 @@ impl World {
                 self.rot().verify.insert(probe, core);
             }
             Target::Pool(core, config) if self.cfg.front => self.front_probe(probe, core, config),
+            Target::Batch(core, _)
+                if self
+                    .op
+                    .as_ref()
+                    .is_some_and(|op| op.kind == Kind::Test && op.test_batch == Some(core)) => {}
             other => self.fail(&format!("a probe of {other:?} that no rule explains")),
         }
     }

@@ -283,6 +283,7 @@ impl Exec {
             .enumerate()
             .map(|(i, c)| (i as i64 + 1, c));
         Ok(match selection {
+            Selection::All => all.map(|(id, c)| check(id, c, rng)).collect(),
             Selection::Enabled => all
                 .filter(|(_, c)| c.enabled)
                 .map(|(id, c)| check(id, c, rng))
@@ -310,7 +311,7 @@ impl Exec {
         for r in results {
             let index = usize::try_from(r.config_id - 1).ok();
             if let Some(c) = index.and_then(|i| self.configs.get_mut(i)) {
-                super::quarantine::record(&mut c.history, r.at, r.result.is_ok());
+                super::quarantine::record(&mut c.history, r.at, r.ok);
             }
         }
     }

@@ -81,6 +81,8 @@ pub(super) enum Kind {
     Replace,
     /// Front mode: the session moves to a warm member of its pool core.
     PoolSwitch,
+    /// `config_test`: a batch core, probes, no switch.
+    Test,
 }
 
 /// A rotation as the model follows it.
@@ -113,6 +115,8 @@ pub(super) struct OpModel {
     pub stopped: BTreeSet<CoreId>,
     pub rot: Option<Rot>,
     pub switch: Option<super::sim_front_check::SwitchModel>,
+    /// `config_test`: its batch core, once started.
+    pub test_batch: Option<CoreId>,
 }
 
 /// The active session's core crashed with the health trigger armed.
@@ -199,6 +203,7 @@ fn random_config(rng: &mut Rng) -> SupervisorConfig {
         retry_interval_ms: 100 + rng.below(900),
         passive_failures: 1 + rng.below(3) as u32,
         passive_window_ms: 500 + rng.below(3_000),
+        probe_url: "http://probe.invalid/".into(),
         strikes: 1 + rng.below(3) as u32,
         quarantine_secs: [0, 30, 600, 3_600][rng.below(4) as usize],
     }
@@ -496,6 +501,14 @@ impl World {
                 });
             }
             65 if rng.below(20) == 0 => Request::DaemonShutdown,
+            66..=69 => Request::ConfigTest {
+                config_ids: (0..rng.below(3))
+                    .map(|_| 1 + rng.below(configs) as i64)
+                    .collect(),
+                url: None,
+                timeout_ms: None,
+                concurrency: (rng.below(2) == 0).then(|| 1 + rng.below(3) as u32),
+            },
             _ => Request::DaemonPing,
         })
     }
@@ -518,7 +531,7 @@ impl World {
             op: false,
         });
         if let Ok(request) = &request {
-            self.last_request = Some((conn, *request));
+            self.last_request = Some((conn, request.clone()));
         }
         Some(Input::Request {
             conn: ConnId(conn),

@@ -10,6 +10,7 @@ pub(super) fn config() -> SupervisorConfig {
     SupervisorConfig {
         strikes: 3,
         quarantine_secs: 1800,
+        probe_url: "http://probe.invalid/".into(),
         pid: 77,
         health_interval_ms: 15_000,
         probe_timeout_ms: 5_000,
