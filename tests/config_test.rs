@@ -257,9 +257,10 @@ fn through_a_running_daemon_with_the_same_results() {
         .unwrap();
     assert_eq!(count, 5);
     // The batch core is gone; the daemon still answers; a disabled config can be named.
-    assert!(common::wait_until(std::time::Duration::from_secs(3), || {
-        common::core_processes(&b.root).is_empty()
-    }));
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(3),
+        || { common::core_processes(&b.root).is_empty() }
+    ));
     let off = b.live[0].to_string();
     assert!(b.root.run(&["config", "disable", &off]).status.success());
     let (code, stdout, stderr) = run(&b.root, &[&off, "--json"]);
