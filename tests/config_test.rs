@@ -219,6 +219,26 @@ fn standalone_test_of_three_live_and_two_dead_remotes() {
     assert!(text_list.contains("closed"), "{text_list}");
 }
 
+/// On a terminal (a pty from util-linux `script`) the bar is drawn on stderr and cleared before
+/// the result.
+#[test]
+fn a_progress_bar_on_a_terminal_only() {
+    let b = bench("");
+    let command = format!("{} config test --all", common::xrat_bin());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("XRAT_ROOT", b.root.path())
+        .output()
+        .expect("util-linux `script` runs the command on a pty (apt-get install util-linux)");
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("testing ") && shown.contains("5/5"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("3 passed, 2 failed"), "{shown:?}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let root = Root::new();
