@@ -47,6 +47,8 @@ mod sim_front;
 #[cfg(test)]
 mod sim_front_check;
 #[cfg(test)]
+mod sim_quarantine;
+#[cfg(test)]
 mod sim_world;
 #[cfg(test)]
 mod tests;

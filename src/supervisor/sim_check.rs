@@ -290,37 +290,9 @@ impl World {
                 });
             }
             Effect::Persist(event) => self.on_persist(&event),
-            Effect::RecordTests { results, .. } => {
-                let batch = |op: &OpModel| matches!(op.kind, Kind::Replace | Kind::Test);
-                let rotation =
-                    self.op.as_ref().is_some_and(batch) || self.ended.as_ref().is_some_and(batch);
-                self.check(rotation && !results.is_empty(), || {
-                    format!("test results outside a batch test: {results:?}")
-                });
-                self.exec.on_record(&results);
-            }
+            Effect::RecordTests { results, .. } => self.on_record_tests(&results),
             Effect::Log(_) => {}
             Effect::Shutdown => self.on_shutdown(),
-        }
-    }
-
-    /// The store model's test results of a config.
-    fn stored(&self, config_id: i64) -> Option<super::TestHistory> {
-        let index = usize::try_from(config_id - 1).ok()?;
-        self.exec.configs.get(index).map(|c| c.history)
-    }
-
-    /// No config in `ids` is quarantined now, by the store model and the settings (DESIGN §7,
-    /// issue 12).
-    fn check_not_quarantined(&self, what: &str, ids: &[i64]) {
-        let unix = self.now.unix_secs;
-        let (strikes, secs) = (self.cfg.strikes, self.cfg.quarantine_secs);
-        for id in ids {
-            let history = self.stored(*id).unwrap_or_default();
-            self.check(
-                !super::quarantine::is_quarantined(&history, strikes, secs, unix),
-                || format!("{what} {id} is quarantined: {history:?}, strikes {strikes}, {secs} s, now {unix}"),
-            );
         }
     }
 
@@ -388,10 +360,7 @@ impl World {
                     == Some(p.result.as_str())
             }),
             (Expect::Runtime, Reply::Connected(_) | Reply::Disconnected(_)) => true,
-            (Expect::Runtime, Reply::ConfigTested(p)) => {
-                self.ended.as_ref().is_some_and(|op| op.kind == Kind::Test)
-                    && p.results.iter().all(|r| r.ok == r.latency_ms.is_some())
-            }
+            (Expect::Runtime, Reply::ConfigTested(p)) => self.test_reply_ok(p),
             _ => false,
         };
         self.check(ok, || format!("expected {:?}, got {reply:?}", front.expect));
@@ -445,22 +414,7 @@ impl World {
                 let own = rot.candidate_id == Some(old);
                 let (trigger, named) = (rot.trigger, rot.candidate_id.is_some());
                 self.check(first, || "two batch cores in one rotation".into());
-                self.check_not_quarantined("batch candidate", config_ids);
-                if trigger == Trigger::Manual && !named {
-                    let failed: Vec<i64> = config_ids
-                        .iter()
-                        .copied()
-                        .filter(|id| {
-                            self.stored(*id)
-                                .is_some_and(|h| h.last_at.is_some() && !h.last_ok)
-                        })
-                        .collect();
-                    self.check(failed.is_empty(), || {
-                        format!(
-                            "a manual rotation tests configs {failed:?}, whose last test failed"
-                        )
-                    });
-                }
+                self.check_batch_policy(trigger, named, config_ids);
                 self.check(own || !config_ids.contains(&old), || {
                     "the active config in the batch".into()
                 });
