@@ -118,4 +118,63 @@ mod tests {
             None
         );
     }
+
+    /// The supervisor applies the policy to what an inspect says: config 2 is quarantined,
+    /// config 3 failed its last test once, config 4 passed.
+    #[test]
+    fn the_supervisor_skips_what_the_stored_results_rule_out() {
+        use super::super::tests::{
+            at, config, feed, inspect_in, only_reply, request, session, start_in,
+        };
+        use super::super::*;
+        let now = at(10).unix_secs;
+        let histories = [
+            (2, failed(3, now - 5)),
+            (3, failed(1, now - 5)),
+            (4, {
+                let mut h = TestHistory::default();
+                record(&mut h, now - 5, true);
+                h
+            }),
+        ];
+        let checks = |inspect| Input::Inspected {
+            inspect,
+            configs: Ok(std::iter::once((1, TestHistory::default()))
+                .chain(histories)
+                .map(|(config_id, history)| ConfigCheck {
+                    config_id,
+                    result: Ok(()),
+                    history,
+                })
+                .collect()),
+        };
+        for (trigger, want) in [(Trigger::Manual, vec![4]), (Trigger::Timer, vec![3, 4])] {
+            let mut s = Supervisor::new(config(), at(0), Some(session(1, 1)));
+            let replace = Request::RuntimeReplace {
+                trigger,
+                candidate_id: None,
+            };
+            let (inspect, _) = inspect_in(&request(&mut s, 10, 1, 1, replace));
+            let (_, spec) = start_in(&feed(&mut s, 20, checks(inspect)));
+            assert_eq!(spec, CoreSpec::Batch { config_ids: want }, "{trigger:?}");
+        }
+        // Named, the quarantined config is refused with the way out.
+        let mut s = Supervisor::new(config(), at(0), Some(session(1, 1)));
+        let replace = Request::RuntimeReplace {
+            trigger: Trigger::Manual,
+            candidate_id: Some(2),
+        };
+        let (inspect, _) = inspect_in(&request(&mut s, 10, 1, 1, replace));
+        let effects = feed(&mut s, 20, checks(inspect));
+        match only_reply(&effects) {
+            Reply::Error { code, message } => {
+                assert_eq!(*code, crate::ipc::protocol::Code::Conflict);
+                assert!(
+                    message.starts_with("config 2 is quarantined for another 1795 s"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
