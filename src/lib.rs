@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod core;
+pub mod ctest;
 pub mod install;
 pub mod ipc;
 pub mod links;

@@ -277,6 +277,10 @@ pub struct RotationSettings {
     /// Refresh due subscriptions (`xrat sub update --due`) before each timer rotation, so it
     /// picks from the provider's current list.
     pub refresh_subscriptions: bool,
+    /// Failed tests in a row (stored in `config_tests`) that put a config in quarantine.
+    pub strikes: u32,
+    /// How long a quarantined config is skipped after its last failed test; 0 turns quarantine off.
+    pub quarantine_secs: u64,
 }
 
 impl Default for RotationSettings {
@@ -290,6 +294,8 @@ impl Default for RotationSettings {
             pool_size: 4,
             drain_secs: 30,
             refresh_subscriptions: false,
+            strikes: 3,
+            quarantine_secs: 1800,
         }
     }
 }
@@ -400,6 +406,9 @@ const _: () = assert!(BUSY_POLL_US_DEFAULT <= BUSY_POLL_US_MAX);
 /// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
 /// milliseconds and added to the clock, which must not overflow.
 pub const DURATION_SECS_MAX: u64 = 366 * 24 * 3600;
+
+/// Largest `runtime.rotation.strikes`.
+pub const STRIKES_MAX: u32 = 100;
 /// Longest timeout in milliseconds (10 minutes): a probe or a start that takes longer is dead.
 pub const TIMEOUT_MS_MAX: u64 = 600_000;
 /// Most candidates probed at once in a batch test (each is a socket and a probe slot).
@@ -447,7 +456,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 25] = [
+        let checks: [(&'static str, bool, String, &'static str); 27] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -539,6 +548,18 @@ impl Settings {
                     || r.rotation.test_concurrency > TEST_CONCURRENCY_MAX,
                 r.rotation.test_concurrency.to_string(),
                 "must be between 1 and 256",
+            ),
+            (
+                "runtime.rotation.strikes",
+                r.rotation.strikes == 0 || r.rotation.strikes > STRIKES_MAX,
+                r.rotation.strikes.to_string(),
+                "must be between 1 and 100",
+            ),
+            (
+                "runtime.rotation.quarantine_secs",
+                r.rotation.quarantine_secs > DURATION_SECS_MAX,
+                r.rotation.quarantine_secs.to_string(),
+                "must be at most 31622400 seconds (366 days); 0 turns quarantine off",
             ),
             (
                 "health.probe_url",

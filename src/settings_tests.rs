@@ -177,3 +177,34 @@ fn core_sessions_kept_is_bounded() {
         assert!(err.contains("between 1 and 10000"), "{err}");
     }
 }
+
+#[test]
+fn strikes_and_quarantine_are_bounded() {
+    let s = parse("").unwrap();
+    assert_eq!(
+        (
+            s.runtime.rotation.strikes,
+            s.runtime.rotation.quarantine_secs
+        ),
+        (3, 1800)
+    );
+    let s = parse("[runtime.rotation]\nstrikes = 100\nquarantine_secs = 0\n").unwrap();
+    assert_eq!(
+        (
+            s.runtime.rotation.strikes,
+            s.runtime.rotation.quarantine_secs
+        ),
+        (STRIKES_MAX, 0)
+    );
+    assert_eq!(
+        parse("[runtime.rotation]\nstrikes = 0\n").unwrap_err(),
+        "invalid settings in /r/config.toml: `runtime.rotation.strikes` = 0: must be between 1 and 100"
+    );
+    let err = parse("[runtime.rotation]\nstrikes = 101\n").unwrap_err();
+    assert!(err.contains("`runtime.rotation.strikes` = 101"), "{err}");
+    let err = parse("[runtime.rotation]\nquarantine_secs = 31622401\n").unwrap_err();
+    assert!(
+        err.contains("`runtime.rotation.quarantine_secs` = 31622401: must be at most 31622400 seconds (366 days); 0 turns quarantine off"),
+        "{err}"
+    );
+}

@@ -142,16 +142,16 @@ const MIXED_STDOUT: &str = "Imported  #1  VM WS\n\
 
 const MIXED_STDERR: &str = "line 6: vmess: field \"port\" is \"abc\", expected a number 1-65535\n";
 
-/// The CORE column is the core `auto` picks among the cores CI installs (sing-box, mihomo,
+/// LATENCY is the last `config test` result (`-`: never tested). The CORE column is the core `auto` picks among the cores CI installs (sing-box, mihomo,
 /// V2Ray; the test's settings leave xray out), first capable in that order: the support table
 /// (src/core/support.rs) sends this REALITY link to mihomo.
 const LIST_TABLE: &str = "\
-ID  ENABLED  SCHEME  SERVER                  CORE      NAME
-1   yes      vmess   vm.example.com:443      sing-box  VM WS
-2   yes      vless   203.0.113.7:443         mihomo    DE Reality
-3   yes      trojan  trojan.example.com:443  sing-box  US Trojan
-4   yes      ss      198.51.100.4:8388       sing-box  SG SS
-5   yes      socks   [2001:db8::10]:1080     sing-box  socks [2001:db8::10]:1080
+ID  ENABLED  SCHEME  SERVER                  CORE      LATENCY  NAME
+1   yes      vmess   vm.example.com:443      sing-box  -        VM WS
+2   yes      vless   203.0.113.7:443         mihomo    -        DE Reality
+3   yes      trojan  trojan.example.com:443  sing-box  -        US Trojan
+4   yes      ss      198.51.100.4:8388       sing-box  -        SG SS
+5   yes      socks   [2001:db8::10]:1080     sing-box  -        socks [2001:db8::10]:1080
 ";
 
 /// A root holding the five good links of [`mixed_input`].
@@ -371,7 +371,9 @@ fn disable_enable_remove() {
     check(&out, 0, "Config #3 (US Trojan) is already disabled.\n", "");
     let list = stdout(&root.run(&["config", "list"]));
     assert!(
-        list.contains("\n3   no       trojan  trojan.example.com:443  sing-box  US Trojan\n"),
+        list.contains(
+            "\n3   no       trojan  trojan.example.com:443  sing-box  -        US Trojan\n"
+        ),
         "{list}"
     );
     assert!(stdout(&root.run(&["config", "show", "3"])).contains("\nenabled:   no\n"));

@@ -1,4 +1,4 @@
-//! `xrat config import|list|show|remove|enable|disable`: the stored proxy configs. These
+//! `xrat config import|list|show|remove|enable|disable|test`: the stored proxy configs. These
 //! commands work on the database directly, so they work whether or not the daemon runs.
 
 use std::fmt::Write as _;
@@ -27,7 +27,8 @@ pub struct ConfigCommand {
 #[argh(subcommand)]
 enum Action {
     Import(ImportArgs),
-    List(ListArgs),
+    List(super::config_list::ListArgs),
+    Test(super::config_test::TestArgs),
     Show(ShowArgs),
     Remove(RemoveArgs),
     Enable(EnableArgs),
@@ -79,18 +80,6 @@ impl ArgsInfo for ImportArgs {
     fn get_args_info() -> CommandInfoWithArgs {
         ImportOptions::get_args_info()
     }
-}
-
-/// List stored configs.
-#[derive(FromArgs, ArgsInfo, Debug)]
-#[argh(subcommand, name = "list")]
-struct ListArgs {
-    /// only the configs of this subscription
-    #[argh(option)]
-    sub: Option<String>,
-    /// print the result as JSON
-    #[argh(switch)]
-    json: bool,
 }
 
 /// Show one stored config, including its link.
@@ -145,7 +134,8 @@ struct DisableArgs {
 pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
     match command.action {
         Action::Import(ImportArgs(args)) => import(&args.source, args.json),
-        Action::List(args) => list(args.sub.as_deref(), args.json),
+        Action::List(args) => super::config_list::run(args),
+        Action::Test(args) => super::config_test::run(args),
         Action::Show(args) => show(args.id, args.json),
         Action::Remove(args) => remove(args.id, args.json),
         Action::Enable(args) => set_enabled(args.id, true, args.json),
@@ -153,7 +143,7 @@ pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
     }
 }
 
-fn open_store() -> Result<Store, CliError> {
+pub(super) fn open_store() -> Result<Store, CliError> {
     let paths = Paths::from_env()?;
     paths.create_dirs()?;
     Ok(Store::open(&paths.database())?)
@@ -183,11 +173,22 @@ struct FailedLine {
     error: String,
 }
 
+/// An imported config that no installed core can run: stored, and marked with the reason
+/// (`config list` shows it).
+#[derive(Serialize)]
+struct Marked {
+    id: i64,
+    name: String,
+    reason: String,
+}
+
 #[derive(Default, Serialize)]
 struct ImportView {
     imported: Vec<IdName>,
     duplicates: Vec<IdName>,
     failed: Vec<FailedLine>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    marked: Vec<Marked>,
 }
 
 /// The import text and a description of where it came from, for messages.
@@ -223,8 +224,16 @@ fn import(source: &str, json: bool) -> Result<i32, CliError> {
         .iter()
         .filter_map(|line| line.result.as_ref().ok().cloned())
         .collect();
-    let outcomes = open_store()?.import(&good, now())?;
-    let view = import_view(&lines, outcomes, json);
+    let mut store = open_store()?;
+    let outcomes = store.import(&good, now())?;
+    let mut view = import_view(&lines, outcomes, json);
+    view.marked = mark_unrunnable(&store, &view.imported)?;
+    if !json {
+        for m in &view.marked {
+            let (id, name) = (m.id, printable(&m.name));
+            println!("Marked    #{id}  {name}: {}", printable(&m.reason));
+        }
+    }
     if json {
         print_json(&view);
     } else {
@@ -240,6 +249,35 @@ fn import(source: &str, json: bool) -> Result<i32, CliError> {
     } else {
         EXIT_ERROR
     })
+}
+
+/// Checks the imported configs against the installed cores (issue 12 part 3): one that no
+/// installed core can run is kept, and its reason stored in `config_issues`. With no core
+/// installed at all nothing is marked (there is nothing to check against yet).
+fn mark_unrunnable(store: &Store, imported: &[IdName]) -> Result<Vec<Marked>, CliError> {
+    if imported.is_empty() {
+        return Ok(Vec::new());
+    }
+    let paths = Paths::from_env()?;
+    let settings = crate::settings::Settings::load(&paths.settings_file())?;
+    let Ok(installed) = crate::core::detect_all(&settings.runtime, &paths.settings_file()) else {
+        return Ok(Vec::new());
+    };
+    let mut marked = Vec::new();
+    for entry in imported {
+        let Some(config) = store.config(entry.id)? else {
+            continue;
+        };
+        if let Err(reason) = super::config_test::choose(&settings, &installed, &config) {
+            store.set_config_issue(entry.id, Some(&reason), now())?;
+            marked.push(Marked {
+                id: entry.id,
+                name: entry.name.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(marked)
 }
 
 /// Pairs the store's outcomes (one per good line, in order) back with the input lines; in text
@@ -274,92 +312,6 @@ fn import_view(lines: &[LineResult], outcomes: Vec<ImportOutcome>, json: bool) -
         }
     }
     view
-}
-
-/// A config in `list --json`: the link and credentials stay out, `show` has them.
-#[derive(Serialize)]
-struct ListEntry {
-    id: i64,
-    name: String,
-    enabled: bool,
-    scheme: String,
-    server: String,
-    port: u16,
-    created_at: u64,
-    /// The core that would run it (`runtime.core`, or with `auto` the first capable one).
-    core: Option<String>,
-    /// Why no installed core can run it.
-    core_error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ListView {
-    configs: Vec<ListEntry>,
-}
-
-fn list(sub: Option<&str>, json: bool) -> Result<i32, CliError> {
-    let store = open_store()?;
-    let mut configs = store.configs()?;
-    if let Some(name) = sub {
-        let members = store.subscription_members(store.subscription(name)?.id)?;
-        configs.retain(|c| members.contains(&c.id));
-    }
-    let paths = Paths::from_env()?;
-    let settings = crate::settings::Settings::load(&paths.settings_file())?;
-    let outbounds: Vec<&crate::links::Outbound> = configs.iter().map(|c| &c.outbound).collect();
-    let cores =
-        crate::core::describe_choices(&settings.runtime, &paths.settings_file(), &outbounds);
-    let view = ListView {
-        configs: configs
-            .into_iter()
-            .zip(cores)
-            .map(|(c, core)| ListEntry {
-                core: core.as_ref().ok().cloned(),
-                core_error: core.err(),
-                id: c.id,
-                name: c.name,
-                enabled: c.enabled,
-                scheme: c.scheme,
-                server: c.server,
-                port: c.port,
-                created_at: c.created_at,
-            })
-            .collect(),
-    };
-    if json {
-        print_json(&view);
-        return Ok(EXIT_OK);
-    }
-    if view.configs.is_empty() {
-        println!("No configs stored. Import one with `xrat config import <LINK>`.");
-        return Ok(EXIT_OK);
-    }
-    let rows: Vec<Vec<String>> = view
-        .configs
-        .iter()
-        .map(|c| {
-            vec![
-                c.id.to_string(),
-                yes_no(c.enabled).to_owned(),
-                c.scheme.clone(),
-                host_port(&c.server, c.port),
-                // `config list --json` carries the whole reason in `core_error`.
-                c.core.clone().unwrap_or_else(|| "none".into()),
-                printable(&c.name),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &["ID", "ENABLED", "SCHEME", "SERVER", "CORE", "NAME"],
-            &rows
-        )
-    );
-    if view.configs.iter().any(|c| c.core.is_none()) {
-        println!("A config with CORE none cannot run on any installed core; `xrat config list --json` says why.");
-    }
-    Ok(EXIT_OK)
 }
 
 fn show(id: i64, json: bool) -> Result<i32, CliError> {
@@ -449,7 +401,7 @@ fn set_enabled(id: i64, enabled: bool, json: bool) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
-fn yes_no(value: bool) -> &'static str {
+pub(super) fn yes_no(value: bool) -> &'static str {
     if value {
         "yes"
     } else {
@@ -458,7 +410,7 @@ fn yes_no(value: bool) -> &'static str {
 }
 
 /// `host:port`, with IPv6 addresses bracketed.
-fn host_port(server: &str, port: u16) -> String {
+pub(super) fn host_port(server: &str, port: u16) -> String {
     if server.contains(':') {
         format!("[{server}]:{port}")
     } else {

@@ -5,6 +5,8 @@ mod api;
 mod argv;
 mod completions;
 mod config;
+mod config_list;
+mod config_test;
 mod daemon;
 mod install;
 mod logs;

@@ -15,6 +15,7 @@ mod multi;
 mod process;
 mod singbox;
 mod support;
+pub mod user_id;
 mod xray;
 
 #[cfg(test)]

@@ -113,16 +113,38 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
             "use sing-box or mihomo (set runtime.core)",
         ));
     }
-    let refusal = match core.kind {
+    let id = unreadable_id(outbound).filter(|_| xray_family);
+    let refusal = id.or_else(|| match core.kind {
         CoreKind::Xray => xray_lacks(core, outbound),
         CoreKind::V2ray4 | CoreKind::V2ray5 => v2ray_lacks(core.kind, outbound),
         CoreKind::SingBox => sing_box_lacks(core, outbound),
         CoreKind::Mihomo => mihomo_lacks(outbound),
-    };
+    });
     match refusal {
         Some((feature, fix)) => Err(refuse(feature, fix)),
         None => Ok(()),
     }
+}
+
+/// A VMess/VLESS id the Xray family cannot read (see `user_id`), described without the id
+/// itself (it is the credential): its length.
+fn unreadable_id(outbound: &Outbound) -> Refusal {
+    let id = match &outbound.protocol {
+        Protocol::Vmess { id, .. } | Protocol::Vless { id, .. } => id,
+        _ => return None,
+    };
+    if super::user_id::xray_reads(id).is_some() {
+        return None;
+    }
+    Some((
+        format!(
+            "the {} id (field id) of {} bytes, which is neither a UUID nor a string of 1 to {} bytes",
+            protocol_name(outbound),
+            id.len(),
+            super::user_id::MAPPED_ID_BYTES_MAX
+        ),
+        "use the server's UUID, or sing-box or mihomo (set runtime.core), which map any string",
+    ))
 }
 
 /// A feature the core lacks and the fix to offer.

@@ -94,7 +94,15 @@ fn socks_inbound(tag: &str, listen: IpAddr, port: u16) -> Value {
 
 /// One outbound: protocol settings plus `streamSettings`.
 pub(crate) fn render_outbound(core: &CoreBinary, outbound: &Outbound, tag: &str) -> Value {
-    let (protocol, settings) = protocol_settings(outbound);
+    let (protocol, mut settings) = protocol_settings(outbound);
+    if matches!(core.kind, CoreKind::V2ray4 | CoreKind::V2ray5) {
+        // V2Ray parses only UUIDs; Xray maps short strings itself (see `user_id`).
+        if let Some(user) = settings.pointer_mut("/vnext/0/users/0") {
+            if let Some(id) = user.get("id").and_then(Value::as_str) {
+                user["id"] = json!(super::user_id::for_v2ray(id));
+            }
+        }
+    }
     let mut stream = Map::new();
     let (network, key, transport) = transport_settings(core, &outbound.transport);
     stream.insert("network".into(), json!(network));

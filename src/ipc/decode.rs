@@ -97,6 +97,11 @@ struct Body<'a> {
     #[serde(borrow)]
     trigger: Option<Cow<'a, str>>,
     candidate_id: Option<i64>,
+    config_ids: Option<Vec<i64>>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    timeout_ms: Option<u64>,
+    concurrency: Option<u32>,
 }
 
 /// Only what is needed to answer a line that failed the strict pass.
@@ -158,7 +163,7 @@ fn decode_wire(wire: Wire<'_>) -> Result<(RawId, Request), DecodeError> {
 }
 
 fn decode_body(body: Body<'_>) -> Result<Request, String> {
-    let Some(kind) = body.kind else {
+    let Some(kind) = body.kind.clone() else {
         return Err("missing field `request.type`".into());
     };
     let request = match kind.as_ref() {
@@ -179,6 +184,7 @@ fn decode_body(body: Body<'_>) -> Result<Request, String> {
         "proxy_stop" | "ProxyStop" => Request::ProxyStop,
         "proxy_status" | "ProxyStatus" => Request::ProxyStatus,
         "daemon_reload" | "DaemonReload" => Request::DaemonReload,
+        "config_test" | "ConfigTest" => decode_config_test(body)?,
         other => {
             return Err(format!(
                 "unknown request type {}; known types: {}",
@@ -188,6 +194,41 @@ fn decode_body(body: Body<'_>) -> Result<Request, String> {
         }
     };
     Ok(request)
+}
+
+/// `config_test`'s fields, bounded as `xrat config test` bounds its flags.
+fn decode_config_test(body: Body<'_>) -> Result<Request, String> {
+    use crate::ctest::{self, CONCURRENCY_MAX, CONFIGS_MAX, TIMEOUT_MS_MAX, TIMEOUT_MS_MIN};
+    let config_ids = body.config_ids.unwrap_or_default();
+    if config_ids.len() > CONFIGS_MAX {
+        return Err(format!(
+            "config_test names {} configs in `request.config_ids`; name at most {CONFIGS_MAX}",
+            config_ids.len()
+        ));
+    }
+    let url = body.url.map(Cow::into_owned);
+    if let Some(url) = &url {
+        crate::probe::ProbeTarget::parse(url).map_err(|e| format!("`request.url`: {e}"))?;
+    }
+    let timeout_ms = body.timeout_ms;
+    let concurrency = body.concurrency;
+    if timeout_ms.is_some() || concurrency.is_some() {
+        ctest::check_limits(
+            timeout_ms.unwrap_or(ctest::TIMEOUT_MS_DEFAULT),
+            concurrency.unwrap_or(ctest::CONCURRENCY_DEFAULT),
+        )
+        .map_err(|_| {
+            format!(
+                "config_test needs `request.timeout_ms` between {TIMEOUT_MS_MIN} and {TIMEOUT_MS_MAX} and `request.concurrency` between 1 and {CONCURRENCY_MAX}"
+            )
+        })?;
+    }
+    Ok(Request::ConfigTest {
+        config_ids,
+        url,
+        timeout_ms,
+        concurrency,
+    })
 }
 
 fn decode_trigger(trigger: Option<&str>) -> Result<Trigger, String> {

@@ -26,7 +26,7 @@ pub struct RequestEnvelope {
 }
 
 /// Every request type of protocol v1. PascalCase names are accepted as aliases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Liveness and identity of the daemon.
@@ -68,10 +68,26 @@ pub enum Request {
     /// Re-read config.toml (the same as SIGHUP).
     #[serde(alias = "DaemonReload")]
     DaemonReload,
+    /// Batch-test stored configs through a temporary core (issue 12); obeys the busy rule.
+    #[serde(alias = "ConfigTest")]
+    ConfigTest {
+        /// The configs, enabled or not; empty for every enabled config.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        config_ids: Vec<i64>,
+        /// The http:// URL probed through each; `health.probe_url` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        /// One probe's deadline; `health.timeout_ms` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Probes at once; `runtime.rotation.test_concurrency` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        concurrency: Option<u32>,
+    },
 }
 
 /// Every request kind, in the order of DESIGN §4.
-pub const REQUEST_KINDS: [&str; 10] = [
+pub const REQUEST_KINDS: [&str; 11] = [
     "daemon_ping",
     "daemon_shutdown",
     "runtime_status",
@@ -82,6 +98,7 @@ pub const REQUEST_KINDS: [&str; 10] = [
     "proxy_stop",
     "proxy_status",
     "daemon_reload",
+    "config_test",
 ];
 
 impl Request {
@@ -98,6 +115,7 @@ impl Request {
             Request::ProxyStop => "proxy_stop",
             Request::ProxyStatus => "proxy_status",
             Request::DaemonReload => "daemon_reload",
+            Request::ConfigTest { .. } => "config_test",
         }
     }
 
@@ -108,6 +126,7 @@ impl Request {
             Request::RuntimeConnect { .. }
                 | Request::RuntimeReplace { .. }
                 | Request::RuntimeDisconnect
+                | Request::ConfigTest { .. }
         )
     }
 }
@@ -213,6 +232,20 @@ pub struct ReloadPayload {
     pub applied: Vec<String>,
     /// Changed keys that take effect only after `xrat daemon stop` and start.
     pub restart_needed: Vec<String>,
+}
+
+/// `config_test`: one result per config, in the order asked (every enabled config by id when
+/// none was named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigTestPayload {
+    /// The URL probed.
+    pub url: String,
+    /// One probe's deadline.
+    pub timeout_ms: u64,
+    /// Probes at once.
+    pub concurrency: u32,
+    /// The results.
+    pub results: Vec<crate::ctest::TestOutcome>,
 }
 
 /// A response as it travels on the wire, in typed form (what clients decode).
@@ -488,7 +521,14 @@ mod tests {
             Request::ProxyStop,
             Request::ProxyStatus,
             Request::DaemonReload,
+            Request::ConfigTest {
+                config_ids: vec![1],
+                url: None,
+                timeout_ms: None,
+                concurrency: None,
+            },
         ];
+        assert_eq!(all.len(), REQUEST_KINDS.len());
         for (request, name) in all.iter().zip(REQUEST_KINDS) {
             let json = serde_json::to_value(request).unwrap();
             assert_eq!(json["type"], name);

@@ -78,6 +78,19 @@ pub enum LinkError {
         /// What to do instead.
         fix: &'static str,
     },
+    /// A value every core refuses at start (checked here so the import says so, not the
+    /// first connection).
+    #[error("{scheme}: {what} {why}; xray, sing-box and mihomo refuse it at start; {fix}")]
+    RefusedByCores {
+        /// Link scheme.
+        scheme: Scheme,
+        /// Which field, e.g. `password (the 2022-blake3-aes-128-gcm key)`.
+        what: String,
+        /// What is wrong with it (never the secret itself).
+        why: String,
+        /// What to do instead.
+        fix: String,
+    },
     /// The `url` crate rejected the link's syntax for a reason not covered above.
     #[error("{scheme}: cannot parse link: {detail}")]
     Malformed {

@@ -298,6 +298,18 @@ impl ShadowsocksMethod {
         }
     }
 
+    /// A Shadowsocks 2022 method's key length in bytes; `None` for the older AEAD methods,
+    /// whose password is any text.
+    pub fn key_bytes(self) -> Option<usize> {
+        match self {
+            ShadowsocksMethod::Blake3Aes128Gcm => Some(16),
+            ShadowsocksMethod::Blake3Aes256Gcm | ShadowsocksMethod::Blake3Chacha20Poly1305 => {
+                Some(32)
+            }
+            _ => None,
+        }
+    }
+
     /// Looks up a name or alias, ignoring case.
     pub fn from_name(name: &str) -> Option<ShadowsocksMethod> {
         let method = match name.to_ascii_lowercase().as_str() {

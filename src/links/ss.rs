@@ -205,7 +205,63 @@ fn protocol(method: &str, password: String) -> Result<Protocol, LinkError> {
     if password.is_empty() {
         return Err(LinkError::missing(Scheme::Shadowsocks, "password"));
     }
+    let password = match method.key_bytes() {
+        Some(len) => keys_2022(method, len, &password)?,
+        None => password,
+    };
     Ok(Protocol::Shadowsocks { method, password })
+}
+
+/// Checks a Shadowsocks 2022 password: one key (or, for the AES methods, `iPSK:uPSK` keys
+/// joined by ':'), each `len` bytes in base64. The cores decode with Go's padded standard
+/// base64 only (sing-box 1.14 and mihomo 1.19 refuse an unpadded key: "decode key: illegal
+/// base64 data"), so a key in URL-safe or unpadded form is re-encoded, not refused; a key of
+/// the wrong length, or several keys for chacha20 (sing-box: "Shadowsocks 2022 EIH support
+/// only available in AES ciphers"), is refused naming the field.
+pub(crate) fn keys_2022(
+    method: ShadowsocksMethod,
+    len: usize,
+    password: &str,
+) -> Result<String, LinkError> {
+    use base64::Engine;
+    let method_name = method.as_str();
+    let refuse = |index: usize, why: String| {
+        LinkError::RefusedByCores {
+        scheme: Scheme::Shadowsocks,
+        what: if password.contains(':') {
+            format!("password key {} (of the {method_name} keys)", index + 1)
+        } else {
+            format!("password (the {method_name} key)")
+        },
+        why,
+        fix: format!(
+            "use the server's key: {len} random bytes in base64, e.g. from `openssl rand -base64 {len}`"
+        ),
+    }
+    };
+    let keys: Vec<&str> = password.split(':').collect();
+    if keys.len() > 1 && method == ShadowsocksMethod::Blake3Chacha20Poly1305 {
+        return Err(LinkError::RefusedByCores {
+            scheme: Scheme::Shadowsocks,
+            what: format!("password ({} keys joined by ':')", keys.len()),
+            why: format!("is a multi-user key list, which {method_name} does not have"),
+            fix: "use a single key, or a 2022-blake3-aes method for iPSK:uPSK keys".into(),
+        });
+    }
+    let mut normalised = Vec::with_capacity(keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        let Some(bytes) = super::common::decode_base64(key) else {
+            return Err(refuse(index, "is not base64".into()));
+        };
+        if bytes.len() != len {
+            return Err(refuse(
+                index,
+                format!("decodes to {} bytes, expected {len}", bytes.len()),
+            ));
+        }
+        normalised.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    Ok(normalised.join(":"))
 }
 
 #[cfg(test)]
@@ -424,5 +480,64 @@ mod tests {
             err("ss://YWVzLTI1Ni1nY206bjh3NFN0bmJWRDlkbVhZbg@192.0.2.1"),
             "ss: missing port"
         );
+    }
+
+    #[test]
+    fn shadowsocks_2022_keys_are_checked_and_normalised() {
+        // 16 bytes 0..16: padded standard base64 is kept, unpadded and URL-safe are re-encoded.
+        let padded = "AAECAwQFBgcICQoLDA0ODw==";
+        for given in [
+            padded,
+            "AAECAwQFBgcICQoLDA0ODw",
+            "AAECAwQFBgcICQoLDA0ODw%3D%3D",
+        ] {
+            let link = parse(&format!(
+                "ss://2022-blake3-aes-128-gcm:{given}@192.0.2.1:8388"
+            ))
+            .unwrap();
+            assert_eq!(
+                link.outbound.protocol,
+                ss(ShadowsocksMethod::Blake3Aes128Gcm, padded),
+                "{given}"
+            );
+        }
+        let multi = parse(&format!(
+            "ss://2022-blake3-aes-128-gcm:{padded}%3A{padded}@192.0.2.1:8388"
+        ))
+        .unwrap();
+        let both = format!("{padded}:{padded}");
+        assert_eq!(
+            multi.outbound.protocol,
+            ss(ShadowsocksMethod::Blake3Aes128Gcm, &both)
+        );
+        assert_eq!(
+            err("ss://2022-blake3-aes-128-gcm:bm90LWEta2V5@192.0.2.1:8388"),
+            "ss: password (the 2022-blake3-aes-128-gcm key) decodes to 9 bytes, expected 16; \
+             xray, sing-box and mihomo refuse it at start; use the server's key: 16 random \
+             bytes in base64, e.g. from `openssl rand -base64 16`"
+        );
+        assert_eq!(
+            err(&format!(
+                "ss://2022-blake3-aes-256-gcm:{padded}@192.0.2.1:8388"
+            )),
+            "ss: password (the 2022-blake3-aes-256-gcm key) decodes to 16 bytes, expected 32; \
+             xray, sing-box and mihomo refuse it at start; use the server's key: 32 random \
+             bytes in base64, e.g. from `openssl rand -base64 32`"
+        );
+        assert!(
+            err("ss://2022-blake3-chacha20-poly1305:not%20base64!@192.0.2.1:8388")
+                .starts_with("ss: password (the 2022-blake3-chacha20-poly1305 key) is not base64;")
+        );
+        assert!(err(&format!(
+            "ss://2022-blake3-aes-128-gcm:{padded}%3Anope@192.0.2.1:8388"
+        ))
+        .starts_with("ss: password key 2 (of the 2022-blake3-aes-128-gcm keys) decodes to 3 bytes, expected 16;"));
+        let k32 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        assert!(err(&format!(
+            "ss://2022-blake3-chacha20-poly1305:{k32}%3A{k32}@192.0.2.1:8388"
+        ))
+        .starts_with("ss: password (2 keys joined by ':') is a multi-user key list"));
+        // The older AEAD methods take any password.
+        assert!(parse("ss://aes-128-gcm:not%20a%20key@192.0.2.1:8388").is_ok());
     }
 }

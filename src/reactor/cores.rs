@@ -215,7 +215,7 @@ impl Reactor {
         }
         wait.probing = true;
         wait.retry_at = None;
-        self.start_probe(now, addr, false, Owner::Ready(id), READY_CONNECT_TIMEOUT_MS);
+        self.start_probe(now, addr, None, Owner::Ready(id), READY_CONNECT_TIMEOUT_MS);
     }
 
     /// A readiness connect answered.

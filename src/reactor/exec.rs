@@ -64,9 +64,16 @@ impl Reactor {
             Effect::Probe {
                 probe,
                 addr,
-                kind: _,
+                kind,
                 timeout_ms,
-            } => self.start_probe(now, addr, true, Owner::Supervisor(probe), timeout_ms),
+            } => {
+                let target = match kind {
+                    crate::supervisor::ProbeKind::Http => self.probes.target().clone(),
+                    crate::supervisor::ProbeKind::HttpTo(target) => (*target).clone(),
+                };
+                let owner = Owner::Supervisor(probe);
+                self.start_probe(now, addr, Some(target), owner, timeout_ms)
+            }
             Effect::EndSession { session_id, reason } => self.end_session(now, session_id, reason),
             Effect::Persist(event) => {
                 let row = NewRotationEvent {
@@ -78,6 +85,14 @@ impl Reactor {
                     detail: event.detail,
                 };
                 self.record(now, super::journal::Write::Event(row));
+            }
+            Effect::RecordTests { source, results } => {
+                let source = match source {
+                    crate::supervisor::TestSource::Rotation => "rotation",
+                    crate::supervisor::TestSource::Request => "daemon",
+                };
+                let rows = results.iter().map(|r| r.record(source)).collect();
+                self.record(now, super::journal::Write::Tests(rows));
             }
             Effect::Route { targets } => self.set_route(now, targets),
             Effect::BeginSession { core, config_id } => {

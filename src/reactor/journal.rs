@@ -41,6 +41,8 @@ pub enum Write {
     PoolProcess(NewPoolProcess),
     /// A pool core process exited: its record is of no use any more.
     PoolGone { pid: u32, start_time: u64 },
+    /// Config test results (a rotation's batch, a `config_test` request).
+    Tests(Vec<crate::store::NewConfigTest>),
 }
 
 /// Writes waiting to be retried, oldest first, and the last error.
@@ -92,6 +94,7 @@ impl Reactor {
             } => store.set_session_process(*session_id, *pid, *start_time),
             Write::PoolProcess(new) => store.record_pool_process(new),
             Write::PoolGone { pid, start_time } => store.forget_pool_process(*pid, *start_time),
+            Write::Tests(tests) => store.record_tests(tests).map(drop),
         };
         result.map_err(|e| error_chain(&e))
     }

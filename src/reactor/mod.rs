@@ -384,6 +384,9 @@ fn supervisor_config(settings: &Settings) -> SupervisorConfig {
         retry_interval_ms: settings.health.retry_interval_ms,
         passive_failures: settings.health.passive_failures,
         passive_window_ms: settings.health.passive_window_ms,
+        probe_url: settings.health.probe_url.clone(),
+        strikes: settings.runtime.rotation.strikes,
+        quarantine_secs: settings.runtime.rotation.quarantine_secs,
     }
 }
 

@@ -9,7 +9,7 @@ use crate::links::Outbound;
 use crate::paths::Paths;
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::supervisor::{ConfigCheck, Rejection, Selection};
+use crate::supervisor::{ConfigCheck, Rejection, Selection, TestHistory};
 
 /// A config checked and rendered for a session core; nothing has been touched yet.
 #[derive(Clone)]
@@ -84,6 +84,13 @@ impl Env {
                     .map_err(|e| Rejection::new(Code::Internal, error_chain(&e)))?;
                 Ok(rows.into_iter().map(|c| (c.id, Ok(c.outbound))).collect())
             }
+            Selection::All => {
+                let rows = self
+                    .store
+                    .configs()
+                    .map_err(|e| Rejection::new(Code::Internal, error_chain(&e)))?;
+                Ok(rows.into_iter().map(|c| (c.id, Ok(c.outbound))).collect())
+            }
             Selection::WithEnabled(id) => {
                 let mut selected = self.select(Selection::One(id))?;
                 let others = self.select(Selection::Enabled)?;
@@ -100,6 +107,12 @@ impl Env {
         installed: &Result<Vec<CoreBinary>, Rejection>,
     ) -> (Vec<ConfigCheck>, Vec<(i64, Prepared)>) {
         let mut renders = Vec::new();
+        // The quarantine policy's input. Unreadable results leave every config untested, which
+        // only loosens the policy; the read is logged.
+        let summaries = self.store.test_summaries().unwrap_or_else(|e| {
+            eprintln!("xrat: cannot read config test results: {}", error_chain(&e));
+            Default::default()
+        });
         let checks = selected
             .into_iter()
             .map(|(config_id, outbound)| {
@@ -108,7 +121,18 @@ impl Env {
                     self.render(installed, outbound)
                 });
                 let result = prepared.map(|p| renders.push((config_id, p)));
-                ConfigCheck { config_id, result }
+                let history = summaries
+                    .get(&config_id)
+                    .map_or_else(TestHistory::default, |s| TestHistory {
+                        last_at: Some(s.last_at),
+                        last_ok: s.last_ok,
+                        failure_streak: s.failure_streak,
+                    });
+                ConfigCheck {
+                    config_id,
+                    result,
+                    history,
+                }
             })
             .collect();
         (checks, renders)

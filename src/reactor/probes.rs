@@ -79,6 +79,11 @@ impl Probes {
     }
 
     /// Probes started from now on use `target` (a reload changed `health.probe_url`).
+    /// The probe target of `health.probe_url`.
+    pub fn target(&self) -> &ProbeTarget {
+        &self.target
+    }
+
     pub fn set_target(&mut self, target: ProbeTarget) {
         self.target = target;
     }
@@ -91,7 +96,7 @@ impl Reactor {
         &mut self,
         now: Now,
         addr: SocketAddr,
-        http: bool,
+        http: Option<ProbeTarget>,
         owner: Owner,
         timeout_ms: u64,
     ) {
@@ -119,10 +124,9 @@ impl Reactor {
             );
         }
         self.probes.next_serial = self.probes.next_serial.wrapping_add(1);
-        let machine = if http {
-            Machine::Http(Box::new(Probe::new(self.probes.target.clone())))
-        } else {
-            Machine::Accept
+        let machine = match http {
+            Some(target) => Machine::Http(Box::new(Probe::new(target))),
+            None => Machine::Accept,
         };
         let slot = Slot {
             serial: self.probes.next_serial,

@@ -114,6 +114,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX configs_subscription ON configs(subscription_id);
     CREATE UNIQUE INDEX configs_subscription_identity ON configs(subscription_id, identity_key)
         WHERE subscription_id IS NOT NULL;
+    // 4 (the third entry on the `ctest` branch; subscriptions' migration 3 goes before it):
+    // config test results and import-time refusals (issue 12 parts 2 and 3).
+    //
+    // `config_tests` is history: one row per tested config per test run, whoever ran it (the
+    // CLI standalone, the daemon's `config_test`, a rotation's batch test). Rotation reads the
+    // last rows per config (failure streak, quarantine); the CLI prunes to CONFIG_TESTS_KEPT
+    // rows per config on every write. A config's results go with it (CASCADE).
+    // `config_issues` holds why no installed core can run a config, found at import; a config
+    // without a row had no issue. Separate from `configs` so the import path and the
+    // subscriptions' columns never touch the same rows.
+    r#"
+    CREATE TABLE config_tests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        config_id INTEGER NOT NULL REFERENCES configs(id) ON DELETE CASCADE,
+        at INTEGER NOT NULL,
+        ok INTEGER NOT NULL CHECK (ok IN (0, 1)),
+        latency_ms INTEGER CHECK (latency_ms IS NULL OR latency_ms >= 0),
+        error_kind TEXT,
+        error TEXT,
+        source TEXT NOT NULL CHECK (source IN ('cli', 'daemon', 'rotation')),
+        CHECK ((ok = 1) = (latency_ms IS NOT NULL)),
+        CHECK ((ok = 0) = (error_kind IS NOT NULL))
+    );
+    CREATE INDEX config_tests_config ON config_tests(config_id, id);
+    CREATE TABLE config_issues (
+        config_id INTEGER PRIMARY KEY REFERENCES configs(id) ON DELETE CASCADE,
+        reason TEXT NOT NULL,
+        checked_at INTEGER NOT NULL
+    );
     "#,
 ];
 

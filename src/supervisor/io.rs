@@ -88,6 +88,8 @@ pub enum Selection {
     One(i64),
     /// Every enabled config.
     Enabled,
+    /// Every stored config, enabled or not (`config_test` of named configs).
+    All,
     /// This one first (enabled or not), then every other enabled config: a front-mode connect
     /// fills the pool with the others.
     WithEnabled(i64),
@@ -101,7 +103,33 @@ pub struct ConfigCheck {
     pub config_id: i64,
     /// Runnable, or the reason it is not (404 unknown or disabled, 409 unsupported, 500).
     pub result: Result<(), Rejection>,
+    /// What its stored test results (`config_tests`) say: the quarantine policy's input.
+    pub history: TestHistory,
 }
+
+/// A config's stored test results, summarised (issue 12): given with every inspect, and kept up
+/// to date by the supervisor from the results it records itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestHistory {
+    /// Unix seconds of the last test; `None` when it was never tested.
+    pub last_at: Option<u64>,
+    /// Whether the last test passed.
+    pub last_ok: bool,
+    /// Failed tests since the last passing one.
+    pub failure_streak: u32,
+}
+
+/// Who ran a recorded test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestSource {
+    /// A rotation's batch test.
+    Rotation,
+    /// A `config_test` request.
+    Request,
+}
+
+/// One config's test result, for [`Effect::RecordTests`] (pure data, shared with the CLI).
+pub use crate::ctest::TestOutcome as TestRecord;
 
 /// What kind of core to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,10 +195,12 @@ impl RelayFailure {
 }
 
 /// What a probe checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
     /// SOCKS5 CONNECT to the probe URL's host through `addr`, then an HTTP GET: 2xx/3xx passes.
     Http,
+    /// The same toward another URL (`config_test`'s `url`).
+    HttpTo(std::sync::Arc<crate::probe::ProbeTarget>),
 }
 
 /// How a start failed before the core's inbounds accepted connections.
@@ -430,6 +460,13 @@ pub enum Effect {
         /// How long the run may take.
         timeout_ms: u64,
     },
+    /// Record test results in `config_tests` (best effort: a failed write is logged).
+    RecordTests {
+        /// Who ran them.
+        source: TestSource,
+        /// One per tested config.
+        results: Vec<TestRecord>,
+    },
     /// One line for the daemon log.
     Log(String),
     /// Stop accepting, flush every reply, remove the socket and exit.
@@ -462,6 +499,8 @@ pub enum Reply {
     ProxyStatus(Box<crate::ipc::protocol::ProxyStatusPayload>),
     /// `daemon_reload`.
     Reloaded(crate::ipc::protocol::ReloadPayload),
+    /// `config_test`.
+    ConfigTested(Box<crate::ipc::protocol::ConfigTestPayload>),
     /// Any failure.
     Error {
         /// The code.
@@ -522,4 +561,10 @@ pub struct SupervisorConfig {
     pub passive_failures: u32,
     /// `health.passive_window_ms`.
     pub passive_window_ms: u64,
+    /// `health.probe_url`, as `config_test` reports it.
+    pub probe_url: String,
+    /// `runtime.rotation.strikes`: failed tests in a row that quarantine a config.
+    pub strikes: u32,
+    /// `runtime.rotation.quarantine_secs` (0: no quarantine).
+    pub quarantine_secs: u64,
 }

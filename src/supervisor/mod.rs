@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::ipc::protocol::{Code, HealthView, Request, ShutdownPayload};
+use crate::ipc::protocol::{Code, HealthView, Request, ShutdownPayload, Trigger};
 use crate::ipc::RawId;
 
 mod io;
@@ -24,12 +24,14 @@ mod pool;
 mod pool_ops;
 mod pool_replace;
 mod pool_switch;
+pub mod quarantine;
 mod rank;
 mod refresh;
 mod replace;
 mod rotation;
 mod runtime;
 mod switch;
+mod test_batch;
 
 #[cfg(test)]
 mod pool_tests;
@@ -46,6 +48,8 @@ mod sim_front;
 #[cfg(test)]
 mod sim_front_check;
 #[cfg(test)]
+mod sim_quarantine;
+#[cfg(test)]
 mod sim_refresh;
 #[cfg(test)]
 mod sim_world;
@@ -57,6 +61,9 @@ pub use refresh::RefreshConfig;
 
 /// How long a core may take to exit after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE_MS: u64 = 3_000;
+/// [`STOP_GRACE_MS`] as a duration.
+pub const STOP_GRACE_MS_DURATION: std::time::Duration =
+    std::time::Duration::from_millis(STOP_GRACE_MS);
 /// A candidate that failed a test is passed over for this long while others remain.
 pub const FAILED_CANDIDATE_HOLD_MS: u64 = 60_000;
 
@@ -107,6 +114,8 @@ pub struct Supervisor {
     health_probe: Option<ProbeId>,
     /// Configs that failed a test, and when (monotonic ms).
     failed_at: BTreeMap<i64, u64>,
+    /// Stored test results per config, from the last inspect and the results recorded since.
+    histories: BTreeMap<i64, TestHistory>,
     next_id: u64,
     next_health_ms: u64,
     health_ticks: u64,
@@ -137,6 +146,7 @@ impl Supervisor {
             op: None,
             health_probe: None,
             failed_at: BTreeMap::new(),
+            histories: BTreeMap::new(),
             next_id: 1,
             health_ticks: 0,
             effects: VecDeque::new(),
@@ -386,7 +396,8 @@ impl Supervisor {
             ),
             Request::RuntimeConnect { .. }
             | Request::RuntimeReplace { .. }
-            | Request::RuntimeDisconnect => {
+            | Request::RuntimeDisconnect
+            | Request::ConfigTest { .. } => {
                 unreachable!("runtime operations are started, not answered")
             }
         }
@@ -416,6 +427,15 @@ impl Supervisor {
     /// claim concerns the session (an exit, a health probe) or nobody (a late probe of a batch
     /// that was already decided).
     fn on_completion(&mut self, now: Now, input: Input) {
+        if let Input::Inspected {
+            configs: Ok(checks),
+            ..
+        } = &input
+        {
+            for check in checks {
+                self.histories.insert(check.config_id, check.history);
+            }
+        }
         match &input {
             Input::CoreExited { core, .. } => {
                 self.cores.remove(core);
@@ -471,6 +491,42 @@ impl Supervisor {
     /// Records a failed test of `config_id`.
     fn mark_failed(&mut self, now: Now, config_id: i64) {
         self.failed_at.insert(config_id, now.monotonic_ms);
+    }
+
+    /// Records test results: in the supervisor's histories at once, in the store by the executor.
+    fn record_tests(&mut self, source: TestSource, results: Vec<TestRecord>) {
+        if results.is_empty() {
+            return;
+        }
+        for r in &results {
+            let history = self.histories.entry(r.config_id).or_default();
+            quarantine::record(history, r.at, r.ok);
+        }
+        self.emit(Effect::RecordTests { source, results });
+    }
+
+    /// True while `config_id` is quarantined (see [`quarantine`]).
+    fn quarantined(&self, now: Now, config_id: i64) -> bool {
+        self.histories.get(&config_id).is_some_and(|h| {
+            quarantine::is_quarantined(
+                h,
+                self.config.strikes,
+                self.config.quarantine_secs,
+                now.unix_secs,
+            )
+        })
+    }
+
+    /// Why a rotation of `trigger` passes over `config_id`, if it does.
+    fn skip_reason(&self, now: Now, trigger: Trigger, config_id: i64) -> Option<String> {
+        let history = self.histories.get(&config_id)?;
+        quarantine::skip_reason(
+            trigger,
+            history,
+            self.config.strikes,
+            self.config.quarantine_secs,
+            now.unix_secs,
+        )
     }
 
     /// True when `config_id` failed a test within [`FAILED_CANDIDATE_HOLD_MS`].

@@ -47,6 +47,7 @@ pub(super) enum Job {
     Disconnect(Disconnect),
     Replace(Box<Replace>),
     PoolSwitch(super::pool_switch::PoolSwitch),
+    Test(Box<super::test_batch::TestBatch>),
 }
 
 impl Job {
@@ -121,6 +122,7 @@ impl Supervisor {
             Job::Disconnect(d) => self.begin_disconnect(d),
             Job::Replace(r) => self.begin_replace(now, r),
             Job::PoolSwitch(s) => self.begin_pool_switch(s),
+            Job::Test(t) => self.begin_test(t),
         };
         self.settle_op(now, operation, flow);
     }
@@ -135,6 +137,7 @@ impl Supervisor {
             Job::Disconnect(d) => self.step_disconnect(now, d, input),
             Job::Replace(r) => self.step_replace(now, r, input),
             Job::PoolSwitch(s) => self.step_pool_switch(now, s, input),
+            Job::Test(t) => self.step_test(now, t, input),
         };
         let taken = !matches!(flow, Flow::NotMine);
         self.settle_op(now, operation, flow);

@@ -19,7 +19,8 @@ impl Supervisor {
         self.start_core(CoreRole::Pool, CoreSpec::Pool { config_ids })
     }
 
-    /// `first`, then up to `pool_size` of `others` (not failed recently, fastest known first).
+    /// `first`, then up to `pool_size` of `others` (not failed recently, not quarantined, fastest
+    /// known first).
     pub(super) fn pick_members(
         &self,
         now: Now,
@@ -35,7 +36,9 @@ impl Supervisor {
         };
         let mut rest: Vec<i64> = others
             .into_iter()
-            .filter(|id| *id != first && !self.failed_recently(now, *id))
+            .filter(|id| {
+                *id != first && !self.failed_recently(now, *id) && !self.quarantined(now, *id)
+            })
             .collect();
         rest.sort_by_key(|id| (known(*id), *id));
         rest.dedup();

@@ -387,6 +387,7 @@ fn a_dead_active_member_fails_over_as_soon_as_the_operation_in_flight_ends() {
     let refused = Input::Inspected {
         inspect,
         configs: Ok(vec![ConfigCheck {
+            history: Default::default(),
             config_id: 5,
             result: Err(Rejection::new(Code::NotFound, "config 5 not found")),
         }]),

@@ -18,7 +18,7 @@ use super::rank::{self, Trial};
 use super::{
     error, trigger_name, CoreId, CoreRole, CoreSpec, Effect, Input, InspectId, Now, ProbeId,
     ProbeKind, ReplaceResult, Reply, RotationEvent, Selection, Session, SessionInfo, StartFailure,
-    Supervisor, STOP_GRACE_MS,
+    Supervisor, TestRecord, TestSource, STOP_GRACE_MS,
 };
 
 #[derive(Debug)]
@@ -204,35 +204,25 @@ impl Supervisor {
         r: &mut Replace,
         checks: &[super::ConfigCheck],
     ) -> Flow {
-        if let Some(only) = r.candidate_id {
-            // An explicitly named candidate that cannot run is the caller's error.
-            match checks
-                .iter()
-                .find(|c| c.config_id == only)
-                .map(|c| &c.result)
-            {
-                Some(Err(rejection)) => {
-                    return Flow::Done(error(rejection.code, rejection.message.clone()))
-                }
-                None => {
-                    return Flow::Done(error(
-                        Code::NotFound,
-                        format!(
-                            "config {only} not found; list stored configs with `xrat config list`"
-                        ),
-                    ))
-                }
-                Some(Ok(())) => {}
-            }
+        if let Some(refusal) = self.refuse_named(now, r, checks) {
+            return Flow::Done(refusal);
         }
         let mut runnable = Vec::new();
         for check in checks {
             if r.candidate_id.is_none() && check.config_id == r.old_config {
                 continue;
             }
-            match &check.result {
-                Ok(()) => runnable.push(check.config_id),
-                Err(rejection) => r.notes.push(format!(
+            let skip = r
+                .candidate_id
+                .is_none()
+                .then(|| self.skip_reason(now, r.trigger, check.config_id))
+                .flatten();
+            match (&check.result, skip) {
+                (Ok(()), None) => runnable.push(check.config_id),
+                (Ok(()), Some(why)) => r
+                    .notes
+                    .push(format!("config {} skipped: {why}", check.config_id)),
+                (Err(rejection), _) => r.notes.push(format!(
                     "config {} skipped: {}",
                     check.config_id, rejection.message
                 )),
@@ -278,6 +268,31 @@ impl Supervisor {
             ready_timeout_ms: self.config.ready_timeout_ms,
         });
         Flow::Continue
+    }
+
+    /// An explicitly named candidate that cannot run, is unknown or is quarantined is the
+    /// caller's error.
+    fn refuse_named(&self, now: Now, r: &Replace, checks: &[super::ConfigCheck]) -> Option<Reply> {
+        let only = r.candidate_id?;
+        match checks
+            .iter()
+            .find(|c| c.config_id == only)
+            .map(|c| &c.result)
+        {
+            Some(Err(rejection)) => Some(error(rejection.code, rejection.message.clone())),
+            None => Some(error(
+                Code::NotFound,
+                format!("config {only} not found; list stored configs with `xrat config list`"),
+            )),
+            Some(Ok(())) if self.quarantined(now, only) => {
+                let why = self.skip_reason(now, r.trigger, only).unwrap_or_default();
+                Some(error(
+                    Code::Conflict,
+                    format!("config {only} is {why}; test it again with `xrat config test {only}`, or name another config"),
+                ))
+            }
+            Some(Ok(())) => None,
+        }
     }
 
     fn batch_starting(&mut self, now: Now, r: &mut Replace, input: &Input) -> Flow {
@@ -383,15 +398,7 @@ impl Supervisor {
                 )),
             }
         }
-        let failed: Vec<i64> = r
-            .candidates
-            .iter()
-            .filter(|c| matches!(c.result, Some(Err(_))))
-            .map(|c| c.config_id)
-            .collect();
-        for id in failed {
-            self.mark_failed(now, id);
-        }
+        self.note_verdicts(now, r);
         let ranked: VecDeque<usize> = rank::rank(&r.trials()).into();
         if ranked.is_empty() {
             return self.finish_replace(now, r, ReplaceResult::NoWorkingCandidate, None);
@@ -445,6 +452,30 @@ impl Supervisor {
             step,
         };
         Flow::Continue
+    }
+
+    /// The batch's verdicts: failures held in memory, and every verdict recorded (undecided
+    /// candidates were not tested to the end, so they are not).
+    fn note_verdicts(&mut self, now: Now, r: &Replace) {
+        let failed: Vec<i64> = r
+            .candidates
+            .iter()
+            .filter(|c| matches!(c.result, Some(Err(_))))
+            .map(|c| c.config_id)
+            .collect();
+        for id in failed {
+            self.mark_failed(now, id);
+        }
+        // Undecided candidates were not tested to the end: only verdicts are recorded.
+        let records = r
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                let result = c.result.as_ref()?;
+                Some(TestRecord::from_probe(c.config_id, result, now.unix_secs))
+            })
+            .collect();
+        self.record_tests(TestSource::Rotation, records);
     }
 
     /// Builds the answer, records the event and the outcome, and finishes once every stopped

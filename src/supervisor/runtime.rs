@@ -77,10 +77,23 @@ impl Supervisor {
                 };
                 Job::Replace(Box::new(Replace::new(trigger, candidate_id, session)))
             }
+            request @ Request::ConfigTest { .. } => self.test_job(request),
             other => unreachable!("{} is not a runtime operation", other.name()),
         };
         self.launch(now, Some(conn), id, job);
         None
+    }
+
+    /// `config_test`, with the settings' defaults for what the request leaves out.
+    fn test_job(&self, request: Request) -> Job {
+        let c = &self.config;
+        let test = super::test_batch::TestBatch::new(
+            request,
+            &c.probe_url,
+            c.probe_timeout_ms,
+            c.test_concurrency,
+        );
+        Job::Test(Box::new(test))
     }
 
     /// A core exit no operation was waiting for. Only the active session's matters: it is now

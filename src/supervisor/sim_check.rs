@@ -72,6 +72,11 @@ impl World {
             // One executor round trip: no process starts.
             Kind::PoolSwitch => BEGIN_MS + 2,
             Kind::Disconnect => stop + 10,
+            // Every config probed one after the other at worst (concurrency 1), nothing cut short.
+            Kind::Test => {
+                let n = self.exec.configs.len() as u64 + 3;
+                INSPECT_MS + start + n * probe + KILL_MS + 10
+            }
             Kind::Replace => {
                 let n = self.exec.configs.len() as u64;
                 let rounds = n.div_ceil(u64::from(c.test_concurrency.max(1)));
@@ -101,6 +106,7 @@ impl World {
                 _ => self.fail("a connect nobody asked for"),
             },
             Job::Disconnect(_) => (Kind::Disconnect, None),
+            Job::Test(_) => (Kind::Test, None),
             Job::PoolSwitch(s) => {
                 switch = Some(super::sim_front_check::SwitchModel {
                     trigger: s.trigger,
@@ -154,6 +160,7 @@ impl World {
             stopped: Default::default(),
             rot,
             switch,
+            test_batch: None,
         });
     }
 
@@ -287,6 +294,7 @@ impl World {
                 refresh,
                 timeout_ms,
             } => self.on_refresh(refresh, timeout_ms),
+            Effect::RecordTests { results, .. } => self.on_record_tests(&results),
             Effect::Log(_) => {}
             Effect::Shutdown => self.on_shutdown(),
         }
@@ -356,6 +364,7 @@ impl World {
                     == Some(p.result.as_str())
             }),
             (Expect::Runtime, Reply::Connected(_) | Reply::Disconnected(_)) => true,
+            (Expect::Runtime, Reply::ConfigTested(p)) => self.test_reply_ok(p),
             _ => false,
         };
         self.check(ok, || format!("expected {:?}, got {reply:?}", front.expect));
@@ -379,12 +388,14 @@ impl World {
             }
             (Some(Kind::Connect(want)), CoreSpec::Pool { config_ids }) if self.cfg.front => {
                 self.check_members(config_ids);
+                self.check_not_quarantined("warm pool member", &config_ids[1..]);
                 self.check(config_ids.first() == Some(&want), || {
                     format!("connect {want} started pool {config_ids:?}")
                 });
             }
             (Some(Kind::Replace), CoreSpec::Pool { config_ids }) if self.cfg.front => {
                 self.check_members(config_ids);
+                self.check_not_quarantined("warm pool member", &config_ids[1..]);
                 let spec = CoreSpec::Session {
                     config_id: config_ids[0],
                 };
@@ -405,10 +416,17 @@ impl World {
                 let first = rot.batch.replace(core).is_none();
                 let old = rot.old_config;
                 let own = rot.candidate_id == Some(old);
+                let (trigger, named) = (rot.trigger, rot.candidate_id.is_some());
                 self.check(first, || "two batch cores in one rotation".into());
+                self.check_batch_policy(trigger, named, config_ids);
                 self.check(own || !config_ids.contains(&old), || {
                     "the active config in the batch".into()
                 });
+            }
+            (Some(Kind::Test), CoreSpec::Batch { .. }) => {
+                let op = self.op.as_mut().expect("a test in flight");
+                let first = op.test_batch.replace(core).is_none();
+                self.check(first, || "two batch cores in one config test".into());
             }
             _ => self.fail(&format!("StartCore {spec:?} in {kind:?}")),
         }
@@ -479,6 +497,11 @@ impl World {
                 self.rot().verify.insert(probe, core);
             }
             Target::Pool(core, config) if self.cfg.front => self.front_probe(probe, core, config),
+            Target::Batch(core, _)
+                if self
+                    .op
+                    .as_ref()
+                    .is_some_and(|op| op.kind == Kind::Test && op.test_batch == Some(core)) => {}
             other => self.fail(&format!("a probe of {other:?} that no rule explains")),
         }
     }

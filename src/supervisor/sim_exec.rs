@@ -10,7 +10,7 @@ use crate::ipc::protocol::Code;
 use super::sim::Rng;
 use super::{
     ConfigCheck, CoreId, CoreSpec, Input, InspectId, ProbeId, Rejection, Selection, SessionInfo,
-    StartFailure,
+    StartFailure, TestHistory, TestRecord,
 };
 
 /// SIGKILL takes effect within this long.
@@ -98,6 +98,8 @@ pub(super) struct StoredConfig {
     pub runnable: bool,
     /// Chance in percent that a probe through it passes.
     pub ok_pct: u64,
+    /// Its stored test results (the model of `config_tests`).
+    pub history: TestHistory,
 }
 
 /// The executor.
@@ -131,6 +133,7 @@ impl Exec {
                 enabled: rng.below(10) != 0,
                 runnable: rng.below(8) != 0,
                 ok_pct: [100, 95, 70, 30, 0][rng.below(5) as usize],
+                history: TestHistory::default(),
             })
             .collect();
         Exec {
@@ -262,6 +265,7 @@ impl Exec {
         }
         let check = |id: i64, c: &StoredConfig, rng: &mut Rng| ConfigCheck {
             config_id: id,
+            history: c.history,
             result: if !c.enabled {
                 Err(Rejection::new(
                     Code::NotFound,
@@ -279,6 +283,7 @@ impl Exec {
             .enumerate()
             .map(|(i, c)| (i as i64 + 1, c));
         Ok(match selection {
+            Selection::All => all.map(|(id, c)| check(id, c, rng)).collect(),
             Selection::Enabled => all
                 .filter(|(_, c)| c.enabled)
                 .map(|(id, c)| check(id, c, rng))
@@ -298,6 +303,17 @@ impl Exec {
                 checks
             }
         })
+    }
+
+    /// `Effect::RecordTests`: the store model takes the results (configs it does not hold are
+    /// skipped, as the store skips removed ones).
+    pub fn on_record(&mut self, results: &[TestRecord]) {
+        for r in results {
+            let index = usize::try_from(r.config_id - 1).ok();
+            if let Some(c) = index.and_then(|i| self.configs.get_mut(i)) {
+                super::quarantine::record(&mut c.history, r.at, r.ok);
+            }
+        }
     }
 
     pub fn on_inspect(

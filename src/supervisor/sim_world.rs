@@ -81,6 +81,8 @@ pub(super) enum Kind {
     Replace,
     /// Front mode: the session moves to a warm member of its pool core.
     PoolSwitch,
+    /// `config_test`: a batch core, probes, no switch.
+    Test,
 }
 
 /// A rotation as the model follows it.
@@ -113,6 +115,8 @@ pub(super) struct OpModel {
     pub stopped: BTreeSet<CoreId>,
     pub rot: Option<Rot>,
     pub switch: Option<super::sim_front_check::SwitchModel>,
+    /// `config_test`: its batch core, once started.
+    pub test_batch: Option<CoreId>,
 }
 
 /// The active session's core crashed with the health trigger armed.
@@ -203,6 +207,26 @@ fn random_config(rng: &mut Rng) -> SupervisorConfig {
         retry_interval_ms: 100 + rng.below(900),
         passive_failures: 1 + rng.below(3) as u32,
         passive_window_ms: 500 + rng.below(3_000),
+        probe_url: "http://probe.invalid/".into(),
+        strikes: 1 + rng.below(3) as u32,
+        quarantine_secs: [0, 30, 600, 3_600][rng.below(4) as usize],
+    }
+}
+
+/// Stored test results at the start: untested, passed, or a failure streak that may have put the
+/// config in quarantine (some of which end during the run).
+fn seed_histories(exec: &mut Exec, cfg: &SupervisorConfig, unix: u64, rng: &mut Rng) {
+    for c in &mut exec.configs {
+        match rng.below(3) {
+            0 => {}
+            1 => super::quarantine::record(&mut c.history, unix - rng.below(600), true),
+            _ => {
+                let at = unix - rng.below(cfg.quarantine_secs + 60);
+                for _ in 0..1 + rng.below(4) {
+                    super::quarantine::record(&mut c.history, at, false);
+                }
+            }
+        }
     }
 }
 
@@ -221,6 +245,7 @@ impl World {
         };
         exec.front =
             super::sim_front::FrontExec::new(cfg.front, cfg.drain_ms, now.monotonic_ms, &mut rng);
+        seed_histories(&mut exec, &cfg, now.unix_secs, &mut rng);
         // A front-mode daemon adopting a direct-mode session is left out (see the report in
         // docs/ARCHITECTURE.md).
         let adopted = (!cfg.front && rng.below(2) == 0).then(|| exec.adopt_info(now.unix_secs));
@@ -486,6 +511,14 @@ impl World {
                 });
             }
             65 if rng.below(20) == 0 => Request::DaemonShutdown,
+            66..=69 => Request::ConfigTest {
+                config_ids: (0..rng.below(3))
+                    .map(|_| 1 + rng.below(configs) as i64)
+                    .collect(),
+                url: None,
+                timeout_ms: None,
+                concurrency: (rng.below(2) == 0).then(|| 1 + rng.below(3) as u32),
+            },
             _ => Request::DaemonPing,
         })
     }
@@ -508,7 +541,7 @@ impl World {
             op: false,
         });
         if let Ok(request) = &request {
-            self.last_request = Some((conn, *request));
+            self.last_request = Some((conn, request.clone()));
         }
         Some(Input::Request {
             conn: ConnId(conn),

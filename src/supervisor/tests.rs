@@ -8,6 +8,9 @@ use crate::ipc::decode_request;
 
 pub(super) fn config() -> SupervisorConfig {
     SupervisorConfig {
+        strikes: 3,
+        quarantine_secs: 1800,
+        probe_url: "http://probe.invalid/".into(),
         pid: 77,
         health_interval_ms: 15_000,
         probe_timeout_ms: 5_000,
@@ -167,6 +170,7 @@ pub(super) fn inspected(inspect: InspectId, ids: &[i64]) -> Input {
     let checks = ids
         .iter()
         .map(|id| ConfigCheck {
+            history: Default::default(),
             config_id: *id,
             result: Ok(()),
         })
