@@ -114,8 +114,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX configs_subscription ON configs(subscription_id);
     CREATE UNIQUE INDEX configs_subscription_identity ON configs(subscription_id, identity_key)
         WHERE subscription_id IS NOT NULL;
-    // 4 (the third entry on the `ctest` branch; subscriptions' migration 3 goes before it):
-    // config test results and import-time refusals (issue 12 parts 2 and 3).
+    "#,
+    // 4: config test results and import-time refusals (issue 12 parts 2 and 3).
     //
     // `config_tests` is history: one row per tested config per test run, whoever ran it (the
     // CLI standalone, the daemon's `config_test`, a rotation's batch test). Rotation reads the
