@@ -7,14 +7,49 @@ use crate::links::ParsedLink;
 use crate::paths::Paths;
 use crate::store::ImportOutcome;
 
-/// Whether `source` is a subscription URL to fetch rather than an HTTP proxy's share link: an
-/// http(s) URL with a path or a query (`http://user:pass@host:port` stays a proxy link).
+/// Whether `source` is a subscription URL to fetch rather than an HTTP(S) proxy's share link.
+///
+/// A path (`/sub`, `/api/v1/client/subscribe`) means a subscription. Without one, credentials or
+/// a `#name` mean a proxy link (`https://user:pass@host:port/?sni=…#name` carries its TLS options
+/// in the query); a bare query (`https://host/?token=…`) means a subscription; a bare
+/// `http://host:port` stays a proxy link.
 pub(super) fn is_fetch_url(source: &str) -> bool {
     let lower = source.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
         return false;
     }
-    url::Url::parse(source).is_ok_and(|u| u.path() != "/" || u.query().is_some())
+    let Ok(url) = url::Url::parse(source) else {
+        return false;
+    };
+    if url.path() != "/" {
+        return true;
+    }
+    let proxy_like = !url.username().is_empty() || url.fragment().is_some();
+    !proxy_like && url.query().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_fetch_url;
+
+    #[test]
+    fn subscription_urls_and_proxy_links_are_told_apart() {
+        for url in [
+            "https://provider.example/sub",
+            "https://provider.example/api/v1/client/subscribe?token=abc",
+            "http://127.0.0.1:8080/?token=abc",
+        ] {
+            assert!(is_fetch_url(url), "{url} is a subscription");
+        }
+        for url in [
+            "http://user:pass@127.0.0.1:3128",
+            "http://127.0.0.1:3128#office",
+            "https://u:pw@127.0.0.1:443/?sni=localhost&allowInsecure=1#e2e",
+            "vless://id@host:443",
+        ] {
+            assert!(!is_fetch_url(url), "{url} is a proxy link");
+        }
+    }
 }
 
 /// `config import URL`: fetch it like a subscription and store its links as plain configs.
