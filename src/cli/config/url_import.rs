@@ -28,30 +28,6 @@ pub(super) fn is_fetch_url(source: &str) -> bool {
     !proxy_like && url.query().is_some()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_fetch_url;
-
-    #[test]
-    fn subscription_urls_and_proxy_links_are_told_apart() {
-        for url in [
-            "https://provider.example/sub",
-            "https://provider.example/api/v1/client/subscribe?token=abc",
-            "http://127.0.0.1:8080/?token=abc",
-        ] {
-            assert!(is_fetch_url(url), "{url} is a subscription");
-        }
-        for url in [
-            "http://user:pass@127.0.0.1:3128",
-            "http://127.0.0.1:3128#office",
-            "https://u:pw@127.0.0.1:443/?sni=localhost&allowInsecure=1#e2e",
-            "vless://id@host:443",
-        ] {
-            assert!(!is_fetch_url(url), "{url} is a proxy link");
-        }
-    }
-}
-
 /// `config import URL`: fetch it like a subscription and store its links as plain configs.
 pub(super) fn import_url(url: &str, json: bool) -> Result<i32, CliError> {
     let paths = Paths::from_env()?;
@@ -100,4 +76,28 @@ pub(super) fn import_url(url: &str, json: bool) -> Result<i32, CliError> {
     } else {
         EXIT_ERROR
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_fetch_url;
+
+    #[test]
+    fn subscription_urls_and_proxy_links_are_told_apart() {
+        for url in [
+            "https://provider.example/sub",
+            "https://provider.example/api/v1/client/subscribe?token=abc",
+            "http://127.0.0.1:8080/?token=abc",
+        ] {
+            assert!(is_fetch_url(url), "{url} is a subscription");
+        }
+        for url in [
+            "http://user:pass@127.0.0.1:3128",
+            "http://127.0.0.1:3128#office",
+            "https://u:pw@127.0.0.1:443/?sni=localhost&allowInsecure=1#e2e",
+            "vless://id@host:443",
+        ] {
+            assert!(!is_fetch_url(url), "{url} is a proxy link");
+        }
+    }
 }
