@@ -399,7 +399,7 @@ pub const API_HEADER_TIMEOUT_MS_MAX: u64 = 600_000;
 pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
 
 /// Default `daemon.busy_poll_us` (docs/BENCHMARKS.md "Busy polling": the curve it was picked from).
-pub const BUSY_POLL_US_DEFAULT: u64 = 50;
+pub const BUSY_POLL_US_DEFAULT: u64 = 25;
 /// Largest `daemon.busy_poll_us`: a longer window only burns CPU between requests a person sends.
 pub const BUSY_POLL_US_MAX: u64 = 1000;
 const _: () = assert!(BUSY_POLL_US_DEFAULT <= BUSY_POLL_US_MAX);

@@ -208,3 +208,18 @@ fn strikes_and_quarantine_are_bounded() {
         "{err}"
     );
 }
+
+#[test]
+fn busy_poll_us_is_bounded() {
+    assert_eq!(parse("").unwrap().daemon.busy_poll_us, BUSY_POLL_US_DEFAULT);
+    assert_eq!(
+        parse("[daemon]\nbusy_poll_us = 0\n")
+            .unwrap()
+            .daemon
+            .busy_poll_us,
+        0
+    );
+    let err = parse("[daemon]\nbusy_poll_us = 1001\n").unwrap_err();
+    assert!(err.contains("`daemon.busy_poll_us` = 1001"), "{err}");
+    assert!(err.contains("between 0 (off) and 1000"), "{err}");
+}

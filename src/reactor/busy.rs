@@ -15,19 +15,31 @@ use super::ring::Completion;
 use super::token::{Kind, Token};
 
 /// When the current polling window closes; none open after a turn without traffic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct BusyPoll {
     until: Option<Instant>,
+    /// False when the daemon may run on one CPU only: the client then needs that CPU, and
+    /// polling could only delay it.
+    useful: bool,
 }
 
 impl BusyPoll {
+    /// Reads the CPUs the daemon may run on, once (an affinity change later is not seen).
+    pub(super) fn new() -> BusyPoll {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        BusyPoll {
+            until: None,
+            useful: cpus > 1,
+        }
+    }
+
     /// Opens a window of `window_us` after a batch that held a client's completion.
     pub(super) fn after_batch(&mut self, batch: &[Completion], window_us: u64) {
         let served = batch
             .iter()
             .any(|c| Token::decode(c.user_data).is_some_and(|token| is_traffic(token.kind)));
-        self.until =
-            (served && window_us > 0).then(|| Instant::now() + Duration::from_micros(window_us));
+        self.until = (served && window_us > 0 && self.useful)
+            .then(|| Instant::now() + Duration::from_micros(window_us));
     }
 
     /// Submits and waits for the next completion: polls while the window is open, then sleeps.

@@ -293,7 +293,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         encoder: ReplyEncoder::new(backend_name),
         scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
-        busy: busy::BusyPoll::default(),
+        busy: busy::BusyPoll::new(),
         dirty: Vec::new(),
         rearm: Vec::new(),
         listener,
