@@ -9,15 +9,19 @@
 //! What is given up: a stack overflow on the main thread is a plain SIGSEGV instead of a
 //! "has overflowed its stack" message.
 
-#![no_main]
+// Under `cargo test` the harness supplies `main`, so the binary starts itself only otherwise.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int};
 
+#[cfg(not(test))]
 /// The exit code of a panic, as std's own start-up uses.
 const EXIT_PANIC: i32 = 101;
 
 /// The C entry point (glibc's `__libc_start_main` calls it); arguments come from
 /// `std::env::args`, which glibc hands std before `main` runs.
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // SAFETY: called before any other thread exists; SIG_IGN for SIGPIPE is what std's start-up
