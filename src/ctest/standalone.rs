@@ -212,7 +212,7 @@ fn start_core(
     };
     let config = setup.dir.join(format!("{stem}.{ext}"));
     let log = setup.dir.join("ctest.log");
-    write_private(&config, &rendered).map_err(files)?;
+    crate::reactor::write_private(&config, &rendered).map_err(files)?;
     let log_file = std::fs::File::create(&log).map_err(files)?;
     let log_err = log_file.try_clone().map_err(files)?;
     let spawned = Command::new(&binary.path)
@@ -240,17 +240,6 @@ fn start_core(
     }
     std::thread::sleep(core::ready_grace(binary));
     Ok(Ok((core, addrs)))
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
 }
 
 /// Waits until every inbound accepts, the core exits, or the timeout passes.

@@ -22,6 +22,8 @@ pub mod listenfds;
 mod opening;
 mod pool;
 mod prepare;
+/// Core configs hold credentials: the standalone `config test` writes them the same way.
+pub(crate) use prepare::write_private;
 mod probes;
 mod process;
 mod reattach;
