@@ -1,7 +1,7 @@
 //! Links whose handshake the core must carry, end to end (issue 11): VLESS with Encrypted
 //! Client Hello (`ech=`) and Shadowsocks behind ShadowTLS v3 (`shadow-tls=`), each against a
 //! real sing-box server, with the real `xrat` daemon running mihomo and then sing-box as its
-//! core. A local page is fetched through the session and the server's log shows the relay. For
+//! core; and WireGuard (`wireguard://`) on mihomo against sing-box's WireGuard endpoint. A local page is fetched through the session and the server's log shows the relay. For
 //! ECH, a link carrying another server's ECHConfigList must fail: a client that dropped `ech=`
 //! would still get through. Nothing leaves 127.0.0.1.
 
@@ -12,7 +12,10 @@ use std::sync::OnceLock;
 use xrat::core::{detect_at, ready_grace};
 use xrat::settings::CoreChoice;
 
-use common::cores::{mihomo_bin, sing_box_bin, socks5_get, Handshake, HandshakeServer, HttpTarget};
+use common::cores::{
+    mihomo_bin, sing_box_bin, socks5_get, socks5_get_at, Handshake, HandshakeServer, HttpTarget,
+    WIREGUARD_TARGET,
+};
 use common::daemon::Daemon;
 
 /// ShadowTLS clients verify the handshake server's certificate, and the cores read extra roots
@@ -61,10 +64,21 @@ fn case(kind: Handshake, choice: CoreChoice) {
     let config_id = daemon.import(&server.link_with("handshake-e2e", server.ech_config()));
     daemon.connect(config_id);
     std::thread::sleep(grace);
-    let body = daemon.fetch(
-        &target,
-        &format!("{kind:?} (server log:\n{})", server.log()),
-    );
+    let body = match kind {
+        Handshake::Wireguard => {
+            socks5_get_at(daemon.socks_port, WIREGUARD_TARGET, target.port(), "/e2e")
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "fetch through the tunnel: {e}\nserver log:\n{}",
+                        server.log()
+                    )
+                })
+        }
+        _ => daemon.fetch(
+            &target,
+            &format!("{kind:?} (server log:\n{})", server.log()),
+        ),
+    };
     assert_eq!(body, target.body());
     assert!(
         server.relayed_to(target.port()),
@@ -107,4 +121,11 @@ fn shadowsocks_shadow_tls_on_mihomo() {
 #[test]
 fn shadowsocks_shadow_tls_on_sing_box() {
     case(Handshake::SsShadowTls, CoreChoice::SingBox);
+}
+
+/// WireGuard runs on mihomo only (sing-box 1.14 has it as an endpoint, which xrat does not
+/// render); the server is sing-box's endpoint.
+#[test]
+fn wireguard_on_mihomo() {
+    case(Handshake::Wireguard, CoreChoice::Mihomo);
 }

@@ -2,7 +2,8 @@
 //! Encrypted Client Hello (keys from `sing-box generate ech-keypair`), and Shadowsocks behind
 //! ShadowTLS v3, whose handshake server is a TLS inbound of the same sing-box with a leaf of a
 //! test CA (ShadowTLS clients verify it; [`HandshakeServer::ca_file`] is that CA for
-//! `SSL_CERT_FILE`). Listens on 127.0.0.1 only; killed and reaped on drop.
+//! `SSL_CERT_FILE`); and a WireGuard peer whose tunnel address leads to 127.0.0.1. Listens on
+//! 127.0.0.1 only; killed and reaped on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,7 +23,13 @@ pub enum Handshake {
     VlessEch,
     /// Shadowsocks (aes-128-gcm) behind ShadowTLS v3.
     SsShadowTls,
+    /// A WireGuard peer (sing-box's endpoint). The tunnel is 10.77.0.0/24: the client is .2 and
+    /// a connection to [`WIREGUARD_TARGET`] is sent on to 127.0.0.1, the same port.
+    Wireguard,
 }
+
+/// The server's address inside the WireGuard tunnel; connections to it reach 127.0.0.1.
+pub const WIREGUARD_TARGET: [u8; 4] = [10, 77, 0, 1];
 
 /// A sing-box server for one [`Handshake`].
 pub struct HandshakeServer {
@@ -30,6 +37,8 @@ pub struct HandshakeServer {
     port: u16,
     secret: String,
     ech_config: String,
+    /// WireGuard: the client's private key and the server's public key.
+    wireguard_keys: (String, String),
     _child: ChildGuard,
     dir: tempfile::TempDir,
 }
@@ -40,12 +49,18 @@ impl HandshakeServer {
             .prefix("xrat-handshake")
             .tempdir_in("/tmp")
             .unwrap();
-        let port = free_port();
+        let port = match kind {
+            Handshake::Wireguard => free_udp_port(),
+            _ => free_port(),
+        };
         let secret = random_uuid();
         let (ech_config, ech_key) = match kind {
             Handshake::VlessEch => ech_keypair(),
-            Handshake::SsShadowTls => Default::default(),
+            Handshake::SsShadowTls | Handshake::Wireguard => Default::default(),
         };
+        let wireguard_keys = (wg_keypair(), wg_keypair());
+        let mut endpoints = Vec::new();
+        let mut route = json!({ "final": "direct" });
         let inbounds = match kind {
             Handshake::VlessEch => {
                 let tls = write_certificate(dir.path());
@@ -59,11 +74,26 @@ impl HandshakeServer {
                 })]
             }
             Handshake::SsShadowTls => shadow_tls_inbounds(dir.path(), port, &secret),
+            Handshake::Wireguard => {
+                let ((server_private, _), (_, client_public)) = &wireguard_keys;
+                endpoints.push(json!({
+                    "type": "wireguard", "tag": "wg", "system": false,
+                    "address": ["10.77.0.1/24"], "private_key": server_private,
+                    "listen_port": port,
+                    "peers": [{ "public_key": client_public, "allowed_ips": ["10.77.0.2/32"] }],
+                }));
+                let [a, b, c, d] = WIREGUARD_TARGET;
+                route["rules"] = json!([{ "ip_cidr": [format!("{a}.{b}.{c}.{d}/32")],
+                    "action": "route-options", "override_address": "127.0.0.1" }]);
+                Vec::new()
+            }
         };
         let config = json!({
             "log": { "level": "info" },
+            "endpoints": endpoints,
             "inbounds": inbounds,
             "outbounds": [{ "type": "direct", "tag": "direct" }],
+            "route": route,
         });
         let config_path = dir.path().join("server.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
@@ -81,11 +111,17 @@ impl HandshakeServer {
             port,
             secret,
             ech_config: pem_body(&ech_config),
+            wireguard_keys: ((wireguard_keys.1).0, (wireguard_keys.0).1),
             _child: ChildGuard::new(child),
             dir,
         };
+        // WireGuard listens on UDP, which a connect cannot see; sing-box says when it runs.
+        let ready = match kind {
+            Handshake::Wireguard => server.wait_log("sing-box started"),
+            _ => wait_port(port, READY_LIMIT),
+        };
         assert!(
-            wait_port(port, READY_LIMIT),
+            ready,
             "sing-box {kind:?} server not accepting on {port} after {READY_LIMIT:?}\nlog:\n{}",
             server.log()
         );
@@ -95,6 +131,17 @@ impl HandshakeServer {
     /// The server's own output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + READY_LIMIT;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
     }
 
     /// Whether sing-box logged a connection to 127.0.0.1:`port` (waits up to 2 s).
@@ -135,6 +182,15 @@ impl HandshakeServer {
                     json!({ "version": "3", "host": "localhost", "password": secret }).to_string(),
                 );
                 format!("ss://{user}@127.0.0.1:{port}/?shadow-tls={shadow_tls}#{name}")
+            }
+            Handshake::Wireguard => {
+                let escape = |key: &str| key.replace('+', "%2B").replace('/', "%2F");
+                let (client_private, server_public) = &self.wireguard_keys;
+                format!(
+                    "wireguard://{}@127.0.0.1:{port}?publickey={}&address=10.77.0.2/32#{name}",
+                    escape(client_private),
+                    escape(server_public)
+                )
             }
         }
     }
@@ -205,6 +261,34 @@ fn ech_keypair() -> (String, String) {
         .find("-----BEGIN ECH KEYS-----")
         .unwrap_or_else(|| panic!("no ECH keys in:\n{text}"));
     (text[..split].to_owned(), text[split..].to_owned())
+}
+
+/// `sing-box generate wg-keypair`: (private key, public key).
+fn wg_keypair() -> (String, String) {
+    let out = Command::new(sing_box_bin())
+        .args(["generate", "wg-keypair"])
+        .output()
+        .expect("run sing-box generate wg-keypair");
+    assert!(
+        out.status.success(),
+        "sing-box generate wg-keypair: {out:?}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(label))
+            .map(|key| key.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {label} in:\n{text}"))
+    };
+    (field("PrivateKey:"), field("PublicKey:"))
+}
+
+/// A UDP port nothing is bound to now.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind udp 127.0.0.1:0")
 }
 
 fn pem_lines(pem: &str) -> Vec<&str> {
