@@ -23,8 +23,8 @@ pub enum Access {
     ReadWrite,
     /// Anyone else: only the requests that look.
     ReadOnly {
-        /// The peer's uid, for the refusal's message.
-        uid: u32,
+        /// The peer's uid, for the refusal's message; `None` when it could not be read.
+        uid: Option<u32>,
     },
 }
 
@@ -56,8 +56,7 @@ impl Policy {
     pub fn access(&self, uid: Option<u32>) -> Access {
         match uid {
             Some(uid) if uid == self.daemon_uid || uid == 0 => Access::ReadWrite,
-            Some(uid) => Access::ReadOnly { uid },
-            None => Access::ReadOnly { uid: u32::MAX },
+            uid => Access::ReadOnly { uid },
         }
     }
 
@@ -70,9 +69,10 @@ impl Policy {
         if request.is_read_only() {
             return Ok(());
         }
-        let who = match &self.group {
-            Some(group) => format!("socket group `{group}` is read-only"),
-            None => format!("uid {uid} is read-only on this socket"),
+        let who = match (&self.group, uid) {
+            (Some(group), _) => format!("socket group `{group}` is read-only"),
+            (None, Some(uid)) => format!("uid {uid} is read-only on this socket"),
+            (None, None) => "a peer whose credentials cannot be read is read-only".to_string(),
         };
         Err(format!(
             "`{}` changes the daemon and {who}; run the command as {} or root (read-only peers may send {})",
@@ -188,9 +188,9 @@ mod tests {
         let p = policy(Some("xrat"));
         assert_eq!(p.access(Some(1000)), Access::ReadWrite);
         assert_eq!(p.access(Some(0)), Access::ReadWrite);
-        assert_eq!(p.access(Some(1001)), Access::ReadOnly { uid: 1001 });
+        assert_eq!(p.access(Some(1001)), Access::ReadOnly { uid: Some(1001) });
         // Unreadable credentials never grant more than reading.
-        assert!(matches!(p.access(None), Access::ReadOnly { .. }));
+        assert_eq!(p.access(None), Access::ReadOnly { uid: None });
     }
 
     #[test]

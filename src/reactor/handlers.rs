@@ -560,6 +560,7 @@ fn log_denial(access: Access, logged: &mut bool, request: &Request) {
         return;
     }
     if let Access::ReadOnly { uid } = access {
+        let uid = uid.map_or("unknown".to_string(), |uid| uid.to_string());
         eprintln!(
             "xrat: refused `{}` from read-only uid {uid} (403); later refusals on this connection are not logged",
             request.name()
