@@ -72,6 +72,9 @@ pub struct DaemonSettings {
     pub frame_timeout_ms: u64,
     /// A connection with nothing pending is closed after this long without a byte.
     pub idle_timeout_secs: u64,
+    /// A group whose members may connect read-only (socket 0660, `runtime/` 0710, both that
+    /// group); empty: the socket is the daemon user's alone.
+    pub socket_group: String,
     /// Most relayed connections open at once on the front ports; one more gets the client
     /// protocol's own refusal.
     pub relay_connections_max: u32,
@@ -89,6 +92,7 @@ impl Default for DaemonSettings {
             max_connections: 1024,
             frame_timeout_ms: 10_000,
             idle_timeout_secs: 300,
+            socket_group: String::new(),
             relay_connections_max: 4096,
             backend: BackendChoice::Auto,
             busy_poll_us: BUSY_POLL_US_DEFAULT,
@@ -643,8 +647,27 @@ impl Settings {
                 value,
                 reason,
             }),
-            None => self.subscriptions.validate(path),
+            None => {
+                self.daemon.validate_socket_group(path)?;
+                self.subscriptions.validate(path)
+            }
         }
+    }
+}
+
+impl DaemonSettings {
+    /// `daemon.socket_group` must name a group this system knows (looked up through NSS).
+    fn validate_socket_group(&self, path: &Path) -> Result<(), SettingsError> {
+        let group = &self.socket_group;
+        if group.is_empty() || crate::ipc::access::group_id(group).is_some() {
+            return Ok(());
+        }
+        Err(SettingsError::Value {
+            path: path.to_path_buf(),
+            key: "daemon.socket_group",
+            value: format!("{group:?}"),
+            reason: "names no group on this system (`getent group` lists them); create it with `groupadd`, or set it to \"\" to keep the socket to the daemon's user",
+        })
     }
 }
 

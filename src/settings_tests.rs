@@ -223,3 +223,16 @@ fn busy_poll_us_is_bounded() {
     assert!(err.contains("`daemon.busy_poll_us` = 1001"), "{err}");
     assert!(err.contains("between 0 (off) and 1000"), "{err}");
 }
+
+#[test]
+fn socket_group_must_name_a_known_group() {
+    let err = parse("[daemon]\nsocket_group = \"no-such-group-xrat\"\n").unwrap_err();
+    assert!(err.contains("/r/config.toml"), "{err}");
+    assert!(
+        err.contains("`daemon.socket_group` = \"no-such-group-xrat\""),
+        "{err}"
+    );
+    assert!(err.contains("groupadd") && err.contains("\"\""), "{err}");
+    let fine = parse("[daemon]\nsocket_group = \"root\"\n");
+    assert!(fine.is_ok(), "{fine:?}");
+}

@@ -292,3 +292,37 @@ fn pipe() -> (std::fs::File, std::fs::File) {
         )
     }
 }
+
+/// With `daemon.socket_group` a passed socket gets the group's modes, whatever the unit said
+/// (issue 13): 0660 with the group, `runtime/` 0710, and a log line naming the unit's fix. The
+/// group is this process's own, so no account is needed.
+#[test]
+fn a_passed_socket_follows_the_socket_group() {
+    let (root, listener) = root_with_listener();
+    let out = Command::new("id").arg("-gn").output().unwrap();
+    assert!(
+        out.status.success(),
+        "id -gn: {}",
+        common::text(&out.stderr)
+    );
+    let group = common::text(&out.stdout).trim().to_string();
+    root.write_settings(&format!("[daemon]\nsocket_group = \"{group}\"\n"));
+    let mut early = queued_ping(&root);
+    let daemon = activated(&root, &[listener.as_raw_fd()], "1", "xrat-daemon.socket");
+    answered_by(&mut early, daemon.id());
+
+    // SAFETY: getegid touches no memory.
+    let gid = unsafe { libc::getegid() };
+    let meta = std::fs::metadata(root.socket()).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, gid), "socket");
+    let meta = std::fs::metadata(root.path().join("runtime")).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o710, gid), "runtime/");
+
+    let (status, stderr) = stop(daemon);
+    assert!(status.success(), "{status}: {stderr}");
+    let expected =
+        format!("made it 0660 (set SocketMode=0660 and SocketGroup={group} in its .socket unit)");
+    assert!(stderr.contains(&expected), "{expected:?} not in:\n{stderr}");
+    drop(listener);
+    std::fs::remove_file(root.socket()).unwrap();
+}

@@ -29,6 +29,16 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket's mode or a directory above it keeps this user out (exit code 1: the daemon
+    /// may well be running; starting another would not help).
+    #[error("permission denied connecting to {}: the daemon's socket is open only to its user and, with daemon.socket_group, that group's members; run the command as the daemon's user or root, or ask its owner to set daemon.socket_group and add you to the group (`usermod -aG <group> <you>`)", path.display())]
+    Denied {
+        /// The socket path tried.
+        path: PathBuf,
+        /// What connect said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The daemon accepted but the exchange failed.
     #[error("talking to the daemon at {} failed; if this persists, restart it with `xrat daemon stop` and `xrat daemon start`", path.display())]
     Io {
@@ -112,6 +122,11 @@ impl Client {
                     path: socket.to_path_buf(),
                     timeout: CONNECT_TIMEOUT,
                     log: log.to_path_buf(),
+                }
+            } else if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::Denied {
+                    path: socket.to_path_buf(),
+                    source,
                 }
             } else {
                 ClientError::NotRunning {

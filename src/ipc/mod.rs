@@ -1,5 +1,6 @@
 //! IPC protocol v1: wire types, the framing, the daemon's fast codec, and a blocking client.
 
+pub mod access;
 pub mod client;
 pub mod decode;
 pub mod encode;

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use slab::Slab;
 
+use crate::ipc::access::{peer_uid, Policy};
 use crate::ipc::protocol::Code;
 use crate::ipc::RawId;
 use crate::supervisor::{Input, Now, Rejection};
@@ -64,11 +65,13 @@ pub struct Admission {
     pub frame_timeout_ms: u64,
     /// `daemon.idle_timeout_secs`, in ms.
     pub idle_timeout_ms: u64,
+    /// Who may do what (the daemon's uid, `daemon.socket_group`), applied to every request.
+    pub access: Policy,
 }
 
 impl Admission {
     /// Admission for the given timeouts.
-    pub fn new(frame_timeout_ms: u64, idle_timeout_ms: u64) -> Admission {
+    pub fn new(frame_timeout_ms: u64, idle_timeout_ms: u64, access: Policy) -> Admission {
         Admission {
             rejecting: Slab::new(),
             discard: Box::new([0; 4096]),
@@ -80,6 +83,7 @@ impl Admission {
             evicting: 0,
             frame_timeout_ms,
             idle_timeout_ms,
+            access,
         }
     }
 }
@@ -124,11 +128,16 @@ impl Reactor {
         if self.conns.len() >= self.connections_max && !self.evict_one(now) {
             return self.refuse(now, owned, CONNECTION_LIMIT_REPLY);
         }
+        // One getsockopt, which never blocks; an error (there is none for a connected Unix
+        // socket) leaves the peer read-only.
+        let access = self
+            .admission
+            .access
+            .access(peer_uid(owned.as_raw_fd()).ok());
         self.next_serial = self.next_serial.wrapping_add(1);
         let fd = std::os::fd::IntoRawFd::into_raw_fd(owned);
-        let slot = self
-            .conns
-            .insert(Conn::new(fd, self.next_serial, now.monotonic_ms));
+        let conn = Conn::new(fd, self.next_serial, now.monotonic_ms, access);
+        let slot = self.conns.insert(conn);
         self.arm_conn_timer(now, slot);
         self.read_at_once(now, slot);
         self.arm_recv(slot);

@@ -2,6 +2,7 @@
 
 use std::os::fd::RawFd;
 
+use crate::ipc::access::Access;
 use crate::ipc::FrameDecoder;
 use crate::supervisor::ConnId;
 
@@ -66,11 +67,15 @@ pub struct Conn {
     pub timer_at: Option<u64>,
     /// Closed to make room for a new client.
     pub evicted: bool,
+    /// What the peer may do, from its `SO_PEERCRED` at accept.
+    pub access: Access,
+    /// A refused (403) request was logged: one line per connection, however many follow.
+    pub denial_logged: bool,
 }
 
 impl Conn {
     /// A fresh, open connection.
-    pub fn new(fd: RawFd, serial: u32, now_ms: u64) -> Conn {
+    pub fn new(fd: RawFd, serial: u32, now_ms: u64, access: Access) -> Conn {
         Conn {
             fd,
             serial,
@@ -87,6 +92,8 @@ impl Conn {
             partial_since_ms: None,
             timer_at: None,
             evicted: false,
+            access,
+            denial_logged: false,
         }
     }
 

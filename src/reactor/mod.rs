@@ -35,6 +35,7 @@ mod reply;
 mod retry;
 pub mod ring;
 mod setup;
+mod sockgroup;
 mod token;
 
 use std::collections::VecDeque;
@@ -158,6 +159,9 @@ pub enum ReactorError {
     /// The root or socket path is unusable.
     #[error(transparent)]
     Paths(#[from] PathsError),
+    /// `daemon.socket_group` cannot be applied to the socket.
+    #[error(transparent)]
+    SocketGroup(#[from] sockgroup::SocketGroupError),
 }
 
 /// Everything the loop owns. Field order matters: the ring is dropped before the memory its
@@ -247,7 +251,10 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         .map_err(|source| ReactorError::BufRing { source })?;
     let signal_fd = setup::signalfd()?;
     let timer_fd = setup::timerfd()?;
-    let (listener, socket_inherited) = setup::daemon_listener(&socket_path, &mut inherited)?;
+    let group = sockgroup::resolve(&settings.daemon.socket_group)?;
+    let runtime_dir = paths.runtime_dir();
+    let (listener, socket_inherited) =
+        setup::daemon_listener(&socket_path, &runtime_dir, &mut inherited, group.as_ref())?;
     // Front mode: the user's ports are bound (or taken from systemd) before any client is
     // answered.
     let front = front::bind(settings, &mut inherited)?;
@@ -291,6 +298,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         admission: admission::Admission::new(
             settings.daemon.frame_timeout_ms,
             settings.daemon.idle_timeout_secs * 1000,
+            crate::ipc::access::Policy::of_this_process(&settings.daemon.socket_group),
         ),
         encoder: ReplyEncoder::new(backend_name),
         scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
