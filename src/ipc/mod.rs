@@ -3,6 +3,7 @@
 pub mod client;
 pub mod decode;
 pub mod encode;
+pub mod events;
 pub mod frame;
 pub mod protocol;
 

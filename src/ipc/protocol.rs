@@ -84,10 +84,17 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         concurrency: Option<u32>,
     },
+    /// Stream events on this connection (issue 13); see [`crate::ipc::events`].
+    #[serde(alias = "Subscribe")]
+    Subscribe {
+        /// The categories; empty for every one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<crate::ipc::events::Category>,
+    },
 }
 
 /// Every request kind, in the order of DESIGN §4.
-pub const REQUEST_KINDS: [&str; 11] = [
+pub const REQUEST_KINDS: [&str; 12] = [
     "daemon_ping",
     "daemon_shutdown",
     "runtime_status",
@@ -99,6 +106,7 @@ pub const REQUEST_KINDS: [&str; 11] = [
     "proxy_status",
     "daemon_reload",
     "config_test",
+    "subscribe",
 ];
 
 impl Request {
@@ -116,6 +124,7 @@ impl Request {
             Request::ProxyStatus => "proxy_status",
             Request::DaemonReload => "daemon_reload",
             Request::ConfigTest { .. } => "config_test",
+            Request::Subscribe { .. } => "subscribe",
         }
     }
 
@@ -527,6 +536,7 @@ mod tests {
                 timeout_ms: None,
                 concurrency: None,
             },
+            Request::Subscribe { events: vec![] },
         ];
         assert_eq!(all.len(), REQUEST_KINDS.len());
         for (request, name) in all.iter().zip(REQUEST_KINDS) {

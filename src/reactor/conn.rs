@@ -66,6 +66,10 @@ pub struct Conn {
     pub timer_at: Option<u64>,
     /// Closed to make room for a new client.
     pub evicted: bool,
+    /// A `subscribe` line was read: nothing more is read as a request.
+    pub subscribing: bool,
+    /// Once the `subscribe` answer is written: the stream's categories and queue.
+    pub sub: Option<Box<super::subscribers::Subscriber>>,
 }
 
 impl Conn {
@@ -87,6 +91,8 @@ impl Conn {
             partial_since_ms: None,
             timer_at: None,
             evicted: false,
+            subscribing: false,
+            sub: None,
         }
     }
 
@@ -112,7 +118,8 @@ impl Conn {
 
     /// Bytes of reply not yet taken by the kernel.
     pub fn backlog(&self) -> usize {
-        self.out.len() + self.inflight.len() - self.inflight_sent
+        let queued = self.sub.as_ref().map_or(0, |s| s.queued_bytes());
+        self.out.len() + self.inflight.len() - self.inflight_sent + queued
     }
 
     /// Everything written and nothing more owed.
