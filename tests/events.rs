@@ -428,3 +428,58 @@ fn a_subscriber_that_never_reads_gets_lagged_and_is_closed_while_others_are_serv
     let pong = other.call(json!("last"), json!({"type": "daemon_ping"}));
     assert_eq!(pong["code"], 200, "{pong}");
 }
+
+#[test]
+fn front_mode_publishes_the_pool_and_the_relay_counters_once_a_second_at_most() {
+    use common::cores::{socks5_get, Core};
+    use common::front::{front, Opts};
+    let f = front(Opts::new(Core::V2ray, 2));
+    let (a, b) = (f.ids[0], f.ids[1]);
+    let (mut sub, _) = Sub::new(&f.root, json!(["pool", "relay", "rotation"]));
+    f.connect(a);
+    // Both members come alive (a probe each): the pool as runtime_status shows it.
+    let seen = sub.until("pool_changed", |e| {
+        let members = e["members"].as_array().unwrap();
+        members.len() == 2 && members.iter().all(|m| m["alive"] == true)
+    });
+    let members = seen.last().unwrap()["members"].clone();
+    assert_eq!(members[0]["config_id"], a, "{members}");
+    assert_eq!(members[0]["active"], true, "{members}");
+    assert!(members[1]["socks_addr"].is_string(), "{members}");
+    // Traffic through the front: the counters follow, at most once a second.
+    let page = socks5_get(f.socks_port, f.http.port(), "/page").expect("a fetch through the front");
+    assert_eq!(page, f.http.body());
+    let seen = sub.until("relay_counters", |e| {
+        e["connections_total"].as_u64() >= Some(1) && e["bytes_down"].as_u64() > Some(0)
+    });
+    let relay = seen.last().unwrap();
+    assert_eq!(relay["refused_at_limit"], 0, "{relay}");
+    for _ in 0..3 {
+        socks5_get(f.socks_port, f.http.port(), "/page").expect("a fetch through the front");
+    }
+    let next = sub.until("relay_counters", |_| true);
+    let next = next.last().unwrap();
+    let gap = next["at"].as_u64().unwrap() - relay["at"].as_u64().unwrap();
+    // The timer may fire a few ms early on the wall clock; the cadence is 1 s.
+    assert!(
+        gap >= 900,
+        "relay_counters {gap} ms apart: {relay} then {next}"
+    );
+    assert!(next["connections_total"].as_u64() > relay["connections_total"].as_u64());
+    // A switch to the warm member is a rotation without a batch test.
+    let reply = f.call(json!({"type": "runtime_replace", "trigger": "manual", "candidate_id": b}));
+    assert_eq!(reply["code"], 200, "{reply}");
+    let seen = sub.until("rotation_finished", |_| true);
+    let finished = seen.last().unwrap();
+    assert_eq!(
+        (&finished["from"], &finished["to"]),
+        (&json!(a), &json!(b)),
+        "{finished}"
+    );
+    assert_eq!(
+        (&finished["result"], &finished["tested"]),
+        (&json!("switched"), &json!(0))
+    );
+    let seen = sub.until("pool_changed", |e| e["members"][0]["config_id"] == b);
+    assert_eq!(seen.last().unwrap()["members"][0]["active"], true);
+}

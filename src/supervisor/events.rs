@@ -251,3 +251,107 @@ impl Supervisor {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{at, config, connect, feed, only_reply, request, session};
+    use super::*;
+    use crate::ipc::protocol::Request;
+    use crate::supervisor::{Input, SupervisorConfig};
+
+    fn events(effects: &[Effect]) -> Vec<&Event> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Publish(event) => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn subscribe(
+        s: &mut Supervisor,
+        ms: u64,
+        conn: u64,
+        events: Vec<Category>,
+    ) -> SubscribePayload {
+        match only_reply(&request(s, ms, conn, 1, Request::Subscribe { events })) {
+            Reply::Subscribed(p) => (**p).clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_connect_is_announced_after_the_snapshot_seq() {
+        let mut s = Supervisor::new(config(), at(0), None);
+        let snapshot = subscribe(&mut s, 10, 1, vec![]);
+        assert_eq!(snapshot.seq, 0);
+        assert_eq!(snapshot.categories.len(), 6);
+        assert_eq!(snapshot.runtime_status.runtime_status, "idle");
+        connect(&mut s, 100, 3, 9);
+        // The connect's effects were drained by the helper: session_started was seq 1.
+        assert_eq!(s.last_seq(), 1);
+        let later = subscribe(&mut s, 200, 2, vec![Category::Session]);
+        assert_eq!(later.seq, 1);
+        assert_eq!(later.runtime_status.session_id, Some(9));
+    }
+
+    #[test]
+    fn an_adopted_session_is_announced_once_and_ends_once() {
+        let mut s = Supervisor::new(config(), at(0), Some(session(4, 2)));
+        let first = feed(&mut s, 5, Input::Timer);
+        let first = events(&first);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0].seq, 1);
+        assert_eq!(first[0].at, at(5).unix_ms);
+        assert!(matches!(
+            first[0].body,
+            EventBody::SessionStarted {
+                session_id: 4,
+                config_id: 2,
+                ..
+            }
+        ));
+        assert!(events(&feed(&mut s, 6, Input::Timer)).is_empty());
+        s.note_session_ended(4, "disconnected");
+        s.note_session_ended(4, "disconnected");
+        let ended = events(&super::super::tests::drain(&mut s)).len();
+        assert_eq!(ended, 1, "one session_ended for two row ends");
+    }
+
+    #[test]
+    fn relay_counters_are_sampled_each_second_only_for_relay_subscribers() {
+        let cfg = SupervisorConfig {
+            front: true,
+            ..config()
+        };
+        let mut s = Supervisor::new(cfg, at(0), None);
+        subscribe(&mut s, 0, 1, vec![Category::Session]);
+        assert_eq!(s.relay_deadline(), None, "no relay subscriber");
+        subscribe(&mut s, 0, 2, vec![Category::Relay]);
+        assert_eq!(s.relay_deadline(), Some(RELAY_SAMPLE_MS));
+        let asks = |effects: &[Effect]| {
+            effects
+                .iter()
+                .filter(|e| **e == Effect::SampleRelay)
+                .count()
+        };
+        assert_eq!(asks(&feed(&mut s, 999, Input::Timer)), 0);
+        assert_eq!(asks(&feed(&mut s, 1_000, Input::Timer)), 1);
+        let counters = RelayView {
+            bytes_up: 10,
+            ..RelayView::default()
+        };
+        let sampled = |c: &RelayView| Input::RelaySampled {
+            counters: c.clone(),
+        };
+        assert_eq!(events(&feed(&mut s, 1_001, sampled(&counters))).len(), 1);
+        // Unchanged counters are not published again.
+        assert_eq!(asks(&feed(&mut s, 2_000, Input::Timer)), 1);
+        assert!(events(&feed(&mut s, 2_001, sampled(&counters))).is_empty());
+        // The relay subscriber leaves: no more sampling.
+        feed(&mut s, 2_500, Input::ConnectionClosed { conn: ConnId(2) });
+        assert_eq!(s.relay_deadline(), None);
+        assert_eq!(asks(&feed(&mut s, 3_000, Input::Timer)), 0);
+    }
+}
