@@ -227,6 +227,26 @@ fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: impl Fn(&str) -> bool
     panic!("no matching line within {EVENT_WAIT:?}; saw {seen:#?}");
 }
 
+/// Reloads until `rx` shows a `config_changed`: the command behind it has subscribed.
+fn subscribed(root: &Root, rx: &std::sync::mpsc::Receiver<String>) {
+    let deadline = Instant::now() + EVENT_WAIT;
+    while Instant::now() < deadline {
+        let reply = root
+            .connect()
+            .call(json!(1), json!({"type": "daemon_reload"}));
+        assert_eq!(reply["code"], 200, "{reply}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            assert!(
+                line.contains("config_changed") && line.contains("reloaded"),
+                "{line}"
+            );
+            while rx.recv_timeout(Duration::from_millis(50)).is_ok() {}
+            return;
+        }
+    }
+    panic!("xrat events printed no reload within {EVENT_WAIT:?}");
+}
+
 #[test]
 fn the_cli_streams_events_and_redraws_the_status() {
     let rig = rig(1, "");
@@ -239,14 +259,14 @@ fn the_cli_streams_events_and_redraws_the_status() {
             .spawn()
             .unwrap()
     };
-    let mut text_events = spawn(&["events", "--category", "session"]);
+    let mut text_events = spawn(&["events", "--category", "session", "--category", "config"]);
     let mut json_events = spawn(&[
         "events",
         "--json",
         "--category",
-        "session",
-        "--category",
         "health",
+        "--category",
+        "config",
     ]);
     let mut watch = spawn(&["status", "--watch", "--json"]);
     let (text_rx, json_rx, watch_rx) = (
@@ -257,8 +277,10 @@ fn the_cli_streams_events_and_redraws_the_status() {
     let first = wait_line(&watch_rx, |_| true);
     let first: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(first["runtime_status"], "idle", "{first}");
-    // The subscriptions are in place once the watcher drew; the others started first.
-    std::thread::sleep(Duration::from_millis(300));
+    // The watcher subscribed once it drew; the others have once they print a reload.
+    for rx in [&text_rx, &json_rx] {
+        subscribed(&rig.root, rx);
+    }
     rig.connect(a);
     let line = wait_line(&text_rx, |l| l.contains("session_started"));
     // HH:MM:SS.mmm, the seq, the name, then what happened.
