@@ -83,6 +83,9 @@ pub struct DaemonSettings {
     /// After a turn that served traffic, how long the loop polls for the next completion before
     /// it sleeps (0: never polls). A request within the window skips the sleeping CPU's wake-up.
     pub busy_poll_us: u64,
+    /// Event lines held for one `subscribe` connection that has not read them; one more and it
+    /// gets `lagged` and is closed.
+    pub subscriber_queue_max: u32,
 }
 
 impl Default for DaemonSettings {
@@ -96,6 +99,7 @@ impl Default for DaemonSettings {
             relay_connections_max: 4096,
             backend: BackendChoice::Auto,
             busy_poll_us: BUSY_POLL_US_DEFAULT,
+            subscriber_queue_max: SUBSCRIBER_QUEUE_MAX_DEFAULT,
         }
     }
 }
@@ -406,6 +410,12 @@ pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
 pub const BUSY_POLL_US_DEFAULT: u64 = 25;
 /// Largest `daemon.busy_poll_us`: a longer window only burns CPU between requests a person sends.
 pub const BUSY_POLL_US_MAX: u64 = 1000;
+/// Default of `daemon.subscriber_queue_max`.
+pub const SUBSCRIBER_QUEUE_MAX_DEFAULT: u32 = 1024;
+/// Upper bound of `daemon.subscriber_queue_max`: at a few hundred bytes a line, 64 MiB held for
+/// one subscriber that does not read.
+pub const SUBSCRIBER_QUEUE_MAX_LIMIT: u32 = 262_144;
+const _: () = assert!(SUBSCRIBER_QUEUE_MAX_DEFAULT <= SUBSCRIBER_QUEUE_MAX_LIMIT);
 const _: () = assert!(BUSY_POLL_US_DEFAULT <= BUSY_POLL_US_MAX);
 /// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
 /// milliseconds and added to the clock, which must not overflow.
@@ -460,7 +470,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 27] = [
+        let checks: [(&'static str, bool, String, &'static str); 28] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -484,6 +494,12 @@ impl Settings {
                 d.max_connections == 0 || d.max_connections > MAX_CONNECTIONS_LIMIT,
                 d.max_connections.to_string(),
                 "must be between 1 and 65536",
+            ),
+            (
+                "daemon.subscriber_queue_max",
+                d.subscriber_queue_max == 0 || d.subscriber_queue_max > SUBSCRIBER_QUEUE_MAX_LIMIT,
+                d.subscriber_queue_max.to_string(),
+                "must be between 1 and 262144 event lines",
             ),
             (
                 "daemon.busy_poll_us",

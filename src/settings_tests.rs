@@ -210,6 +210,22 @@ fn strikes_and_quarantine_are_bounded() {
 }
 
 #[test]
+fn subscriber_queue_max_is_bounded() {
+    let d = parse("").unwrap().daemon;
+    assert_eq!(d.subscriber_queue_max, SUBSCRIBER_QUEUE_MAX_DEFAULT);
+    let small = parse("[daemon]\nsubscriber_queue_max = 1\n").unwrap();
+    assert_eq!(small.daemon.subscriber_queue_max, 1);
+    for bad in ["0", "262145"] {
+        let err = parse(&format!("[daemon]\nsubscriber_queue_max = {bad}\n")).unwrap_err();
+        assert!(
+            err.contains(&format!("`daemon.subscriber_queue_max` = {bad}")),
+            "{err}"
+        );
+        assert!(err.contains("between 1 and 262144"), "{err}");
+    }
+}
+
+#[test]
 fn busy_poll_us_is_bounded() {
     assert_eq!(parse("").unwrap().daemon.busy_poll_us, BUSY_POLL_US_DEFAULT);
     assert_eq!(

@@ -188,6 +188,43 @@ impl Client {
         }
     }
 
+    /// Sends `subscribe` and returns its answer; on success the connection carries the event
+    /// stream from here on ([`Client::next_line`]), read without a timeout (a quiet daemon is
+    /// not a stuck one).
+    pub fn subscribe(
+        &mut self,
+        events: Vec<super::events::Category>,
+    ) -> Result<ResponseEnvelope, ClientError> {
+        let reply = self.call(Request::Subscribe { events })?;
+        if reply.ok {
+            let io = |source| ClientError::Io {
+                path: self.path.clone(),
+                source,
+            };
+            self.reader.get_ref().set_read_timeout(None).map_err(io)?;
+        }
+        Ok(reply)
+    }
+
+    /// The next line of a stream, without its newline; None once the daemon closed it.
+    pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                line.truncate(line.trim_end_matches('\n').len());
+                Ok(Some(line))
+            }
+            Err(source) => Err(self.io_error(source)),
+        }
+    }
+
+    /// True when a whole line already waits in the buffer (a burst of events: a redraw can
+    /// wait for its end).
+    pub fn line_buffered(&self) -> bool {
+        self.reader.buffer().contains(&b'\n')
+    }
+
     fn io_error(&self, source: std::io::Error) -> ClientError {
         match source.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::Timeout {

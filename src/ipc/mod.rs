@@ -4,6 +4,7 @@ pub mod access;
 pub mod client;
 pub mod decode;
 pub mod encode;
+pub mod events;
 pub mod frame;
 pub mod protocol;
 

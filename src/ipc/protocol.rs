@@ -84,10 +84,17 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         concurrency: Option<u32>,
     },
+    /// Stream events on this connection (issue 13); see [`crate::ipc::events`].
+    #[serde(alias = "Subscribe")]
+    Subscribe {
+        /// The categories; empty for every one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<crate::ipc::events::Category>,
+    },
 }
 
 /// Every request kind, in the order of DESIGN §4.
-pub const REQUEST_KINDS: [&str; 11] = [
+pub const REQUEST_KINDS: [&str; 12] = [
     "daemon_ping",
     "daemon_shutdown",
     "runtime_status",
@@ -99,11 +106,12 @@ pub const REQUEST_KINDS: [&str; 11] = [
     "proxy_status",
     "daemon_reload",
     "config_test",
+    "subscribe",
 ];
 
 /// The requests a read-only peer (docs/PROTOCOL.md "Access") may send: they look and change
-/// nothing. Matched by wire name, so `subscribe` (issue 13, another branch) joins the moment its
-/// variant exists; every other request, present or future, needs read-write access.
+/// nothing. Matched by wire name; every other request, present or future, needs read-write
+/// access.
 pub const READ_ONLY_REQUESTS: [&str; 4] =
     ["daemon_ping", "runtime_status", "proxy_status", "subscribe"];
 
@@ -122,6 +130,7 @@ impl Request {
             Request::ProxyStatus => "proxy_status",
             Request::DaemonReload => "daemon_reload",
             Request::ConfigTest { .. } => "config_test",
+            Request::Subscribe { .. } => "subscribe",
         }
     }
 
@@ -542,6 +551,7 @@ mod tests {
                 timeout_ms: None,
                 concurrency: None,
             },
+            Request::Subscribe { events: vec![] },
         ];
         assert_eq!(all.len(), REQUEST_KINDS.len());
         for (request, name) in all.iter().zip(REQUEST_KINDS) {
@@ -557,7 +567,11 @@ mod tests {
             .into_iter()
             .filter(|name| READ_ONLY_REQUESTS.contains(name))
             .collect();
-        assert_eq!(read_only, ["daemon_ping", "runtime_status", "proxy_status"]);
+        assert_eq!(
+            read_only,
+            ["daemon_ping", "runtime_status", "proxy_status", "subscribe"]
+        );
+        assert!(Request::Subscribe { events: vec![] }.is_read_only());
         assert!(Request::DaemonPing.is_read_only());
         assert!(Request::ProxyStatus.is_read_only());
         assert!(!Request::DaemonShutdown.is_read_only());

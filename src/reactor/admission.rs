@@ -152,7 +152,9 @@ impl Reactor {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Open && c.awaiting == 0 && c.backlog() == 0)
+            .filter(|(_, c)| {
+                c.phase == Phase::Open && c.awaiting == 0 && c.backlog() == 0 && c.sub.is_none()
+            })
             .min_by_key(|(_, c)| c.last_active_ms)
             .map(|(slot, _)| slot);
         let Some(slot) = victim else {
@@ -309,9 +311,19 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let at = match conn.partial_since_ms {
-            Some(since) => since + frame_ms,
-            None => conn.last_active_ms + idle_ms,
+        let at = match (&conn.sub, conn.partial_since_ms) {
+            // A subscriber has no idle deadline; one that lagged has a last one.
+            (Some(sub), _) => match sub.lagged_at {
+                Some(lagged) => lagged + super::subscribers::LAGGED_FLUSH_MS,
+                None => {
+                    if let Some(old) = conn.timer_at.take() {
+                        self.deadlines.remove(old, Due::Conn(slot, conn.serial));
+                    }
+                    return;
+                }
+            },
+            (None, Some(since)) => since + frame_ms,
+            (None, None) => conn.last_active_ms + idle_ms,
         };
         if conn.timer_at == Some(at) {
             return;
@@ -335,7 +347,11 @@ impl Reactor {
             return;
         };
         conn.timer_at = None;
-        if conn.phase != Phase::Open {
+        if conn.sub.as_ref().is_some_and(|s| s.lagged_at.is_some()) {
+            // It did not take its `lagged` line in time.
+            return self.begin_close(slot);
+        }
+        if conn.phase != Phase::Open || conn.sub.is_some() {
             return;
         }
         let t = now.monotonic_ms;

@@ -71,6 +71,10 @@ pub struct Conn {
     pub access: Access,
     /// A refused (403) request was logged: one line per connection, however many follow.
     pub denial_logged: bool,
+    /// A `subscribe` line was read: nothing more is read as a request.
+    pub subscribing: bool,
+    /// Once the `subscribe` answer is written: the stream's categories and queue.
+    pub sub: Option<Box<super::subscribers::Subscriber>>,
 }
 
 impl Conn {
@@ -94,6 +98,8 @@ impl Conn {
             evicted: false,
             access,
             denial_logged: false,
+            subscribing: false,
+            sub: None,
         }
     }
 
@@ -119,7 +125,8 @@ impl Conn {
 
     /// Bytes of reply not yet taken by the kernel.
     pub fn backlog(&self) -> usize {
-        self.out.len() + self.inflight.len() - self.inflight_sent
+        let queued = self.sub.as_ref().map_or(0, |s| s.queued_bytes());
+        self.out.len() + self.inflight.len() - self.inflight_sent + queued
     }
 
     /// Everything written and nothing more owed.

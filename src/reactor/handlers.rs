@@ -145,7 +145,8 @@ impl Reactor {
     /// Frames and answers the bytes of one receive buffer.
     fn feed(&mut self, now: Now, slot: usize, source: Source) {
         let conn = &mut self.conns[slot];
-        if conn.phase != Phase::Open {
+        // A subscriber's further bytes are discarded unread (docs/PROTOCOL.md).
+        if conn.phase != Phase::Open || conn.subscribing {
             return;
         }
         let conn_id = conn.conn_id(slot);
@@ -171,6 +172,17 @@ impl Reactor {
                 }
             };
             conn.awaiting += 1;
+            if let Input::Request {
+                request: Ok(Request::Subscribe { .. }),
+                ..
+            } = input
+            {
+                // The rest of the stream is the daemon's to write; no line after this one is
+                // read as a request.
+                conn.subscribing = true;
+                self.inputs.push_back(input);
+                break;
+            }
             if let Input::Request {
                 conn: from,
                 id,
@@ -251,7 +263,11 @@ impl Reactor {
 
     /// The kernel took `n` bytes of the connection's in-flight replies.
     fn took(&mut self, slot: usize, n: usize) {
-        self.conns[slot].inflight_sent += n;
+        let conn = &mut self.conns[slot];
+        conn.inflight_sent += n;
+        if let Some(sub) = conn.sub.as_mut() {
+            sub.refill(&mut conn.out);
+        }
         self.maybe_resume(slot);
     }
 
@@ -397,7 +413,7 @@ impl Reactor {
     /// (protocol: a request ended by EOF is answered), then the connection drains.
     pub(super) fn end_of_input(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
-        if conn.phase == Phase::Open {
+        if conn.phase == Phase::Open && !conn.subscribing {
             let conn_id = conn.conn_id(slot);
             let policy = &self.admission.access;
             let input = match conn.decoder.finish() {

@@ -36,6 +36,7 @@ mod retry;
 pub mod ring;
 mod setup;
 mod sockgroup;
+mod subscribers;
 mod token;
 
 use std::collections::VecDeque;
@@ -397,6 +398,7 @@ fn supervisor_config(settings: &Settings) -> SupervisorConfig {
         probe_url: settings.health.probe_url.clone(),
         strikes: settings.runtime.rotation.strikes,
         quarantine_secs: settings.runtime.rotation.quarantine_secs,
+        subscriber_queue_max: settings.daemon.subscriber_queue_max,
     }
 }
 
@@ -412,12 +414,13 @@ fn refresh_config(settings: &Settings) -> crate::supervisor::RefreshConfig {
 
 /// The current time for the supervisor.
 fn now() -> Now {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Now {
         monotonic_ms: setup::monotonic_ms(),
-        unix_secs: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        unix_secs: wall.as_secs(),
+        unix_ms: wall.as_millis() as u64,
     }
 }
 
