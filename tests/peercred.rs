@@ -289,6 +289,24 @@ fn scenario(backend: &str, tag: &str) {
     }
     drop(reader);
 
+    // A member may follow the event stream: the snapshot, then events as they come.
+    let stream = connect_as(&root.socket(), member, NOGROUP, &[gid]).unwrap();
+    stream.set_read_timeout(Some(RAW_READ_TIMEOUT)).unwrap();
+    let mut reader = BufReader::new(stream);
+    reader
+        .get_mut()
+        .write_all(&request_line(r#"{"type":"subscribe","events":[]}"#))
+        .unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["code"], 200, "member subscribe: {reply}");
+    assert_eq!(
+        reply["payload"]["runtime_status"]["runtime_status"], "idle",
+        "{reply}"
+    );
+    drop(reader);
+
     // The owner and root may do everything: a change passes the gate (404: no such config).
     let out = xrat_as(&root, &as_owner, backend, &["connect", "999999"]);
     let stderr = text(&out.stderr);
