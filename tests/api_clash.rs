@@ -329,7 +329,18 @@ fn websocket_streams_report_traffic_memory_and_connections() {
 
     let bad_level = websocket(&api, "/logs?level=loud", &api.token).unwrap_err();
     assert!(bad_level.contains("400"), "{bad_level}");
-    assert!(websocket(&api, "/logs?level=info", &api.token).is_ok());
+    let mut logs = websocket(&api, "/logs?level=debug", &api.token).unwrap();
+    // Give the stream a tick to take its starting point, then make the daemon log a rotation.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rotated = api.post("/v1/proxy/rotate", "");
+    assert_eq!(rotated.payload()["replaced"], true, "{rotated:?}");
+    let line = frame(&mut logs);
+    println!("/logs after a rotation: {line}");
+    assert!(frames_level(&line["type"]) && line["payload"].as_str().is_some_and(|p| !p.is_empty()));
+}
+
+fn frames_level(level: &Value) -> bool {
+    ["debug", "info", "warning", "error"].contains(&level.as_str().unwrap_or(""))
 }
 
 #[test]
