@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 /// How long a WebSocket test waits for the frame it needs (frames come once a second).
 const FRAME_WAIT: Duration = Duration::from_secs(15);
+/// How long one stream is read to show it outlives the HTTP idle deadline (5 s).
+const STREAM_OUTLIVES: Duration = Duration::from_secs(7);
 
 fn put(api: &Api, path: &str, body: &str) -> Reply {
     api.send("PUT", path, &[("Authorization", &api.auth())], body)
@@ -167,6 +169,17 @@ fn delay_tests_run_through_the_batch_test_and_show_in_history() {
         .as_str()
         .unwrap()
         .contains("/dns/query"));
+    let auth = api.auth();
+    let headers = [("Authorization", auth.as_str())];
+    for (method, path) in [
+        ("DELETE", "/connections"),
+        ("PUT", "/configs"),
+        ("POST", "/restart"),
+    ] {
+        let reply = api.send(method, path, &headers, "{}");
+        assert_eq!(reply.status, 404, "{method} {path}: {reply:?}");
+        assert!(reply.body["message"].is_string(), "{reply:?}");
+    }
 }
 
 #[test]
@@ -314,6 +327,7 @@ fn websocket_streams_report_traffic_memory_and_connections() {
     assert!(down["down"].as_u64().unwrap() >= body, "{down}");
     assert!(down["downTotal"].as_u64().unwrap() >= body, "{down}");
 
+    let opened = Instant::now();
     let mut memory = websocket(&api, "/memory", &api.token).unwrap();
     let inuse = frame(&mut memory)["inuse"].as_u64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{}/status", live.daemon_pid)).unwrap();
@@ -327,6 +341,10 @@ fn websocket_streams_report_traffic_memory_and_connections() {
         "{snapshot}"
     );
 
+    // A stream is no HTTP connection: the idle deadline (5 s) does not end it.
+    while opened.elapsed() < STREAM_OUTLIVES {
+        assert!(frame(&mut memory)["inuse"].as_u64().unwrap() > 0);
+    }
     let bad_level = websocket(&api, "/logs?level=loud", &api.token).unwrap_err();
     assert!(bad_level.contains("400"), "{bad_level}");
     let mut logs = websocket(&api, "/logs?level=debug", &api.token).unwrap();

@@ -34,7 +34,13 @@ pub fn routes() -> Router<App> {
     Router::new()
         .route("/", get(hello))
         .route("/version", get(version))
-        .route("/configs", get(configs).patch(patch_configs))
+        .route(
+            "/configs",
+            get(configs).patch(patch_configs).put(|| async {
+                let message = "xrat has no config file to reload through the Clash API; run `xrat daemon reload` (see docs/API.md)";
+                clash_error(404, message.into())
+            }),
+        )
         .route("/proxies", get(proxies))
         .route("/proxies/{name}", get(proxy).put(select).delete(unfix))
         .route("/proxies/{name}/delay", get(delay))

@@ -38,7 +38,13 @@ pub fn routes() -> Router<App> {
     Router::new()
         .route("/traffic", get(|s, r| upgrade(s, r, Kind::Traffic)))
         .route("/memory", get(|s, r| upgrade(s, r, Kind::Memory)))
-        .route("/connections", get(|s, r| upgrade(s, r, Kind::Connections)))
+        .route(
+            "/connections",
+            get(|s, r| upgrade(s, r, Kind::Connections)).delete(|| async {
+                let message = "xrat keeps no per-connection table, so there are no connections to close; see docs/API.md";
+                clash_error(404, message.into())
+            }),
+        )
         .route("/logs", get(logs))
 }
 
