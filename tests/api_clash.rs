@@ -175,6 +175,9 @@ fn delay_tests_run_through_the_batch_test_and_show_in_history() {
         ("DELETE", "/connections"),
         ("PUT", "/configs"),
         ("POST", "/restart"),
+        // Plain GETs of the streams (mihomo streams JSON lines there): WebSocket only.
+        ("GET", "/traffic"),
+        ("GET", "/memory"),
     ] {
         let reply = api.send(method, path, &headers, "{}");
         assert_eq!(reply.status, 404, "{method} {path}: {reply:?}");

@@ -80,11 +80,12 @@ async fn upgrade(State(app): State<App>, request: Request, kind: Kind) -> Respon
         Ok(ws) => ws,
         Err(_) if kind == Kind::Connections => return connections_snapshot(&app).await,
         Err(_) => {
+            // 404, not 400: clients probe plain GETs and take 404 as "not supported here".
             let path = parts.uri.path();
             let message = format!(
-                "{path} is a WebSocket stream; connect with ws:// (and ?token= from a browser)"
+                "xrat serves {path} as a WebSocket stream only; connect with ws:// (and ?token= from a browser)"
             );
-            return clash_error(400, message);
+            return clash_error(404, message);
         }
     };
     let Ok(permit) = app.streams.clone().try_acquire_owned() else {
