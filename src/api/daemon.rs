@@ -76,10 +76,11 @@ pub struct Subscription {
 }
 
 /// Why no stream: the daemon answered with a code (`400` from a daemon without `subscribe`),
-/// or could not be reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// or could not be reached. The streams then poll instead, so these are never shown to clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
     /// The daemon answered, but not 200.
+    #[error("the daemon refused subscribe ({code}): {message}")]
     Refused {
         /// Its protocol code.
         code: u16,
@@ -87,6 +88,7 @@ pub enum SubscribeError {
         message: String,
     },
     /// No exchange: not running, timed out, garbled.
+    #[error("cannot subscribe to the daemon's events: {0}")]
     Unreachable(String),
 }
 

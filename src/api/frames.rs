@@ -31,31 +31,7 @@ pub fn event_log(event: &Value) -> Option<(&'static str, String)> {
     let f = |key| field(event, key);
     let name = event["event"].as_str()?;
     Some(match name {
-        "session_started" => (
-            "info",
-            format!(
-                "[session] session {} started: config {} on {} (pid {}, socks {})",
-                f("session_id"),
-                f("config_id"),
-                f("core"),
-                f("pid"),
-                f("socks_addr")
-            ),
-        ),
-        "session_ended" => {
-            let level = if event["reason"] == "crashed" {
-                "warning"
-            } else {
-                "info"
-            };
-            let line = format!(
-                "[session] session {} ended: config {}, {}",
-                f("session_id"),
-                f("config_id"),
-                f("reason")
-            );
-            (level, line)
-        }
+        "session_started" | "session_ended" => session_line(event),
         "health_checked" if event["ok"] == true => (
             "debug",
             format!(
@@ -73,28 +49,7 @@ pub fn event_log(event: &Value) -> Option<(&'static str, String)> {
                 f("consecutive_failures")
             ),
         ),
-        "rotation_started" => (
-            "info",
-            format!(
-                "[rotation] {} rotation started from config {}",
-                f("trigger"),
-                f("from")
-            ),
-        ),
-        "rotation_finished" => {
-            let ok = matches!(event["result"].as_str(), Some("switched" | "restored"));
-            let line = format!(
-                "[rotation] {} rotation {}: config {} -> {}, {} tested in {} ms; {}",
-                f("trigger"),
-                f("result"),
-                f("from"),
-                f("to"),
-                f("tested"),
-                f("elapsed_ms"),
-                f("detail")
-            );
-            (if ok { "info" } else { "warning" }, line)
-        }
+        "rotation_started" | "rotation_finished" => rotation_line(event),
         "config_changed" => (
             "info",
             format!("[config] config {}: {}", f("config_id"), f("change")),
@@ -113,6 +68,59 @@ pub fn event_log(event: &Value) -> Option<(&'static str, String)> {
         "relay_counters" => return None,
         other => ("info", format!("[{other}] {event}")),
     })
+}
+
+/// `session_started` and `session_ended`; a crash is a warning.
+fn session_line(event: &Value) -> (&'static str, String) {
+    let f = |key| field(event, key);
+    if event["event"] == "session_started" {
+        let line = format!(
+            "[session] session {} started: config {} on {} (pid {}, socks {})",
+            f("session_id"),
+            f("config_id"),
+            f("core"),
+            f("pid"),
+            f("socks_addr")
+        );
+        return ("info", line);
+    }
+    let level = if event["reason"] == "crashed" {
+        "warning"
+    } else {
+        "info"
+    };
+    let line = format!(
+        "[session] session {} ended: config {}, {}",
+        f("session_id"),
+        f("config_id"),
+        f("reason")
+    );
+    (level, line)
+}
+
+/// `rotation_started` and `rotation_finished`; a rotation that switched nothing is a warning.
+fn rotation_line(event: &Value) -> (&'static str, String) {
+    let f = |key| field(event, key);
+    if event["event"] == "rotation_started" {
+        let line = format!(
+            "[rotation] {} rotation started from config {}",
+            f("trigger"),
+            f("from")
+        );
+        return ("info", line);
+    }
+    let ok = matches!(event["result"].as_str(), Some("switched" | "restored"));
+    let line = format!(
+        "[rotation] {} rotation {}: config {} -> {}, {} tested in {} ms; {}",
+        f("trigger"),
+        f("result"),
+        f("from"),
+        f("to"),
+        f("tested"),
+        f("elapsed_ms"),
+        f("detail")
+    );
+    (if ok { "info" } else { "warning" }, line)
 }
 
 /// Cumulative relay byte counters `(up, down)` from an event or a `runtime_status` payload
