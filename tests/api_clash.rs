@@ -430,3 +430,44 @@ fn run_to_exit(root: &Root, args: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+#[test]
+fn subscriptions_are_proxy_providers() {
+    let root = Root::new();
+    let server = common::subserver::SubServer::start();
+    let links = "socks://127.0.0.1:1#one\nsocks://127.0.0.1:2#two\n";
+    let userinfo = "upload=1; download=2; total=30; expire=4102444799";
+    let route = common::subserver::Route::Body(links.into(), Some(userinfo.into()));
+    server.set("/feed", route);
+    let url = server.url("/feed");
+    let added = root.run(&["sub", "add", &url, "--name", "feed", "--ca", server.ca()]);
+    assert!(added.status.success(), "{}", common::text(&added.stderr));
+    let api = Api::start(&root);
+
+    let providers = api.get("/providers/proxies");
+    assert_eq!(providers.status, 200, "{providers:?}");
+    let feed = &providers.body["providers"]["feed"];
+    assert_eq!(feed["vehicleType"], "HTTP", "{providers:?}");
+    let names: Vec<&str> = feed["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one", "two"]);
+    assert_eq!(feed["subscriptionInfo"]["Total"], 30);
+    assert_eq!(feed["subscriptionInfo"]["Expire"], 4_102_444_799u64);
+    let updated = feed["updatedAt"].as_str().unwrap();
+    assert!(
+        updated.ends_with('Z') && !updated.starts_with("0001"),
+        "{updated}"
+    );
+    assert_eq!(api.get("/providers/proxies/feed").body["name"], "feed");
+    assert_eq!(api.get("/providers/proxies/other").status, 404);
+    let proxies = api.get("/proxies");
+    assert_eq!(proxies.body["proxies"]["one"]["provider-name"], "feed");
+    assert_eq!(
+        proxies.body["proxies"]["GLOBAL"]["all"],
+        json!(["one", "two"])
+    );
+}
