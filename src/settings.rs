@@ -473,7 +473,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 28] = [
+        let checks: [(&'static str, bool, String, &'static str); 27] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -644,13 +644,6 @@ impl Settings {
                 a.header_timeout_ms.to_string(),
                 "must be between 1 and 600000 (10 minutes)",
             ),
-            (
-                "api.cors_origins",
-                a.cors_origins.len() > CORS_ORIGINS_MAX
-                    || a.cors_origins.iter().any(|o| !is_web_origin(o)),
-                format!("{:?}", a.cors_origins),
-                "must be at most 64 origins, each as a browser sends it: http://host or http://host:port (https too), no path, no trailing /",
-            ),
         ];
         let kept = self.logs.core_sessions_kept;
         let logs_check = (
@@ -659,7 +652,15 @@ impl Settings {
             kept.to_string(),
             "must be between 1 and 10000 (the current session's log is always kept)",
         );
-        let mut checks = checks.into_iter().chain([logs_check]);
+        // Outside the array, like logs_check, so other keys' checks can be added beside it.
+        let cors_check = (
+            "api.cors_origins",
+            a.cors_origins.len() > CORS_ORIGINS_MAX
+                || a.cors_origins.iter().any(|o| !is_web_origin(o)),
+            format!("{:?}", a.cors_origins),
+            "must be at most 64 origins, each as a browser sends it: http://host or http://host:port (https too), no path, no trailing /",
+        );
+        let mut checks = checks.into_iter().chain([logs_check, cors_check]);
         match checks.find(|(_, bad, _, _)| *bad) {
             Some((key, _, value, reason)) => Err(SettingsError::Value {
                 path: path.to_path_buf(),
