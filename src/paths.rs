@@ -11,6 +11,10 @@ use thiserror::Error;
 
 /// Mode of `logs/` and `runtime/`: only the owner may list or open what is inside.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of `runtime/` while `daemon.socket_group` is set: the group may pass through to the
+/// socket but not list the directory. `create_dirs` leaves it (a CLI command must not lock the
+/// group out of a running daemon); the daemon sets 0700 or this at start.
+pub const SHARED_RUNTIME_DIR_MODE: u32 = 0o710;
 /// Mode of every log file (`daemon.log`, `core-<session>.log`, `batch.log`): core logs can quote
 /// configs, which carry credentials.
 pub const LOG_FILE_MODE: u32 = 0o600;
@@ -127,7 +131,8 @@ impl Paths {
     }
 
     /// Creates the root (0700 when new), and `logs/` and `runtime/` (always 0700, fixed when they
-    /// exist with another mode); makes every existing file in `logs/` 0600.
+    /// exist with another mode, except `runtime/` at [`SHARED_RUNTIME_DIR_MODE`]); makes every
+    /// existing file in `logs/` 0600.
     pub fn create_dirs(&self) -> Result<(), PathsError> {
         let create = |path: &Path, mode: u32, force: bool| -> Result<(), PathsError> {
             let failed = |source| PathsError::CreateDir {
@@ -140,8 +145,16 @@ impl Paths {
                 .create(path)
                 .map_err(failed)?;
             if force {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(failed)?;
+                let now = std::fs::metadata(path)
+                    .map_err(failed)?
+                    .permissions()
+                    .mode()
+                    & 0o7777;
+                let shared = path == self.runtime_dir() && now == SHARED_RUNTIME_DIR_MODE;
+                if now != mode && !shared {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                        .map_err(failed)?;
+                }
             }
             Ok(())
         };
@@ -274,5 +287,17 @@ mod tests {
         paths.create_dirs().unwrap();
         assert_eq!(mode(&paths.logs_dir()), 0o700);
         assert_eq!(mode(&paths.runtime_dir()), 0o700);
+    }
+
+    #[test]
+    fn create_dirs_keeps_a_shared_runtime_dir_but_not_a_shared_log_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path().join("root"));
+        paths.create_dirs().unwrap();
+        chmod(&paths.runtime_dir(), SHARED_RUNTIME_DIR_MODE);
+        chmod(&paths.logs_dir(), SHARED_RUNTIME_DIR_MODE);
+        paths.create_dirs().unwrap();
+        assert_eq!(mode(&paths.runtime_dir()), 0o710);
+        assert_eq!(mode(&paths.logs_dir()), 0o700);
     }
 }

@@ -72,6 +72,9 @@ pub struct DaemonSettings {
     pub frame_timeout_ms: u64,
     /// A connection with nothing pending is closed after this long without a byte.
     pub idle_timeout_secs: u64,
+    /// A group whose members may connect read-only (socket 0660, `runtime/` 0710, both that
+    /// group); empty: the socket is the daemon user's alone.
+    pub socket_group: String,
     /// Most relayed connections open at once on the front ports; one more gets the client
     /// protocol's own refusal.
     pub relay_connections_max: u32,
@@ -80,6 +83,9 @@ pub struct DaemonSettings {
     /// After a turn that served traffic, how long the loop polls for the next completion before
     /// it sleeps (0: never polls). A request within the window skips the sleeping CPU's wake-up.
     pub busy_poll_us: u64,
+    /// Event lines held for one `subscribe` connection that has not read them; one more and it
+    /// gets `lagged` and is closed.
+    pub subscriber_queue_max: u32,
 }
 
 impl Default for DaemonSettings {
@@ -89,9 +95,11 @@ impl Default for DaemonSettings {
             max_connections: 1024,
             frame_timeout_ms: 10_000,
             idle_timeout_secs: 300,
+            socket_group: String::new(),
             relay_connections_max: 4096,
             backend: BackendChoice::Auto,
             busy_poll_us: BUSY_POLL_US_DEFAULT,
+            subscriber_queue_max: SUBSCRIBER_QUEUE_MAX_DEFAULT,
         }
     }
 }
@@ -419,6 +427,12 @@ pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
 pub const BUSY_POLL_US_DEFAULT: u64 = 25;
 /// Largest `daemon.busy_poll_us`: a longer window only burns CPU between requests a person sends.
 pub const BUSY_POLL_US_MAX: u64 = 1000;
+/// Default of `daemon.subscriber_queue_max`.
+pub const SUBSCRIBER_QUEUE_MAX_DEFAULT: u32 = 1024;
+/// Upper bound of `daemon.subscriber_queue_max`: at a few hundred bytes a line, 64 MiB held for
+/// one subscriber that does not read.
+pub const SUBSCRIBER_QUEUE_MAX_LIMIT: u32 = 262_144;
+const _: () = assert!(SUBSCRIBER_QUEUE_MAX_DEFAULT <= SUBSCRIBER_QUEUE_MAX_LIMIT);
 const _: () = assert!(BUSY_POLL_US_DEFAULT <= BUSY_POLL_US_MAX);
 /// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
 /// milliseconds and added to the clock, which must not overflow.
@@ -473,7 +487,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 27] = [
+        let checks: [(&'static str, bool, String, &'static str); 28] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -497,6 +511,12 @@ impl Settings {
                 d.max_connections == 0 || d.max_connections > MAX_CONNECTIONS_LIMIT,
                 d.max_connections.to_string(),
                 "must be between 1 and 65536",
+            ),
+            (
+                "daemon.subscriber_queue_max",
+                d.subscriber_queue_max == 0 || d.subscriber_queue_max > SUBSCRIBER_QUEUE_MAX_LIMIT,
+                d.subscriber_queue_max.to_string(),
+                "must be between 1 and 262144 event lines",
             ),
             (
                 "daemon.busy_poll_us",
@@ -668,8 +688,27 @@ impl Settings {
                 value,
                 reason,
             }),
-            None => self.subscriptions.validate(path),
+            None => {
+                self.daemon.validate_socket_group(path)?;
+                self.subscriptions.validate(path)
+            }
         }
+    }
+}
+
+impl DaemonSettings {
+    /// `daemon.socket_group` must name a group this system knows (looked up through NSS).
+    fn validate_socket_group(&self, path: &Path) -> Result<(), SettingsError> {
+        let group = &self.socket_group;
+        if group.is_empty() || crate::ipc::access::group_id(group).is_some() {
+            return Ok(());
+        }
+        Err(SettingsError::Value {
+            path: path.to_path_buf(),
+            key: "daemon.socket_group",
+            value: format!("{group:?}"),
+            reason: "names no group on this system (`getent group` lists them); create it with `groupadd`, or set it to \"\" to keep the socket to the daemon's user",
+        })
     }
 }
 

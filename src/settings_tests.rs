@@ -210,6 +210,22 @@ fn strikes_and_quarantine_are_bounded() {
 }
 
 #[test]
+fn subscriber_queue_max_is_bounded() {
+    let d = parse("").unwrap().daemon;
+    assert_eq!(d.subscriber_queue_max, SUBSCRIBER_QUEUE_MAX_DEFAULT);
+    let small = parse("[daemon]\nsubscriber_queue_max = 1\n").unwrap();
+    assert_eq!(small.daemon.subscriber_queue_max, 1);
+    for bad in ["0", "262145"] {
+        let err = parse(&format!("[daemon]\nsubscriber_queue_max = {bad}\n")).unwrap_err();
+        assert!(
+            err.contains(&format!("`daemon.subscriber_queue_max` = {bad}")),
+            "{err}"
+        );
+        assert!(err.contains("between 1 and 262144"), "{err}");
+    }
+}
+
+#[test]
 fn busy_poll_us_is_bounded() {
     assert_eq!(parse("").unwrap().daemon.busy_poll_us, BUSY_POLL_US_DEFAULT);
     assert_eq!(
@@ -222,6 +238,19 @@ fn busy_poll_us_is_bounded() {
     let err = parse("[daemon]\nbusy_poll_us = 1001\n").unwrap_err();
     assert!(err.contains("`daemon.busy_poll_us` = 1001"), "{err}");
     assert!(err.contains("between 0 (off) and 1000"), "{err}");
+}
+
+#[test]
+fn socket_group_must_name_a_known_group() {
+    let err = parse("[daemon]\nsocket_group = \"no-such-group-xrat\"\n").unwrap_err();
+    assert!(err.contains("/r/config.toml"), "{err}");
+    assert!(
+        err.contains("`daemon.socket_group` = \"no-such-group-xrat\""),
+        "{err}"
+    );
+    assert!(err.contains("groupadd") && err.contains("\"\""), "{err}");
+    let fine = parse("[daemon]\nsocket_group = \"root\"\n");
+    assert!(fine.is_ok(), "{fine:?}");
 }
 
 #[test]

@@ -284,3 +284,23 @@ fn api_serve_json_prints_its_address_and_pid() {
     assert_eq!(stop["event"], "stopped", "{stop}");
     assert_eq!(wait_exit(&mut child), Some(0));
 }
+
+/// A reader that closed stdout before xrat wrote (`xrat completions bash | true`) ends the
+/// command quietly with 0, not with a "failed printing to stdout" panic. The pipe's read end is
+/// closed before the child starts, so its first write always meets EPIPE.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let root = Root::new();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = root
+        .command(&["completions", "bash"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run xrat");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+}

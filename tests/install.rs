@@ -120,6 +120,9 @@ impl Sandbox {
             .replace("@XRAT_SOCKET@", socket.to_str().unwrap())
             .replace("@XRAT_SOCKS@", "127.0.0.1:1080")
             .replace("ListenStream=@XRAT_HTTP@\n", "")
+            .replace("@XRAT_SOCKET_MODE@", "0600")
+            .replace("SocketGroup=@XRAT_SOCKET_GROUP@\n", "")
+            .replace("@XRAT_DIR_MODE@", "0700")
     }
 }
 

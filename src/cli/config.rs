@@ -470,6 +470,9 @@ fn describe_transport(transport: &Transport) -> String {
             let kind = format!("xhttp {}", mode.as_deref().unwrap_or("auto"));
             with_host(&kind, path, host.as_deref())
         }
+        Transport::ShadowTls { version, host, .. } => {
+            format!("shadow-tls v{version} (host {host})")
+        }
         Transport::Obfs { mode, host } => match host {
             Some(host) => format!("obfs {} (host {host})", mode.as_str()),
             None => format!("obfs {}", mode.as_str()),
@@ -502,6 +505,9 @@ fn describe_security(security: &Security) -> String {
             );
             if tls.allow_insecure {
                 parts.push("certificate not verified".to_owned());
+            }
+            if tls.ech.is_some() {
+                parts.push("encrypted client hello".to_owned());
             }
             "tls"
         }

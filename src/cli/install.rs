@@ -133,7 +133,8 @@ pub fn install(args: InstallArgs) -> Result<i32, CliError> {
     };
     let paths = Paths::at(&root);
     // The socket unit holds the ports config.toml names now; a later change needs a reinstall.
-    let (front_socks, front_http) = front_ports(&Settings::load(&paths.settings_file())?);
+    let settings = Settings::load(&paths.settings_file())?;
+    let (front_socks, front_http) = front_ports(&settings);
     let env = InstallEnv {
         exe: exe.clone(),
         root: root.clone(),
@@ -141,6 +142,7 @@ pub fn install(args: InstallArgs) -> Result<i32, CliError> {
         socket: paths.checked_socket()?,
         front_socks,
         front_http,
+        socket_group: Some(settings.daemon.socket_group).filter(|g| !g.is_empty()),
     };
     let plan = install_plan(&options, &env)
         .map_err(|e| CliError::Daemon(format!("cannot write the systemd unit: {e}")))?;

@@ -8,6 +8,7 @@ mod config;
 mod config_list;
 mod config_test;
 mod daemon;
+mod events;
 mod install;
 mod logs;
 mod output;
@@ -56,6 +57,7 @@ enum Command {
     Connect(runtime::ConnectCommand),
     Daemon(daemon::DaemonCommand),
     Disconnect(runtime::DisconnectCommand),
+    Events(events::EventsCommand),
     Logs(logs::LogsCommand),
     Proxy(proxy::ProxyCommand),
     Status(runtime::StatusCommand),
@@ -152,6 +154,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Command::Connect(command) => runtime::connect(command),
         Command::Daemon(command) => daemon::run(command),
         Command::Disconnect(command) => runtime::disconnect(command),
+        Command::Events(command) => events::run(command),
         Command::Logs(command) => logs::run(command),
         Command::Proxy(command) => proxy::run(command),
         Command::Status(command) => runtime::status(command),

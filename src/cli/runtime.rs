@@ -43,6 +43,10 @@ pub struct StatusCommand {
     /// print the result as JSON
     #[argh(switch)]
     json: bool,
+    /// keep running and redraw on each daemon event (`xrat events`), until Ctrl-C; with
+    /// --json, one status object per line
+    #[argh(switch)]
+    watch: bool,
 }
 
 /// The stored name of a config, when the database can tell.
@@ -106,7 +110,7 @@ pub fn disconnect(command: DisconnectCommand) -> Result<i32, CliError> {
 }
 
 #[derive(Serialize)]
-struct StatusView {
+pub(super) struct StatusView {
     #[serde(flatten)]
     payload: RuntimeStatusPayload,
     config_name: Option<String>,
@@ -115,19 +119,13 @@ struct StatusView {
 
 /// `xrat status`.
 pub fn status(command: StatusCommand) -> Result<i32, CliError> {
+    if command.watch {
+        return super::events::watch_status(command.json);
+    }
     let paths = Paths::from_env()?;
     let payload: RuntimeStatusPayload =
         payload(call(&paths, Request::RuntimeStatus, READ_TIMEOUT_DEFAULT)?)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let view = StatusView {
-        config_name: payload
-            .active_config_id
-            .and_then(|id| config_name(&paths, id)),
-        uptime_secs: payload.started_at.map(|t| now.saturating_sub(t)),
-        payload,
-    };
+    let view = status_view(&paths, payload);
     if command.json {
         print_json(&view);
         return Ok(EXIT_OK);
@@ -136,7 +134,21 @@ pub fn status(command: StatusCommand) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
-fn print_status(view: &StatusView) {
+/// The status as shown, from the daemon's payload.
+pub(super) fn status_view(paths: &Paths, payload: RuntimeStatusPayload) -> StatusView {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    StatusView {
+        config_name: payload
+            .active_config_id
+            .and_then(|id| config_name(paths, id)),
+        uptime_secs: payload.started_at.map(|t| now.saturating_sub(t)),
+        payload,
+    }
+}
+
+pub(super) fn print_status(view: &StatusView) {
     let p = &view.payload;
     println!("Runtime Status");
     println!("--------------");
@@ -191,7 +203,7 @@ fn print_status(view: &StatusView) {
 }
 
 /// `#1 active 12 ms, #2 8 ms, #3 down` — one line for the pool's members.
-fn pool_line(pool: &[crate::ipc::protocol::PoolMemberView]) -> String {
+pub(super) fn pool_line(pool: &[crate::ipc::protocol::PoolMemberView]) -> String {
     pool.iter()
         .map(|m| {
             let state = match (m.alive, m.latency_ms) {

@@ -62,6 +62,7 @@ pub(crate) fn tls_full() -> Security {
         alpn: vec!["h2".into(), "http/1.1".into()],
         fingerprint: Some("chrome".into()),
         allow_insecure: true,
+        ech: None,
     })
 }
 
@@ -72,6 +73,7 @@ pub(crate) fn tls_plain() -> Security {
         alpn: Vec::new(),
         fingerprint: None,
         allow_insecure: false,
+        ech: None,
     })
 }
 
@@ -201,6 +203,7 @@ pub(crate) fn newer_outbounds() -> Vec<Outbound> {
         alpn: vec!["h3".into()],
         fingerprint: None,
         allow_insecure: true,
+        ech: None,
     });
     let protocols = [
         (
@@ -312,6 +315,7 @@ pub(crate) fn http_outbounds() -> Vec<Outbound> {
         alpn: Vec::new(),
         fingerprint: None,
         allow_insecure: true,
+        ech: None,
     });
     vec![
         outbound(
@@ -348,6 +352,43 @@ pub(crate) fn obfs_outbounds() -> Vec<Outbound> {
         outbound(protocol, transport, Security::None)
     })
     .collect()
+}
+
+/// An ECHConfigList as `sing-box generate ech-keypair public.example.com` printed it.
+pub(crate) const ECH: &str = "AE3+DQBJAAAgACDAAkKpwyy2MHnRyGujq8NLGOfqaaxzsZLMQgF0jAh/LwAMAAEAAQAB\
+    AAIAAQADABJwdWJsaWMuZXhhbXBsZS5jb20AAA==";
+
+/// What changes the handshake: ECH on vless (tcp, ws), vmess and trojan; Shadowsocks through
+/// ShadowTLS v3 and v1 (no password).
+pub(crate) fn handshake_outbounds() -> Vec<Outbound> {
+    let ech = Security::Tls(TlsSettings {
+        sni: Some("inner.example.com".into()),
+        alpn: Vec::new(),
+        fingerprint: None,
+        allow_insecure: false,
+        ech: Some(ECH.into()),
+    });
+    let vmess = all_protocols().remove(0);
+    let trojan = Protocol::Trojan {
+        password: "pw".into(),
+    };
+    let ss = Protocol::Shadowsocks {
+        method: ShadowsocksMethod::Aes256Gcm,
+        password: "pw".into(),
+    };
+    let shadow_tls = |version: u8, password: &str| Transport::ShadowTls {
+        version,
+        host: "www.example.com".into(),
+        password: password.into(),
+    };
+    vec![
+        outbound(vless(), Transport::Tcp, ech.clone()),
+        outbound(vless(), ws(), ech.clone()),
+        outbound(vmess, Transport::Tcp, ech.clone()),
+        outbound(trojan, Transport::Tcp, ech),
+        outbound(ss.clone(), shadow_tls(3, "st pass"), Security::None),
+        outbound(ss, shadow_tls(1, ""), Security::None),
+    ]
 }
 
 /// The real V2Ray: `$XRAT_V2RAY`, else `v2ray` on PATH. Panics with an install hint.

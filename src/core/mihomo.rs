@@ -124,6 +124,17 @@ pub(crate) fn render_proxy(outbound: &Outbound, name: &str) -> Value {
                 out.insert("plugin".into(), json!("obfs"));
                 out.insert("plugin-opts".into(), options);
             }
+            Transport::ShadowTls {
+                version,
+                host,
+                password,
+            } => {
+                out.insert("plugin".into(), json!("shadow-tls"));
+                out.insert(
+                    "plugin-opts".into(),
+                    json!({ "host": host, "password": password, "version": version }),
+                );
+            }
             _ => {}
         }
         return Value::Object(out);
@@ -298,6 +309,9 @@ fn tls_fields(tls: &TlsSettings, sni_key: &str, out: &mut Map<String, Value>) {
     if tls.allow_insecure {
         out.insert("skip-cert-verify".into(), json!(true));
     }
+    if let Some(ech) = &tls.ech {
+        out.insert("ech-opts".into(), json!({ "enable": true, "config": ech }));
+    }
 }
 
 /// REALITY needs a uTLS fingerprint; links without one get Chrome's, as on the other cores.
@@ -316,8 +330,8 @@ fn reality_fields(reality: &RealitySettings, sni_key: &str, out: &mut Map<String
 
 fn transport_fields(transport: &Transport, out: &mut Map<String, Value>) {
     let (network, options) = match transport {
-        // Obfs is Shadowsocks-only and rendered with it.
-        Transport::Tcp | Transport::Obfs { .. } => return,
+        // Obfs and ShadowTLS are Shadowsocks-only and rendered with it.
+        Transport::Tcp | Transport::Obfs { .. } | Transport::ShadowTls { .. } => return,
         Transport::Ws { path, host } => ("ws", ws_options(path, host.as_deref())),
         Transport::HttpUpgrade { path, host } => {
             let mut options = json!({ "path": path, "v2ray-http-upgrade": true });

@@ -261,6 +261,7 @@ fn shadowsocks_over_ws_uses_the_v2ray_plugin() {
         alpn: Vec::new(),
         fingerprint: None,
         allow_insecure: false,
+        ech: None,
     });
     let bare = Transport::Ws {
         path: "/".into(),
@@ -390,6 +391,7 @@ fn refusals() {
         alpn: Vec::new(),
         fingerprint: None,
         allow_insecure: false,
+        ech: None,
     });
     assert_eq!(
         refusal(&outbound(ss, ws(), other_sni)),
@@ -559,4 +561,33 @@ fn wireguard() {
         let err = check_support(&sing_box, out).unwrap_err().to_string();
         assert!(err.contains("use mihomo (set runtime.core)"), "{err}");
     }
+}
+
+#[test]
+fn ech_and_shadow_tls() {
+    let outs = handshake_outbounds();
+    assert_eq!(
+        proxy(&outs[0])["ech-opts"],
+        json!({ "enable": true, "config": ECH })
+    );
+    assert_eq!(proxy(&outs[3])["ech-opts"]["config"], ECH);
+    let ss = proxy(&outs[4]);
+    assert_eq!(ss["plugin"], "shadow-tls");
+    assert_eq!(
+        ss["plugin-opts"],
+        json!({ "host": "www.example.com", "password": "st pass", "version": 3 })
+    );
+    // V2Ray carries neither; the refusal names the fix.
+    let v2ray = binary(CoreKind::V2ray4, "4.34.0");
+    let refused = |out: &Outbound| check_support(&v2ray, out).unwrap_err().to_string();
+    assert_eq!(
+        refused(&outs[0]),
+        "v2ray 4.34.0 cannot run Encrypted Client Hello (vless ech); use sing-box or mihomo \
+         (set runtime.core)"
+    );
+    assert_eq!(
+        refused(&outs[4]),
+        "v2ray 4.34.0 cannot run ShadowTLS (shadowsocks shadow-tls); use sing-box or mihomo \
+         (set runtime.core)"
+    );
 }

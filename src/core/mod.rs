@@ -15,6 +15,7 @@ mod multi;
 mod process;
 mod singbox;
 mod support;
+mod support_ech;
 pub mod user_id;
 mod xray;
 

@@ -377,7 +377,7 @@ fn mihomo_session_starts_offline_and_writes_nothing() {
     assert_eq!(names, ["7.json"]);
 }
 
-/// Hysteria 2, TUIC, AnyTLS and Shadowsocks with simple-obfs (and VLESS over XHTTP on
+/// Hysteria 2, TUIC, AnyTLS, Shadowsocks with simple-obfs or ShadowTLS, ECH (and VLESS over XHTTP on
 /// mihomo): each renders for sing-box and mihomo, as a session and all
 /// together as a batch, and passes the real check; V2Ray refuses them up front.
 #[test]
@@ -386,6 +386,7 @@ fn newer_protocols_pass_sing_box_and_mihomo_checks() {
     let newer: Vec<Outbound> = newer_outbounds()
         .into_iter()
         .chain(obfs_outbounds())
+        .chain(handshake_outbounds())
         .collect();
     let v2ray = binary(CoreKind::V2ray4, "4.34.0");
     // XHTTP (without `extra`) and WireGuard: mihomo only, of the installed cores.

@@ -27,7 +27,7 @@ pub(crate) fn session(core: &CoreBinary, inbounds: &Inbounds, outbound: &Outboun
     json!({
         "log": log(),
         "inbounds": inbound_list,
-        "outbounds": [render_outbound(core, outbound, "proxy")],
+        "outbounds": with_detours(vec![(render_outbound(core, outbound, "proxy"), outbound)]),
         "route": { "final": "proxy" },
     })
 }
@@ -38,6 +38,7 @@ pub(crate) fn members(core: &CoreBinary, listen: IpAddr, members: &[PoolInbound<
     let mut inbounds = Vec::with_capacity(members.len());
     let mut outbounds = Vec::with_capacity(members.len());
     let mut rules = Vec::with_capacity(members.len());
+    let mut detours = Vec::new();
     for member in members {
         let tags = member.tags();
         inbounds.push(inbound("socks", &tags.socks, listen, member.socks_port));
@@ -45,15 +46,61 @@ pub(crate) fn members(core: &CoreBinary, listen: IpAddr, members: &[PoolInbound<
             inbounds.push(inbound("http", tag, listen, port));
         }
         outbounds.push(render_outbound(core, member.outbound, &tags.outbound));
+        detours.extend(shadow_tls_detour(member.outbound, &tags.outbound));
         rules.push(json!({ "inbound": tags.inbounds(), "outbound": tags.outbound }));
     }
     // No `final`: every inbound has its rule, and the first outbound is the default anyway.
+    outbounds.extend(detours);
     json!({
         "log": log(),
         "inbounds": inbounds,
         "outbounds": outbounds,
         "route": { "rules": rules },
     })
+}
+
+/// The rendered outbounds followed by the ShadowTLS outbounds they dial through.
+fn with_detours(rendered: Vec<(Value, &Outbound)>) -> Vec<Value> {
+    let detours: Vec<Value> = rendered
+        .iter()
+        .filter_map(|(value, outbound)| shadow_tls_detour(outbound, value["tag"].as_str()?))
+        .collect();
+    rendered
+        .into_iter()
+        .map(|(value, _)| value)
+        .chain(detours)
+        .collect()
+}
+
+/// The tag of the ShadowTLS outbound that the outbound tagged `tag` dials through.
+fn detour_tag(tag: &str) -> String {
+    format!("{tag}-shadowtls")
+}
+
+/// sing-box runs ShadowTLS as an outbound of its own that the Shadowsocks outbound dials
+/// through (`detour`); it connects to the server, whatever address the Shadowsocks outbound
+/// asks for.
+fn shadow_tls_detour(outbound: &Outbound, tag: &str) -> Option<Value> {
+    let Transport::ShadowTls {
+        version,
+        host,
+        password,
+    } = &outbound.transport
+    else {
+        return None;
+    };
+    let mut object = json!({
+        "type": "shadowtls",
+        "tag": detour_tag(tag),
+        "server": outbound.server,
+        "server_port": outbound.port,
+        "version": version,
+        "tls": { "enabled": true, "server_name": host },
+    });
+    if *version > 1 {
+        object["password"] = json!(password);
+    }
+    Some(object)
 }
 
 /// Warnings and errors with wall-clock times: the core log sits next to the daemon's, and
@@ -93,6 +140,8 @@ pub(crate) fn render_outbound(core: &CoreBinary, outbound: &Outbound, tag: &str)
         }
         out.insert("plugin".into(), json!("obfs-local"));
         out.insert("plugin_opts".into(), json!(options));
+    } else if let Transport::ShadowTls { .. } = &outbound.transport {
+        out.insert("detour".into(), json!(detour_tag(tag)));
     } else if let Some(transport) = transport_object(&outbound.transport) {
         out.insert("transport".into(), transport);
     }
@@ -203,7 +252,24 @@ fn tls_object(core: &CoreBinary, tls: &TlsSettings) -> Value {
     if let (Some(fingerprint), true) = (&tls.fingerprint, core.utls) {
         object["utls"] = json!({ "enabled": true, "fingerprint": fingerprint });
     }
+    if let Some(ech) = &tls.ech {
+        object["ech"] = json!({ "enabled": true, "config": ech_pem(ech) });
+    }
     object
+}
+
+/// sing-box takes the ECHConfigList as the lines of a PEM block, as `sing-box generate
+/// ech-keypair` prints it.
+fn ech_pem(ech: &str) -> Vec<String> {
+    let mut lines = vec!["-----BEGIN ECH CONFIGS-----".to_owned()];
+    // 64 characters a line, as PEM writes them; the text is base64, so ASCII.
+    lines.extend(
+        ech.as_bytes()
+            .chunks(64)
+            .map(|chunk| String::from_utf8(chunk.to_vec()).expect("base64 is ASCII")),
+    );
+    lines.push("-----END ECH CONFIGS-----".to_owned());
+    lines
 }
 
 /// REALITY rides on the `tls` object; `support` has refused it already when uTLS is missing.
@@ -226,8 +292,11 @@ fn reality_object(reality: &RealitySettings) -> Value {
 
 fn transport_object(transport: &Transport) -> Option<Value> {
     let object = match transport {
-        // Obfs is rendered with Shadowsocks; xhttp is refused by `support`.
-        Transport::Tcp | Transport::Obfs { .. } | Transport::Xhttp { .. } => return None,
+        // Obfs and ShadowTLS are rendered with Shadowsocks; xhttp is refused by `support`.
+        Transport::Tcp
+        | Transport::Obfs { .. }
+        | Transport::ShadowTls { .. }
+        | Transport::Xhttp { .. } => return None,
         Transport::Ws { path, host } => {
             let (path, early_data) = split_early_data(path);
             let mut ws = json!({ "type": "ws", "path": path });

@@ -335,3 +335,37 @@ fn http_proxies() {
                          "insecure": true } })
     );
 }
+
+#[test]
+fn ech_and_shadow_tls() {
+    let outs = handshake_outbounds();
+    let tls = &render_outbound(&wheel(), &outs[0], "proxy")["tls"];
+    assert_eq!(tls["ech"]["enabled"], true);
+    let lines = tls["ech"]["config"].as_array().unwrap();
+    assert_eq!(lines[0], "-----BEGIN ECH CONFIGS-----");
+    assert_eq!(lines[lines.len() - 1], "-----END ECH CONFIGS-----");
+    let body: String = lines[1..lines.len() - 1]
+        .iter()
+        .map(|line| line.as_str().unwrap())
+        .collect();
+    assert_eq!(body, ECH);
+    // The Shadowsocks outbound dials through a ShadowTLS outbound of its own.
+    let config = members(
+        &wheel(),
+        "127.0.0.1".parse().unwrap(),
+        &[PoolInbound {
+            socks_port: 20001,
+            http_port: None,
+            outbound: &outs[4],
+        }],
+    );
+    let outbounds = config["outbounds"].as_array().unwrap();
+    assert_eq!(outbounds.len(), 2, "{config}");
+    let detour = outbounds[0]["detour"].as_str().unwrap();
+    assert_eq!(
+        outbounds[1],
+        json!({ "type": "shadowtls", "tag": detour, "server": "proxy.example.com",
+                "server_port": 443, "version": 3, "password": "st pass",
+                "tls": { "enabled": true, "server_name": "www.example.com" } })
+    );
+}

@@ -19,6 +19,8 @@
 //! | uTLS fingerprint | yes | dropped | dropped | dropped without uTLS | yes |
 //! | shadowsocks/socks over a transport or TLS | yes | yes | yes | no | ss over ws only |
 //! | trojan without TLS | yes | yes | yes | yes | no |
+//! | ECH (`ech=`) on vless, vmess, trojan | no | no | no | yes | yes |
+//! | ShadowTLS (`shadow-tls=`) on shadowsocks | no | no | no | yes | yes |
 //!
 //! mihomo's transports are per protocol: vmess and vless take tcp, ws, httpupgrade (a ws
 //! option), h2 and grpc; trojan takes tcp, ws and grpc and always speaks TLS; Shadowsocks
@@ -85,6 +87,9 @@ pub fn check_support(core: &CoreBinary, outbound: &Outbound) -> Result<(), CoreE
         core.kind,
         CoreKind::Xray | CoreKind::V2ray4 | CoreKind::V2ray5
     );
+    if let Some((feature, fix)) = super::support_ech::refusal(xray_family, outbound) {
+        return Err(refuse(feature, fix));
+    }
     if xray_family && matches!(outbound.transport, Transport::Obfs { .. }) {
         return Err(refuse(
             "the simple-obfs plugin (shadowsocks plugin obfs-local)".into(),
@@ -148,7 +153,7 @@ fn unreadable_id(outbound: &Outbound) -> Refusal {
 }
 
 /// A feature the core lacks and the fix to offer.
-type Refusal = Option<(String, &'static str)>;
+pub(super) type Refusal = Option<(String, &'static str)>;
 
 /// Vision is a TLS-in-TLS trick on a raw stream: no core runs it over another transport or
 /// without TLS, though sing-box's check accepts both.
@@ -278,7 +283,10 @@ fn sing_box_lacks(core: &CoreBinary, outbound: &Outbound) -> Refusal {
     }
     // sing-box's shadowsocks and socks outbounds have no `tls` or `transport` field (its
     // check fails with `unknown field "tls"`); Xray and V2Ray layer any outbound on any stream.
-    let plain_stream = matches!(outbound.transport, Transport::Tcp | Transport::Obfs { .. });
+    let plain_stream = matches!(
+        outbound.transport,
+        Transport::Tcp | Transport::Obfs { .. } | Transport::ShadowTls { .. }
+    );
     let bare = plain_stream && outbound.security == Security::None;
     if protocol == "http" && outbound.transport != Transport::Tcp {
         return Some((
@@ -372,7 +380,10 @@ fn mihomo_lacks(outbound: &Outbound) -> Refusal {
             _ => None,
         },
         Protocol::Shadowsocks { .. } => match (&outbound.transport, &outbound.security) {
-            (Transport::Tcp | Transport::Obfs { .. }, Security::None)
+            (
+                Transport::Tcp | Transport::Obfs { .. } | Transport::ShadowTls { .. },
+                Security::None,
+            )
             | (Transport::Ws { .. }, _) => None,
             _ => Some((
                 format!("shadowsocks over {transport} with security {security}"),
@@ -521,6 +532,7 @@ pub(crate) fn transport_name(transport: &Transport) -> &'static str {
         Transport::HttpUpgrade { .. } => "httpupgrade",
         Transport::Xhttp { .. } => "xhttp",
         Transport::Obfs { .. } => "obfs",
+        Transport::ShadowTls { .. } => "shadow-tls",
     }
 }
 

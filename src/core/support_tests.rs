@@ -168,6 +168,7 @@ fn xray_refusals_depend_on_version() {
         alpn: vec![],
         fingerprint: None,
         allow_insecure: true,
+        ech: None,
     });
     let out = outbound(vless(), Transport::Tcp, insecure);
     assert_eq!(

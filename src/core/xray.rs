@@ -260,7 +260,7 @@ fn transport_settings(
             ("xhttp", Some("xhttpSettings"), xhttp)
         }
         // Refused by `support` before any render; never written to a file.
-        Transport::Obfs { .. } => ("tcp", None, json!({})),
+        Transport::Obfs { .. } | Transport::ShadowTls { .. } => ("tcp", None, json!({})),
     }
 }
 

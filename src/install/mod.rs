@@ -116,7 +116,14 @@ mod tests {
             assert!(unit.template().contains("@XRAT_EXE@"), "{}", unit.name());
             assert!(unit.template().contains("@XRAT_ROOT@"), "{}", unit.name());
         }
-        for name in ["@XRAT_SOCKET@", "@XRAT_SOCKS@", "@XRAT_HTTP@"] {
+        for name in [
+            "@XRAT_SOCKET@",
+            "@XRAT_SOCKS@",
+            "@XRAT_HTTP@",
+            "@XRAT_SOCKET_MODE@",
+            "@XRAT_SOCKET_GROUP@",
+            "@XRAT_DIR_MODE@",
+        ] {
             assert!(SOCKET_TEMPLATE.contains(name), "{name}");
         }
         assert!(SOCKET_TEMPLATE.contains("\nService=xrat-daemon.service\n"));

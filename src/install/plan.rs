@@ -34,6 +34,8 @@ pub struct InstallEnv {
     pub front_socks: Option<SocketAddr>,
     /// Front mode, with `runtime.http_port` set: the user's HTTP port.
     pub front_http: Option<SocketAddr>,
+    /// `daemon.socket_group`, when set: the socket unit gives the socket to that group.
+    pub socket_group: Option<String>,
 }
 
 /// One thing to do, in order.
@@ -131,6 +133,7 @@ fn render_unit(unit: Unit, env: &InstallEnv) -> Result<String, RenderError> {
             &env.socket,
             env.front_socks,
             env.front_http,
+            env.socket_group.as_deref(),
         ),
         Unit::Daemon | Unit::Api => render(unit.template(), &env.exe, &env.root),
     }
@@ -208,6 +211,7 @@ mod tests {
             socket: "/home/u/.config/xrat/runtime/daemon.sock".into(),
             front_socks: Some("127.0.0.1:1080".parse().unwrap()),
             front_http: None,
+            socket_group: None,
         }
     }
 
@@ -238,6 +242,18 @@ mod tests {
         assert!(socket_lines.contains(&"ListenStream=/home/u/.config/xrat/runtime/daemon.sock"));
         assert!(socket_lines.contains(&"ListenStream=127.0.0.1:1080"));
         assert!(socket_lines.contains(&"SocketMode=0600"));
+        assert!(socket_lines.contains(&"DirectoryMode=0700"));
+        assert!(!socket.contains("\nSocketGroup="), "{socket}");
+        let shared = InstallEnv {
+            socket_group: Some("xrat".into()),
+            ..env()
+        };
+        let plan = install_plan(&InstallOptions::default(), &shared).unwrap();
+        let socket = contents(&plan.steps[0]);
+        let socket_lines: Vec<&str> = socket.lines().filter(|l| !l.starts_with('#')).collect();
+        for line in ["SocketMode=0660", "SocketGroup=xrat", "DirectoryMode=0710"] {
+            assert!(socket_lines.contains(&line), "{line} not in {socket}");
+        }
         let service = contents(&plan.steps[1]);
         assert!(service.contains("\nExecStart=/opt/xrat/bin/xrat daemon run-server\n"));
         assert!(service.contains("\nEnvironment=XRAT_ROOT=/home/u/.config/xrat\n"));

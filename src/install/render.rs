@@ -3,7 +3,8 @@
 //! A service template names its values as `@XRAT_EXE@` and `@XRAT_ROOT@` inside the words of a
 //! directive (`ExecStart=@XRAT_EXE@ daemon run-server`, `Environment=XRAT_ROOT=@XRAT_ROOT@`);
 //! the socket template names `@XRAT_SOCKET@`, `@XRAT_SOCKS@` and `@XRAT_HTTP@` as whole
-//! `ListenStream=` values.
+//! `ListenStream=` values, and `@XRAT_SOCKET_MODE@`, `@XRAT_SOCKET_GROUP@` and `@XRAT_DIR_MODE@`
+//! (`daemon.socket_group`).
 //! Each word that holds a placeholder is substituted and then escaped as one unit-file word, so
 //! a path with spaces or `%` stays one argument with its exact bytes.
 
@@ -69,20 +70,30 @@ pub fn render(template: &str, exe: &Path, root: &Path) -> Result<String, RenderE
     )
 }
 
-/// Renders the socket unit `template` for the daemon socket `socket` and the front ports
-/// `socks` and `http` (front mode; `None` leaves the line out).
+/// Renders the socket unit `template` for the daemon socket `socket`, the front ports `socks`
+/// and `http` (front mode; `None` leaves the line out), and `daemon.socket_group` (`None`: the
+/// socket is private, and `SocketGroup=` is left out).
 pub fn render_socket(
     template: &str,
     socket: &Path,
     socks: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    group: Option<&str>,
 ) -> Result<String, RenderError> {
     let socket = checked("the daemon socket", socket)?;
     let (socks, http) = (socks.map(|a| a.to_string()), http.map(|a| a.to_string()));
+    // The modes the daemon applies itself (reactor/sockgroup.rs, paths.rs).
+    let (socket_mode, dir_mode) = match group {
+        Some(_) => ("0660", "0710"),
+        None => ("0600", "0700"),
+    };
     let values = [
         ("XRAT_SOCKET", Some(socket)),
         ("XRAT_SOCKS", socks.as_deref()),
         ("XRAT_HTTP", http.as_deref()),
+        ("XRAT_SOCKET_MODE", Some(socket_mode)),
+        ("XRAT_SOCKET_GROUP", group),
+        ("XRAT_DIR_MODE", Some(dir_mode)),
     ];
     fill(template, &values)
 }
@@ -286,7 +297,7 @@ mod tests {
     fn socket_paths_keep_their_bytes_and_absent_ports_leave_their_line_out() {
         let t = Unit::Socket.template();
         let socket = Path::new("/r dir/%i \"q\"/runtime/daemon.sock");
-        let text = render_socket(t, socket, None, None).unwrap();
+        let text = render_socket(t, socket, None, None, None).unwrap();
         let listens: Vec<&str> = text.lines().filter(|l| l.starts_with("Listen")).collect();
         // systemd takes a ListenStream= path whole, quotes included; only % is a specifier.
         assert_eq!(
@@ -299,10 +310,10 @@ mod tests {
             .all(|l| !l.contains('@')));
         assert!(text.ends_with("WantedBy=sockets.target\n"));
         let socks = Some("0.0.0.0:1080".parse().unwrap());
-        let text = render_socket(t, Path::new("/s"), socks, None).unwrap();
+        let text = render_socket(t, Path::new("/s"), socks, None, None).unwrap();
         let listens: Vec<&str> = text.lines().filter(|l| l.starts_with("Listen")).collect();
         assert_eq!(listens, ["ListenStream=/s", "ListenStream=0.0.0.0:1080"]);
-        let err = render_socket(t, Path::new("rel.sock"), None, None).unwrap_err();
+        let err = render_socket(t, Path::new("rel.sock"), None, None, None).unwrap_err();
         assert!(matches!(
             err,
             RenderError::NotAbsolute {

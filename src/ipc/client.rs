@@ -29,6 +29,16 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket's mode or a directory above it keeps this user out (exit code 1: the daemon
+    /// may well be running; starting another would not help).
+    #[error("permission denied connecting to {}: the daemon's socket is open only to its user and, with daemon.socket_group, that group's members; run the command as the daemon's user or root, or ask its owner to set daemon.socket_group and add you to the group (`usermod -aG <group> <you>`)", path.display())]
+    Denied {
+        /// The socket path tried.
+        path: PathBuf,
+        /// What connect said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The daemon accepted but the exchange failed.
     #[error("talking to the daemon at {} failed; if this persists, restart it with `xrat daemon stop` and `xrat daemon start`", path.display())]
     Io {
@@ -113,6 +123,11 @@ impl Client {
                     timeout: CONNECT_TIMEOUT,
                     log: log.to_path_buf(),
                 }
+            } else if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::Denied {
+                    path: socket.to_path_buf(),
+                    source,
+                }
             } else {
                 ClientError::NotRunning {
                     path: socket.to_path_buf(),
@@ -171,6 +186,43 @@ impl Client {
             }),
             Err(source) => Err(self.io_error(source)),
         }
+    }
+
+    /// Sends `subscribe` and returns its answer; on success the connection carries the event
+    /// stream from here on ([`Client::next_line`]), read without a timeout (a quiet daemon is
+    /// not a stuck one).
+    pub fn subscribe(
+        &mut self,
+        events: Vec<super::events::Category>,
+    ) -> Result<ResponseEnvelope, ClientError> {
+        let reply = self.call(Request::Subscribe { events })?;
+        if reply.ok {
+            let io = |source| ClientError::Io {
+                path: self.path.clone(),
+                source,
+            };
+            self.reader.get_ref().set_read_timeout(None).map_err(io)?;
+        }
+        Ok(reply)
+    }
+
+    /// The next line of a stream, without its newline; None once the daemon closed it.
+    pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                line.truncate(line.trim_end_matches('\n').len());
+                Ok(Some(line))
+            }
+            Err(source) => Err(self.io_error(source)),
+        }
+    }
+
+    /// True when a whole line already waits in the buffer (a burst of events: a redraw can
+    /// wait for its end).
+    pub fn line_buffered(&self) -> bool {
+        self.reader.buffer().contains(&b'\n')
     }
 
     fn io_error(&self, source: std::io::Error) -> ClientError {

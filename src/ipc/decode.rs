@@ -102,6 +102,8 @@ struct Body<'a> {
     url: Option<Cow<'a, str>>,
     timeout_ms: Option<u64>,
     concurrency: Option<u32>,
+    #[serde(borrow)]
+    events: Option<Vec<Cow<'a, str>>>,
 }
 
 /// Only what is needed to answer a line that failed the strict pass.
@@ -185,6 +187,7 @@ fn decode_body(body: Body<'_>) -> Result<Request, String> {
         "proxy_status" | "ProxyStatus" => Request::ProxyStatus,
         "daemon_reload" | "DaemonReload" => Request::DaemonReload,
         "config_test" | "ConfigTest" => decode_config_test(body)?,
+        "subscribe" | "Subscribe" => decode_subscribe(body.events.unwrap_or_default())?,
         other => {
             return Err(format!(
                 "unknown request type {}; known types: {}",
@@ -229,6 +232,26 @@ fn decode_config_test(body: Body<'_>) -> Result<Request, String> {
         timeout_ms,
         concurrency,
     })
+}
+
+/// `subscribe`'s categories: every name must be known (an unknown one is a typo, not a filter
+/// that silently matches nothing).
+fn decode_subscribe(names: Vec<Cow<'_, str>>) -> Result<Request, String> {
+    use super::events::{Category, CATEGORIES};
+    let mut events = Vec::with_capacity(names.len().min(CATEGORIES.len()));
+    for name in &names {
+        let Some(category) = Category::from_name(name) else {
+            return Err(format!(
+                "unknown event category {} in `request.events`; valid categories: {} (an empty list means all)",
+                excerpt(&format!("{name:?}")),
+                Category::names()
+            ));
+        };
+        if !events.contains(&category) {
+            events.push(category);
+        }
+    }
+    Ok(Request::Subscribe { events })
 }
 
 fn decode_trigger(trigger: Option<&str>) -> Result<Trigger, String> {
@@ -336,6 +359,29 @@ mod tests {
             let line = format!(r#"{{"protocol_version":1,"id":7,"request":{body}}}"#);
             assert_eq!(ok(&line), ("7".to_string(), want));
         }
+    }
+
+    #[test]
+    fn subscribe_names_its_categories_and_refuses_unknown_ones() {
+        use crate::ipc::events::Category;
+        let line = r#"{"protocol_version":1,"request":{"type":"subscribe","events":["relay","session","relay"]}}"#;
+        assert_eq!(
+            ok(line).1,
+            Request::Subscribe {
+                events: vec![Category::Relay, Category::Session]
+            }
+        );
+        let all = r#"{"protocol_version":1,"request":{"type":"Subscribe"}}"#;
+        assert_eq!(ok(all).1, Request::Subscribe { events: vec![] });
+        let e = err(
+            r#"{"protocol_version":1,"id":3,"request":{"type":"subscribe","events":["sessions"]}}"#,
+        );
+        assert_eq!(e.code, Code::BadRequest);
+        assert!(e.message.contains("\"sessions\""), "{}", e.message);
+        assert!(e
+            .message
+            .contains("session, health, rotation, config, pool, relay"));
+        assert_eq!(e.id.as_json(), b"3");
     }
 
     #[test]

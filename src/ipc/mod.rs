@@ -1,8 +1,10 @@
 //! IPC protocol v1: wire types, the framing, the daemon's fast codec, and a blocking client.
 
+pub mod access;
 pub mod client;
 pub mod decode;
 pub mod encode;
+pub mod events;
 pub mod frame;
 pub mod protocol;
 

@@ -84,10 +84,17 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         concurrency: Option<u32>,
     },
+    /// Stream events on this connection (issue 13); see [`crate::ipc::events`].
+    #[serde(alias = "Subscribe")]
+    Subscribe {
+        /// The categories; empty for every one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<crate::ipc::events::Category>,
+    },
 }
 
 /// Every request kind, in the order of DESIGN §4.
-pub const REQUEST_KINDS: [&str; 11] = [
+pub const REQUEST_KINDS: [&str; 12] = [
     "daemon_ping",
     "daemon_shutdown",
     "runtime_status",
@@ -99,7 +106,14 @@ pub const REQUEST_KINDS: [&str; 11] = [
     "proxy_status",
     "daemon_reload",
     "config_test",
+    "subscribe",
 ];
+
+/// The requests a read-only peer (docs/PROTOCOL.md "Access") may send: they look and change
+/// nothing. Matched by wire name; every other request, present or future, needs read-write
+/// access.
+pub const READ_ONLY_REQUESTS: [&str; 4] =
+    ["daemon_ping", "runtime_status", "proxy_status", "subscribe"];
 
 impl Request {
     /// The snake_case wire name of this request.
@@ -116,7 +130,13 @@ impl Request {
             Request::ProxyStatus => "proxy_status",
             Request::DaemonReload => "daemon_reload",
             Request::ConfigTest { .. } => "config_test",
+            Request::Subscribe { .. } => "subscribe",
         }
+    }
+
+    /// True for the requests a read-only peer may send (see [`READ_ONLY_REQUESTS`]).
+    pub fn is_read_only(&self) -> bool {
+        READ_ONLY_REQUESTS.contains(&self.name())
     }
 
     /// True for the requests that change the session and so obey the busy rule.
@@ -162,6 +182,8 @@ pub enum Code {
     Ok,
     /// 400: not JSON, not an object, unknown type, missing or wrong field.
     BadRequest,
+    /// 403: the peer may only read (`daemon.socket_group`) and the request changes something.
+    Forbidden,
     /// 404: config id unknown or disabled.
     NotFound,
     /// 408: a partial request line was not completed within `daemon.frame_timeout_ms`; the
@@ -191,6 +213,7 @@ impl Code {
         match self {
             Code::Ok => 200,
             Code::BadRequest => 400,
+            Code::Forbidden => 403,
             Code::NotFound => 404,
             Code::FrameTimeout => 408,
             Code::Conflict => 409,
@@ -209,6 +232,7 @@ impl Code {
         match self {
             Code::Ok => "success",
             Code::BadRequest => "bad_request",
+            Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
             Code::FrameTimeout => "frame_timeout",
             Code::Conflict => "conflict",
@@ -527,6 +551,7 @@ mod tests {
                 timeout_ms: None,
                 concurrency: None,
             },
+            Request::Subscribe { events: vec![] },
         ];
         assert_eq!(all.len(), REQUEST_KINDS.len());
         for (request, name) in all.iter().zip(REQUEST_KINDS) {
@@ -537,10 +562,30 @@ mod tests {
     }
 
     #[test]
+    fn only_the_looking_requests_are_read_only() {
+        let read_only: Vec<&str> = REQUEST_KINDS
+            .into_iter()
+            .filter(|name| READ_ONLY_REQUESTS.contains(name))
+            .collect();
+        assert_eq!(
+            read_only,
+            ["daemon_ping", "runtime_status", "proxy_status", "subscribe"]
+        );
+        assert!(Request::Subscribe { events: vec![] }.is_read_only());
+        assert!(Request::DaemonPing.is_read_only());
+        assert!(Request::ProxyStatus.is_read_only());
+        assert!(!Request::DaemonShutdown.is_read_only());
+        assert!(!Request::ProxyStop.is_read_only());
+        assert!(!Request::DaemonReload.is_read_only());
+        assert!(!Request::RuntimeConnect { config_id: 1 }.is_read_only());
+    }
+
+    #[test]
     fn codes_are_distinct() {
         let codes = [
             Code::Ok,
             Code::BadRequest,
+            Code::Forbidden,
             Code::NotFound,
             Code::FrameTimeout,
             Code::Conflict,

@@ -52,6 +52,7 @@ mod tests {
                 alpn: Vec::new(),
                 fingerprint: Some("chrome".into()),
                 allow_insecure: true,
+                ech: None,
             })
         );
         assert_eq!(

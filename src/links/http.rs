@@ -102,6 +102,7 @@ mod tests {
                 alpn: Vec::new(),
                 fingerprint: None,
                 allow_insecure: true,
+                ech: None,
             })
         );
         assert_eq!(parse("http://[2001:db8::5]").unwrap().outbound.port, 80);

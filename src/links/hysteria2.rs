@@ -96,6 +96,7 @@ mod tests {
                 alpn: vec!["h3".into()],
                 fingerprint: None,
                 allow_insecure: true,
+                ech: None,
             })
         );
         let short =

@@ -15,6 +15,7 @@ mod http;
 mod hysteria2;
 mod model;
 mod params;
+mod shadow_tls;
 mod socks;
 mod ss;
 mod subscription;

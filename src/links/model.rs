@@ -383,6 +383,16 @@ pub enum Transport {
         /// The camouflage host (`obfs-host`); `None` means the plugin's default.
         host: Option<String>,
     },
+    /// ShadowTLS (the `shadow-tls=` parameter): a real TLS handshake with `host` relayed by the
+    /// server, then the stream. Shadowsocks only; its security stays `None`.
+    ShadowTls {
+        /// Protocol version, 1 to 3.
+        version: u8,
+        /// The handshake server's name (the SNI the handshake carries).
+        host: String,
+        /// The ShadowTLS password (versions 2 and 3; empty for 1).
+        password: String,
+    },
 }
 
 /// What simple-obfs makes the stream look like.
@@ -428,6 +438,10 @@ pub struct TlsSettings {
     pub fingerprint: Option<String>,
     /// Skip certificate verification.
     pub allow_insecure: bool,
+    /// Encrypted Client Hello: the server's ECHConfigList, base64 as in the link's `ech=`.
+    /// Stored configs from before it was carried have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ech: Option<String>,
 }
 
 /// REALITY client settings.

@@ -2,6 +2,7 @@
 //! v2rayN and Xray use (`type`, `path`, `host`, `serviceName`, `security`, `sni`, `pbk`, ...).
 //! vmess JSON fields are mapped onto the same names so there is one reader for both.
 
+use base64::{engine::general_purpose::STANDARD, Engine};
 use url::Url;
 
 use super::common::decode_base64;
@@ -16,6 +17,8 @@ const SECURITIES: &str = "none, tls or reality";
 const FLAGS: &str = "0, 1, true or false";
 const HEADER_TYPES: &str = "none (http header obfuscation is not supported)";
 const PUBLIC_KEY: &str = "a base64url x25519 public key (32 bytes)";
+const ECH_CONFIG_LIST: &str = "the server's ECHConfigList in base64 (as `sing-box generate \
+     ech-keypair` prints it); a DNS name to look it up is not supported";
 const SHORT_ID: &str = "an even number of hex digits, at most 16";
 
 /// One named value and how to refer to it in messages.
@@ -216,7 +219,29 @@ fn tls(params: &Params) -> Result<Security, LinkError> {
         alpn: params.list("alpn"),
         fingerprint: params.owned("fp"),
         allow_insecure,
+        ech: ech(params)?,
     }))
+}
+
+/// `ech=`: an ECHConfigList (a 2-byte length, then that many bytes of configs). Checked here
+/// because a bad list only surfaces as a handshake error in the core log. Stored in standard
+/// base64, the form both sing-box's PEM block and mihomo take.
+fn ech(params: &Params) -> Result<Option<String>, LinkError> {
+    let Some(value) = params.get("ech").filter(|value| !value.is_empty()) else {
+        return Ok(None);
+    };
+    // A raw '+' in a query reads as a space; base64 has no spaces, so it was a '+'.
+    let restored = value.replace(' ', "+");
+    let list = decode_base64(&restored).filter(|list| {
+        let declared = list
+            .get(..2)
+            .map(|len| usize::from(u16::from_be_bytes([len[0], len[1]])));
+        list.len() > 2 && declared == Some(list.len() - 2)
+    });
+    match list {
+        Some(list) => Ok(Some(STANDARD.encode(list))),
+        None => Err(params.invalid("ech", value, ECH_CONFIG_LIST)),
+    }
 }
 
 fn reality(params: &Params) -> Result<Security, LinkError> {
@@ -324,6 +349,7 @@ mod tests {
                 alpn: vec!["h2".into(), "http/1.1".into()],
                 fingerprint: Some("chrome".into()),
                 allow_insecure: true,
+                ech: None,
             })
         );
         let Security::Tls(tls) = security(&query("peer=b.example"), "tls").unwrap() else {

@@ -6,8 +6,9 @@
 //! SIP002 links may carry a SIP003 plugin (`plugin=obfs-local;obfs=http;obfs-host=..`, or
 //! `v2ray-plugin;tls;host=..;path=..`) or an Xray-style stream (`type=ws&path=..&security=tls`);
 //! both become the outbound's transport and security. Anything that would change the stream
-//! and that no core here carries (other plugins, v2ray-plugin's QUIC mode, `shadow-tls=`) is an
-//! import error: dropping it would give an outbound that cannot reach the server.
+//! and that no core here carries (other plugins, v2ray-plugin's QUIC mode) is an import error:
+//! dropping it would give an outbound that cannot reach the server. `shadow-tls=` becomes the
+//! ShadowTLS transport (sing-box and mihomo run it).
 
 use super::common::{decode_base64_text, finish, percent_decode, UrlLink};
 use super::error::{quote, LinkError};
@@ -60,12 +61,18 @@ fn sip002(line: &str) -> Result<ParsedLink, LinkError> {
 /// The stream a SIP002 link asks for: a plugin, or `type=`/`security=`, or bare TCP.
 fn stream(params: &Params) -> Result<(Transport, Security), LinkError> {
     let scheme = Scheme::Shadowsocks;
-    if params.get("shadow-tls").is_some() {
-        return Err(LinkError::Unsupported {
-            scheme,
-            what: "ShadowTLS (parameter \"shadow-tls\")".into(),
-            fix: "use a link without it",
-        });
+    if let Some(value) = params.get("shadow-tls") {
+        if ["plugin", "type", "security"]
+            .iter()
+            .any(|key| params.get(key).is_some())
+        {
+            return Err(LinkError::Unsupported {
+                scheme,
+                what: "ShadowTLS together with a plugin, \"type\" or \"security\"".into(),
+                fix: "use a link with one of them",
+            });
+        }
+        return Ok((super::shadow_tls::parse(value)?, Security::None));
     }
     let Some(plugin) = params.get("plugin") else {
         return Ok((transport(params)?, security(params, "none")?));
@@ -138,6 +145,7 @@ fn stream(params: &Params) -> Result<(Transport, Security), LinkError> {
                     alpn: Vec::new(),
                     fingerprint: None,
                     allow_insecure: false,
+                    ech: None,
                 })
             } else {
                 Security::None
@@ -395,6 +403,7 @@ mod tests {
                     alpn: Vec::new(),
                     fingerprint: None,
                     allow_insecure: false,
+                    ech: None,
                 })
             )
         );
@@ -421,6 +430,7 @@ mod tests {
                     alpn: Vec::new(),
                     fingerprint: None,
                     allow_insecure: false,
+                    ech: None,
                 })
             )
         );
@@ -465,7 +475,12 @@ mod tests {
         );
         assert_eq!(
             err(&format!("{BASE}?shadow-tls=eyJ2ZXJzaW9uIjozfQ")),
-            "ss: ShadowTLS (parameter \"shadow-tls\") is not supported; use a link without it"
+            "ss: missing ShadowTLS \"host\" (the handshake server)"
+        );
+        assert_eq!(
+            err(&format!("{BASE}?shadow-tls=eyJ2ZXJzaW9uIjozfQ&type=ws")),
+            "ss: ShadowTLS together with a plugin, \"type\" or \"security\" is not supported; \
+             use a link with one of them"
         );
         assert_eq!(
             err(&format!("{BASE}?plugin=v2ray-plugin&type=ws")),

@@ -52,6 +52,7 @@ mod tests {
                 alpn: vec![],
                 fingerprint: None,
                 allow_insecure: true,
+                ech: None,
             })
         );
     }

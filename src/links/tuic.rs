@@ -93,6 +93,7 @@ mod tests {
                 alpn: vec!["h3".into()],
                 fingerprint: None,
                 allow_insecure: true,
+                ech: None,
             })
         );
         let bare = parse(&format!("tuic://{ID}:pw@192.0.2.9:8443")).unwrap();

@@ -15,15 +15,6 @@ pub(crate) fn parse(line: &str) -> Result<ParsedLink, LinkError> {
     if link.username.is_empty() {
         return Err(LinkError::missing(Scheme::Vless, "user id before '@'"));
     }
-    // ECH changes the TLS handshake; dropping it would give an outbound whose handshake the
-    // server (or the CDN in front of it) does not expect.
-    if link.params.get("ech").is_some() {
-        return Err(LinkError::Unsupported {
-            scheme: Scheme::Vless,
-            what: "Encrypted Client Hello (parameter \"ech\")".into(),
-            fix: "use a link without it",
-        });
-    }
     let protocol = Protocol::Vless {
         id: link.username.clone(),
         flow: flow(&link.params)?,
@@ -47,6 +38,23 @@ mod tests {
     use crate::links::model::{RealitySettings, Security, TlsSettings, Transport};
 
     const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+
+    /// An ECHConfigList as `sing-box generate ech-keypair public.example.com` printed it.
+    const ECH: &str =
+        "AE3+DQBJAAAgACDAAkKpwyy2MHnRyGujq8NLGOfqaaxzsZLMQgF0jAh/LwAMAAEAAQABAAIAAQAD\
+        ABJwdWJsaWMuZXhhbXBsZS5jb20AAA==";
+
+    #[test]
+    fn ech_is_carried() {
+        // Links percent-encode it, or leave '+' and '/' raw (a raw '+' reads as a space).
+        for written in [ECH.replace('+', "%2B").replace('/', "%2F"), ECH.to_owned()] {
+            let line = format!("vless://{ID}@h.example.com:443?security=tls&sni=h&ech={written}");
+            let Security::Tls(tls) = parse(&line).unwrap().outbound.security else {
+                panic!("not tls");
+            };
+            assert_eq!(tls.ech.as_deref(), Some(ECH), "{line}");
+        }
+    }
 
     #[test]
     fn reality_vision() {
@@ -100,6 +108,7 @@ mod tests {
                 alpn: vec!["h2".into()],
                 fingerprint: Some("firefox".into()),
                 allow_insecure: false,
+                ech: None,
             })
         );
     }
@@ -172,8 +181,15 @@ mod tests {
         );
         assert_eq!(
             err("vless://id@vless.example.com:443?security=tls&ech=AEX%2B"),
-            "vless: Encrypted Client Hello (parameter \"ech\") is not supported; use a link \
-             without it"
+            "vless: parameter \"ech\" is \"AEX+\", expected the server's ECHConfigList in \
+             base64 (as `sing-box generate ech-keypair` prints it); a DNS name to look it up is \
+             not supported"
+        );
+        assert_eq!(
+            err("vless://id@vless.example.com:443?security=tls&ech=cloudflare-ech.com"),
+            "vless: parameter \"ech\" is \"cloudflare-ech.com\", expected the server's \
+             ECHConfigList in base64 (as `sing-box generate ech-keypair` prints it); a DNS name \
+             to look it up is not supported"
         );
         assert_eq!(
             err("vless://id@vless.example.com:443?type=xhttp&mode=packet"),

@@ -231,6 +231,7 @@ mod tests {
             alpn: vec!["h2".into(), "http/1.1".into()],
             fingerprint: Some("chrome".into()),
             allow_insecure: false,
+            ech: None,
         };
         assert_eq!(out.security, Security::Tls(tls));
     }

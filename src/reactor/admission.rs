@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use slab::Slab;
 
+use crate::ipc::access::{peer_uid, Policy};
 use crate::ipc::protocol::Code;
 use crate::ipc::RawId;
 use crate::supervisor::{Input, Now, Rejection};
@@ -64,11 +65,13 @@ pub struct Admission {
     pub frame_timeout_ms: u64,
     /// `daemon.idle_timeout_secs`, in ms.
     pub idle_timeout_ms: u64,
+    /// Who may do what (the daemon's uid, `daemon.socket_group`), applied to every request.
+    pub access: Policy,
 }
 
 impl Admission {
     /// Admission for the given timeouts.
-    pub fn new(frame_timeout_ms: u64, idle_timeout_ms: u64) -> Admission {
+    pub fn new(frame_timeout_ms: u64, idle_timeout_ms: u64, access: Policy) -> Admission {
         Admission {
             rejecting: Slab::new(),
             discard: Box::new([0; 4096]),
@@ -80,6 +83,7 @@ impl Admission {
             evicting: 0,
             frame_timeout_ms,
             idle_timeout_ms,
+            access,
         }
     }
 }
@@ -124,11 +128,16 @@ impl Reactor {
         if self.conns.len() >= self.connections_max && !self.evict_one(now) {
             return self.refuse(now, owned, CONNECTION_LIMIT_REPLY);
         }
+        // One getsockopt, which never blocks; an error (there is none for a connected Unix
+        // socket) leaves the peer read-only.
+        let access = self
+            .admission
+            .access
+            .access(peer_uid(owned.as_raw_fd()).ok());
         self.next_serial = self.next_serial.wrapping_add(1);
         let fd = std::os::fd::IntoRawFd::into_raw_fd(owned);
-        let slot = self
-            .conns
-            .insert(Conn::new(fd, self.next_serial, now.monotonic_ms));
+        let conn = Conn::new(fd, self.next_serial, now.monotonic_ms, access);
+        let slot = self.conns.insert(conn);
         self.arm_conn_timer(now, slot);
         self.read_at_once(now, slot);
         self.arm_recv(slot);
@@ -143,7 +152,9 @@ impl Reactor {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Open && c.awaiting == 0 && c.backlog() == 0)
+            .filter(|(_, c)| {
+                c.phase == Phase::Open && c.awaiting == 0 && c.backlog() == 0 && c.sub.is_none()
+            })
             .min_by_key(|(_, c)| c.last_active_ms)
             .map(|(slot, _)| slot);
         let Some(slot) = victim else {
@@ -300,9 +311,19 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let at = match conn.partial_since_ms {
-            Some(since) => since + frame_ms,
-            None => conn.last_active_ms + idle_ms,
+        let at = match (&conn.sub, conn.partial_since_ms) {
+            // A subscriber has no idle deadline; one that lagged has a last one.
+            (Some(sub), _) => match sub.lagged_at {
+                Some(lagged) => lagged + super::subscribers::LAGGED_FLUSH_MS,
+                None => {
+                    if let Some(old) = conn.timer_at.take() {
+                        self.deadlines.remove(old, Due::Conn(slot, conn.serial));
+                    }
+                    return;
+                }
+            },
+            (None, Some(since)) => since + frame_ms,
+            (None, None) => conn.last_active_ms + idle_ms,
         };
         if conn.timer_at == Some(at) {
             return;
@@ -326,7 +347,11 @@ impl Reactor {
             return;
         };
         conn.timer_at = None;
-        if conn.phase != Phase::Open {
+        if conn.sub.as_ref().is_some_and(|s| s.lagged_at.is_some()) {
+            // It did not take its `lagged` line in time.
+            return self.begin_close(slot);
+        }
+        if conn.phase != Phase::Open || conn.sub.is_some() {
             return;
         }
         let t = now.monotonic_ms;

@@ -2,6 +2,7 @@
 
 use std::os::fd::RawFd;
 
+use crate::ipc::access::Access;
 use crate::ipc::FrameDecoder;
 use crate::supervisor::ConnId;
 
@@ -66,11 +67,19 @@ pub struct Conn {
     pub timer_at: Option<u64>,
     /// Closed to make room for a new client.
     pub evicted: bool,
+    /// What the peer may do, from its `SO_PEERCRED` at accept.
+    pub access: Access,
+    /// A refused (403) request was logged: one line per connection, however many follow.
+    pub denial_logged: bool,
+    /// A `subscribe` line was read: nothing more is read as a request.
+    pub subscribing: bool,
+    /// Once the `subscribe` answer is written: the stream's categories and queue.
+    pub sub: Option<Box<super::subscribers::Subscriber>>,
 }
 
 impl Conn {
     /// A fresh, open connection.
-    pub fn new(fd: RawFd, serial: u32, now_ms: u64) -> Conn {
+    pub fn new(fd: RawFd, serial: u32, now_ms: u64, access: Access) -> Conn {
         Conn {
             fd,
             serial,
@@ -87,6 +96,10 @@ impl Conn {
             partial_since_ms: None,
             timer_at: None,
             evicted: false,
+            access,
+            denial_logged: false,
+            subscribing: false,
+            sub: None,
         }
     }
 
@@ -112,7 +125,8 @@ impl Conn {
 
     /// Bytes of reply not yet taken by the kernel.
     pub fn backlog(&self) -> usize {
-        self.out.len() + self.inflight.len() - self.inflight_sent
+        let queued = self.sub.as_ref().map_or(0, |s| s.queued_bytes());
+        self.out.len() + self.inflight.len() - self.inflight_sent + queued
     }
 
     /// Everything written and nothing more owed.

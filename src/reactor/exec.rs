@@ -52,7 +52,16 @@ impl Reactor {
                 let mut reply = reply;
                 let message = self.annotate(&mut reply);
                 self.annotate_front(&mut reply);
-                self.write_reply(conn, &id, &reply, message.as_deref(), close_after)
+                self.write_reply(conn, &id, &reply, message.as_deref(), close_after);
+                if let crate::supervisor::Reply::Subscribed(subscribed) = &reply {
+                    self.start_subscriber(now, conn, &subscribed.categories);
+                }
+            }
+            Effect::Publish(event) => self.publish(now, event),
+            Effect::SampleRelay => {
+                let counters = self.front.counters.clone();
+                self.inputs
+                    .push_back(crate::supervisor::Input::RelaySampled { counters });
             }
             Effect::Inspect { inspect, selection } => self.inspect(now, inspect, selection),
             Effect::StartCore {

@@ -388,8 +388,10 @@ impl Reactor {
 
     /// The front's part of `runtime_status`: its addresses and counters (front mode only).
     pub(super) fn annotate_front(&self, reply: &mut Reply) {
-        let Reply::RuntimeStatus(status) = reply else {
-            return;
+        let status = match reply {
+            Reply::RuntimeStatus(status) => &mut **status,
+            Reply::Subscribed(subscribed) => &mut subscribed.runtime_status,
+            _ => return,
         };
         if self.front.listeners.is_empty() {
             return;

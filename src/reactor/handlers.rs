@@ -2,6 +2,7 @@
 
 use std::os::fd::AsRawFd;
 
+use crate::ipc::access::{Access, Policy};
 use crate::ipc::protocol::Code;
 use crate::ipc::protocol::Request;
 use crate::ipc::{decode_request, FrameError, RawId};
@@ -144,7 +145,8 @@ impl Reactor {
     /// Frames and answers the bytes of one receive buffer.
     fn feed(&mut self, now: Now, slot: usize, source: Source) {
         let conn = &mut self.conns[slot];
-        if conn.phase != Phase::Open {
+        // A subscriber's further bytes are discarded unread (docs/PROTOCOL.md).
+        if conn.phase != Phase::Open || conn.subscribing {
             return;
         }
         let conn_id = conn.conn_id(slot);
@@ -157,13 +159,30 @@ impl Reactor {
         loop {
             let input = match conn.decoder.next_frame(data, &mut pos) {
                 Ok(None) => break,
-                Ok(Some(line)) => line_input(conn_id, line),
+                Ok(Some(line)) => line_input(
+                    conn_id,
+                    line,
+                    &self.admission.access,
+                    conn.access,
+                    &mut conn.denial_logged,
+                ),
                 Err(e @ FrameError::TooLarge) => {
                     conn.phase = Phase::Draining;
                     too_large_input(conn_id, e)
                 }
             };
             conn.awaiting += 1;
+            if let Input::Request {
+                request: Ok(Request::Subscribe { .. }),
+                ..
+            } = input
+            {
+                // The rest of the stream is the daemon's to write; no line after this one is
+                // read as a request.
+                conn.subscribing = true;
+                self.inputs.push_back(input);
+                break;
+            }
             if let Input::Request {
                 conn: from,
                 id,
@@ -244,7 +263,11 @@ impl Reactor {
 
     /// The kernel took `n` bytes of the connection's in-flight replies.
     fn took(&mut self, slot: usize, n: usize) {
-        self.conns[slot].inflight_sent += n;
+        let conn = &mut self.conns[slot];
+        conn.inflight_sent += n;
+        if let Some(sub) = conn.sub.as_mut() {
+            sub.refill(&mut conn.out);
+        }
         self.maybe_resume(slot);
     }
 
@@ -390,11 +413,18 @@ impl Reactor {
     /// (protocol: a request ended by EOF is answered), then the connection drains.
     pub(super) fn end_of_input(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
-        if conn.phase == Phase::Open {
+        if conn.phase == Phase::Open && !conn.subscribing {
             let conn_id = conn.conn_id(slot);
+            let policy = &self.admission.access;
             let input = match conn.decoder.finish() {
                 Ok(None) => None,
-                Ok(Some(line)) => Some(line_input(conn_id, line)),
+                Ok(Some(line)) => Some(line_input(
+                    conn_id,
+                    line,
+                    policy,
+                    conn.access,
+                    &mut conn.denial_logged,
+                )),
                 Err(e @ FrameError::TooLarge) => Some(too_large_input(conn_id, e)),
             };
             conn.partial_since_ms = None;
@@ -504,10 +534,29 @@ impl Reactor {
 }
 
 /// The supervisor's input for one request line: the request, or why it is refused (the
-/// connection stays open).
-fn line_input(conn: ConnId, line: &[u8]) -> Input {
+/// connection stays open). A read-only peer's request that changes something is refused with
+/// 403 here, before the supervisor (and before `daemon_reload` reads the file); the rule is
+/// [`Policy::check`], and the first refusal on a connection is logged.
+fn line_input(
+    conn: ConnId,
+    line: &[u8],
+    policy: &Policy,
+    access: Access,
+    denial_logged: &mut bool,
+) -> Input {
     let (id, request) = match decode_request(line) {
-        Ok((id, request)) => (id, Ok(request)),
+        Ok((id, request)) => match policy.check(access, &request) {
+            Ok(()) => (id, Ok(request)),
+            Err(message) => {
+                log_denial(access, denial_logged, &request);
+                let rejection = Rejection {
+                    code: Code::Forbidden,
+                    message,
+                    close: false,
+                };
+                (id, Err(rejection))
+            }
+        },
         Err(e) => (
             e.id,
             Err(Rejection {
@@ -518,6 +567,21 @@ fn line_input(conn: ConnId, line: &[u8]) -> Input {
         ),
     };
     Input::Request { conn, id, request }
+}
+
+/// One line per connection, at its first refusal: a client looping on a write request does not
+/// fill the log.
+fn log_denial(access: Access, logged: &mut bool, request: &Request) {
+    if std::mem::replace(logged, true) {
+        return;
+    }
+    if let Access::ReadOnly { uid } = access {
+        let uid = uid.map_or("unknown".to_string(), |uid| uid.to_string());
+        eprintln!(
+            "xrat: refused `{}` from read-only uid {uid} (403); later refusals on this connection are not logged",
+            request.name()
+        );
+    }
 }
 
 /// A line over the limit: 413, then the connection closes.

@@ -120,6 +120,13 @@ impl Reactor {
     /// Puts what could not be recorded into the replies that report it.
     pub(super) fn annotate(&self, reply: &mut Reply) -> Option<String> {
         let error = self.journal.error.as_ref()?;
+        if let Reply::Subscribed(subscribed) = reply {
+            subscribed.runtime_status.store_error = Some(format!(
+                "{} state change(s) not recorded yet: {error}; retrying every {STORE_RETRY_MS} ms",
+                self.journal.pending.len()
+            ));
+            return None;
+        }
         match reply {
             Reply::RuntimeStatus(status) => {
                 status.store_error = Some(format!(

@@ -35,6 +35,8 @@ mod reply;
 mod retry;
 pub mod ring;
 mod setup;
+mod sockgroup;
+mod subscribers;
 mod token;
 
 use std::collections::VecDeque;
@@ -158,6 +160,9 @@ pub enum ReactorError {
     /// The root or socket path is unusable.
     #[error(transparent)]
     Paths(#[from] PathsError),
+    /// `daemon.socket_group` cannot be applied to the socket.
+    #[error(transparent)]
+    SocketGroup(#[from] sockgroup::SocketGroupError),
 }
 
 /// Everything the loop owns. Field order matters: the ring is dropped before the memory its
@@ -247,7 +252,10 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         .map_err(|source| ReactorError::BufRing { source })?;
     let signal_fd = setup::signalfd()?;
     let timer_fd = setup::timerfd()?;
-    let (listener, socket_inherited) = setup::daemon_listener(&socket_path, &mut inherited)?;
+    let group = sockgroup::resolve(&settings.daemon.socket_group)?;
+    let runtime_dir = paths.runtime_dir();
+    let (listener, socket_inherited) =
+        setup::daemon_listener(&socket_path, &runtime_dir, &mut inherited, group.as_ref())?;
     // Front mode: the user's ports are bound (or taken from systemd) before any client is
     // answered.
     let front = front::bind(settings, &mut inherited)?;
@@ -291,6 +299,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         admission: admission::Admission::new(
             settings.daemon.frame_timeout_ms,
             settings.daemon.idle_timeout_secs * 1000,
+            crate::ipc::access::Policy::of_this_process(&settings.daemon.socket_group),
         ),
         encoder: ReplyEncoder::new(backend_name),
         scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
@@ -389,6 +398,7 @@ fn supervisor_config(settings: &Settings) -> SupervisorConfig {
         probe_url: settings.health.probe_url.clone(),
         strikes: settings.runtime.rotation.strikes,
         quarantine_secs: settings.runtime.rotation.quarantine_secs,
+        subscriber_queue_max: settings.daemon.subscriber_queue_max,
     }
 }
 
@@ -404,12 +414,13 @@ fn refresh_config(settings: &Settings) -> crate::supervisor::RefreshConfig {
 
 /// The current time for the supervisor.
 fn now() -> Now {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Now {
         monotonic_ms: setup::monotonic_ms(),
-        unix_secs: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        unix_secs: wall.as_secs(),
+        unix_ms: wall.as_millis() as u64,
     }
 }
 

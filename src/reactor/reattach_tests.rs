@@ -93,6 +93,7 @@ fn ended(spawned: &Spawned) -> String {
 const NOW: Now = Now {
     monotonic_ms: 0,
     unix_secs: 50,
+    unix_ms: 50_000,
 };
 
 #[test]

@@ -14,8 +14,9 @@ use super::Reactor;
 
 /// Keys read once at start; a change is named in the log as needing a restart.
 /// (The other `[subscriptions]` keys are read by each `xrat sub update` run, so they apply live.)
-const RESTART_KEYS: [&str; 9] = [
+const RESTART_KEYS: [&str; 10] = [
     "daemon.max_connections",
+    "daemon.socket_group",
     "daemon.backend",
     "runtime.rotation.enabled",
     "runtime.mode",
@@ -106,6 +107,8 @@ impl Reactor {
         // mode, and what the front bound and sized.
         settings.daemon.max_connections = old.daemon.max_connections;
         settings.daemon.backend = old.daemon.backend;
+        // The socket's group and modes, and the access rule, were set at start.
+        settings.daemon.socket_group = old.daemon.socket_group.clone();
         settings.runtime.rotation.enabled = old.runtime.rotation.enabled;
         settings.runtime.mode = old.runtime.mode;
         settings.daemon.relay_connections_max = old.daemon.relay_connections_max;

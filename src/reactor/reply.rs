@@ -42,6 +42,7 @@ impl ReplyEncoder {
             Reply::Rotation(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Reloaded(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::ConfigTested(payload) => write_response(out, id, Code::Ok, "success", payload),
+            Reply::Subscribed(payload) => write_response(out, id, Code::Ok, "success", payload),
             Reply::Error { code, message } => write_error(out, id, *code, message),
         }
     }

@@ -9,6 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use super::listenfds::Inherited;
+use super::sockgroup::SocketGroup;
 use super::ReactorError;
 
 /// Pending connections the kernel queues before accept; bursts of 1,000 clients fit.
@@ -53,43 +54,31 @@ pub const SOCKET_MODE: u32 = 0o600;
 
 /// The daemon socket: the listener systemd passed for `path` (`xrat-daemon.socket`), else one
 /// bound here. The flag says which: systemd owns an inherited socket's file, so the daemon must
-/// not remove it at exit.
+/// not remove it at exit. Either way the socket and `runtime_dir` get the modes of `group`
+/// (`daemon.socket_group`; see sockgroup.rs).
 pub fn daemon_listener(
     path: &Path,
+    runtime_dir: &Path,
     inherited: &mut Inherited,
+    group: Option<&SocketGroup>,
 ) -> Result<(OwnedFd, bool), ReactorError> {
-    let Some(fd) = inherited.take_unix(path) else {
-        return listen(path).map(|fd| (fd, false));
+    let (fd, passed) = match inherited.take_unix(path) {
+        None => (listen(path)?, false),
+        Some(fd) => {
+            eprintln!(
+                "xrat: serving {} through the socket systemd passed",
+                path.display()
+            );
+            // The unit xrat installs says `SocketMode=0600`; a hand-written one may not, and
+            // systemd's default is 0666, which would let every local user steer the session.
+            if let Some(line) = super::sockgroup::inherited_mismatch(path, group) {
+                eprintln!("xrat: {line}");
+            }
+            (fd, true)
+        }
     };
-    eprintln!(
-        "xrat: serving {} through the socket systemd passed",
-        path.display()
-    );
-    secure_inherited(path)?;
-    Ok((fd, true))
-}
-
-/// Holds an inherited socket to the rule the daemon's own binds follow (mode 0600). The unit
-/// xrat installs says `SocketMode=0600`; a hand-written one may not, and systemd's default is
-/// 0666, which would let every local user steer the session.
-fn secure_inherited(path: &Path) -> Result<(), ReactorError> {
-    let failed = |source| ReactorError::Bind {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mode = std::fs::metadata(path)
-        .map_err(failed)?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode != SOCKET_MODE {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-            .map_err(failed)?;
-        eprintln!(
-            "xrat: the socket systemd passed had mode {mode:04o}; made it {SOCKET_MODE:04o} (set SocketMode=0600 in its .socket unit)"
-        );
-    }
-    Ok(())
+    super::sockgroup::apply(path, runtime_dir, group)?;
+    Ok((fd, passed))
 }
 
 /// Binds the socket with mode 0600, replacing a stale one (the lock proves nobody serves it).

@@ -38,6 +38,8 @@ pub struct Now {
     pub monotonic_ms: u64,
     /// Wall clock, Unix seconds (for timestamps shown to people).
     pub unix_secs: u64,
+    /// The same wall clock in Unix milliseconds (event timestamps).
+    pub unix_ms: u64,
 }
 
 /// A request that could not be carried out, with its answer.
@@ -359,6 +361,11 @@ pub enum Input {
         /// Which.
         core: CoreId,
     },
+    /// The answer to [`Effect::SampleRelay`]: the front relay's counters now.
+    RelaySampled {
+        /// The counters.
+        counters: crate::ipc::protocol::RelayView,
+    },
     /// config.toml was read again (SIGHUP, or `daemon_reload` from `from`, answered in order).
     Reload {
         /// The request, when a client asked.
@@ -467,6 +474,11 @@ pub enum Effect {
         /// One per tested config.
         results: Vec<TestRecord>,
     },
+    /// Write this event to every subscriber whose categories include it (`lagged` handling and
+    /// the per-subscriber bound are the executor's).
+    Publish(crate::ipc::events::Event),
+    /// Report the front relay's counters with [`Input::RelaySampled`] (front mode).
+    SampleRelay,
     /// One line for the daemon log.
     Log(String),
     /// Stop accepting, flush every reply, remove the socket and exit.
@@ -501,6 +513,8 @@ pub enum Reply {
     Reloaded(crate::ipc::protocol::ReloadPayload),
     /// `config_test`.
     ConfigTested(Box<crate::ipc::protocol::ConfigTestPayload>),
+    /// `subscribe`: the connection streams events from now on.
+    Subscribed(Box<crate::ipc::events::SubscribePayload>),
     /// Any failure.
     Error {
         /// The code.
@@ -567,4 +581,6 @@ pub struct SupervisorConfig {
     pub strikes: u32,
     /// `runtime.rotation.quarantine_secs` (0: no quarantine).
     pub quarantine_secs: u64,
+    /// `daemon.subscriber_queue_max`, reported in the `subscribe` answer.
+    pub subscriber_queue_max: u32,
 }

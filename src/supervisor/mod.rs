@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::ipc::protocol::{Code, HealthView, Request, ShutdownPayload, Trigger};
 use crate::ipc::RawId;
 
+mod events;
 mod io;
 mod ops;
 mod pool;
@@ -42,6 +43,8 @@ mod sim;
 #[cfg(test)]
 mod sim_check;
 #[cfg(test)]
+mod sim_events;
+#[cfg(test)]
 mod sim_exec;
 #[cfg(test)]
 mod sim_front;
@@ -56,6 +59,7 @@ mod sim_world;
 #[cfg(test)]
 mod tests;
 
+pub use events::RELAY_SAMPLE_MS;
 pub use io::*;
 pub use refresh::RefreshConfig;
 
@@ -128,6 +132,8 @@ pub struct Supervisor {
     route: Vec<RouteTarget>,
     /// Timed subscription refreshes, once enabled.
     refresh: Option<refresh::Refresh>,
+    /// Event numbering and what the events are read off (see `events.rs`).
+    events: events::Events,
 }
 
 impl Supervisor {
@@ -154,6 +160,7 @@ impl Supervisor {
             draining: BTreeMap::new(),
             route: Vec::new(),
             refresh: None,
+            events: events::Events::new(now),
         };
         if let Some(info) = adopted {
             let core = CoreId(sup.fresh());
@@ -185,6 +192,7 @@ impl Supervisor {
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Now, input: Input) {
+        self.events.now = now;
         match input {
             Input::Request { conn, id, request } => self.on_request(now, conn, id, request),
             Input::ConnectionClosed { conn } => self.on_closed(conn),
@@ -198,11 +206,13 @@ impl Supervisor {
             } => self.on_relay_failed(now, core, config_id, failure),
             Input::CoreDrained { core } => self.on_core_drained(core),
             Input::RefreshDone { refresh, result } => self.on_refresh_done(now, refresh, result),
+            Input::RelaySampled { counters } => self.on_relay_sampled(counters),
             other => self.on_completion(now, other),
         }
         self.advance_shutdown(now);
         self.failover_pending(now);
         self.sync_route();
+        self.publish_changes();
         self.check_invariants();
     }
 
@@ -223,6 +233,7 @@ impl Supervisor {
             self.op.as_ref().and_then(|op| op.deadline()),
             self.pool_deadline(),
             self.refresh_deadline(),
+            self.relay_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -275,7 +286,14 @@ impl Supervisor {
     }
 
     fn emit(&mut self, effect: Effect) {
+        let ended = match &effect {
+            Effect::EndSession { session_id, reason } => Some((*session_id, reason.clone())),
+            _ => None,
+        };
         self.effects.push_back(effect);
+        if let Some((session_id, reason)) = ended {
+            self.note_session_ended(session_id, &reason);
+        }
     }
 
     fn log(&mut self, line: String) {
@@ -360,6 +378,13 @@ impl Supervisor {
                 ),
                 false,
             ),
+            Ok(crate::ipc::protocol::Request::Subscribe { events }) => {
+                // The reactor reads nothing more on a connection that sent subscribe: a refusal
+                // closes it, and the client subscribes again on a fresh one.
+                let reply = self.subscribe(now, conn, &events);
+                let refused = !matches!(reply, Reply::Subscribed(_));
+                (reply, refused)
+            }
             Ok(request) if request.is_runtime_operation() => {
                 match self.start_runtime_request(now, conn, id, request) {
                     Some(reply) => (reply, false),
@@ -400,6 +425,7 @@ impl Supervisor {
             | Request::ConfigTest { .. } => {
                 unreachable!("runtime operations are started, not answered")
             }
+            Request::Subscribe { .. } => unreachable!("subscribe is answered with its connection"),
         }
     }
 
@@ -421,6 +447,7 @@ impl Supervisor {
         self.pool_timers(now);
         self.rotation_timers(now);
         self.refresh_timer(now);
+        self.relay_timer(now);
     }
 
     /// A completion from the executor: the operation in flight hears it first; what it does not
@@ -498,9 +525,17 @@ impl Supervisor {
         if results.is_empty() {
             return;
         }
+        let now = self.events.now;
         for r in &results {
+            let was = self.quarantined(now, r.config_id);
             let history = self.histories.entry(r.config_id).or_default();
             quarantine::record(history, r.at, r.ok);
+            let change = match (was, self.quarantined(now, r.config_id)) {
+                (false, true) => "quarantined",
+                (true, false) => "released",
+                _ => "tested",
+            };
+            self.publish_config(Some(r.config_id), change);
         }
         self.emit(Effect::RecordTests { source, results });
     }

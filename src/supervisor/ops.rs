@@ -117,6 +117,13 @@ impl Supervisor {
             held: VecDeque::new(),
             job,
         };
+        match &operation.job {
+            Job::Replace(r) => self.rotation_began(now, r.trigger, Some(r.old_config)),
+            Job::PoolSwitch(s) if !s.connect => {
+                self.rotation_began(now, s.trigger, Some(s.old_config))
+            }
+            _ => {}
+        }
         let flow = match &mut operation.job {
             Job::Connect(c) => self.begin_connect(c),
             Job::Disconnect(d) => self.begin_disconnect(d),
@@ -154,6 +161,7 @@ impl Supervisor {
     /// Sends the answer, then every reply held behind it.
     fn finish_op(&mut self, now: Now, operation: Operation, reply: Reply) {
         let was_replace = matches!(operation.job, Job::Replace(_) | Job::PoolSwitch(_));
+        self.rotation_ended(now, &reply);
         if let (Some(conn), true) = (operation.conn, operation.conn_open) {
             self.push_reply(conn, operation.id, reply, false);
             for (id, reply, close_after) in operation.held {
@@ -164,6 +172,7 @@ impl Supervisor {
     }
 
     pub(super) fn on_closed(&mut self, conn: ConnId) {
+        self.unsubscribe(conn);
         if let Some(op) = self.op.as_mut().filter(|op| op.conn == Some(conn)) {
             op.conn_open = false;
             op.held.clear();

@@ -339,6 +339,7 @@ impl Supervisor {
                 s.health.last_error = Some(why.clone());
             }
         }
+        self.publish_health();
     }
 
     /// A failed opening on a member (front mode).

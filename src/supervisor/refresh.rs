@@ -115,6 +115,10 @@ impl Supervisor {
         r.running = None;
         r.next_ms = Some(now.monotonic_ms + r.config.check_interval_ms);
         let rotate = std::mem::take(&mut r.rotate_after);
+        if result.is_ok() {
+            // `xrat sub update` may have added, changed or removed any number of configs.
+            self.publish_config(None, "refreshed");
+        }
         if let Err(why) = result {
             self.emit(Effect::Log(format!(
                 "subscription refresh (`xrat sub update --due`) failed: {why}; `xrat sub list` shows each subscription's last error"
@@ -137,6 +141,7 @@ mod tests {
         Now {
             monotonic_ms: ms,
             unix_secs: 1_700_000_000 + ms / 1000,
+            unix_ms: 1_700_000_000_000 + ms,
         }
     }
 

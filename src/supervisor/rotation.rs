@@ -111,7 +111,9 @@ impl Supervisor {
                 session.health.last_error = Some(why);
             }
         }
-        if session.health.consecutive_failures >= self.config.failure_threshold {
+        let failing = session.health.consecutive_failures >= self.config.failure_threshold;
+        self.publish_health();
+        if failing {
             self.health_trigger(now, false);
         }
     }
@@ -253,6 +255,7 @@ impl Supervisor {
                         *next = now.monotonic_ms + self.config.rotation_interval_secs * 1000;
                     }
                 }
+                self.publish_config(None, "reloaded");
                 self.log(format!(
                     "settings reloaded; applied: [{}]; need a restart: [{}]",
                     reloaded.applied.join(", "),

@@ -379,7 +379,20 @@ fn failing_tick(s: &mut Supervisor, ms: u64) -> Vec<Effect> {
     let probes = probes_in(&feed(s, ms, Input::Timer));
     assert_eq!(probes.len(), 1, "one health probe");
     assert_eq!(probes[0].1, addr(1080));
-    feed(s, ms + 10, done(probes[0].0, Err("timeout")))
+    let (events, rest): (Vec<Effect>, Vec<Effect>) =
+        feed(s, ms + 10, done(probes[0].0, Err("timeout")))
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Publish(_)));
+    // The failed probe is published, and is the only event: the rest is what the tests look at.
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            Effect::Publish(event) => event.body.name(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(names.starts_with(&["health_checked"]), "{names:?}");
+    rest.into_iter().chain(events.into_iter().skip(1)).collect()
 }
 
 #[test]

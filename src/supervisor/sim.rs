@@ -69,6 +69,7 @@ impl World {
             self.check_front();
         }
         self.check_session();
+        self.check_events_step();
         self.check_timer();
         self.check_dead_core();
         if self.shutting_down && !self.shutdown_seen {
@@ -206,6 +207,7 @@ pub(super) fn run(seed: u64, steps: u64) -> (u64, u64, Stats) {
         stats.crashes += s.crashes;
         stats.refreshes += s.refreshes;
         stats.shutdowns_quiet += s.shutdowns_quiet;
+        stats.events += world.ev.published;
         let f = &world.exec.front.counts;
         let m = &world.fm.counts;
         let front = [

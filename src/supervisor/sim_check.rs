@@ -295,6 +295,8 @@ impl World {
                 timeout_ms,
             } => self.on_refresh(refresh, timeout_ms),
             Effect::RecordTests { results, .. } => self.on_record_tests(&results),
+            Effect::Publish(event) => self.observe_event(event),
+            Effect::SampleRelay => self.ev.relay_asked = true,
             Effect::Log(_) => {}
             Effect::Shutdown => self.on_shutdown(),
         }
@@ -331,9 +333,11 @@ impl World {
             code != Some(Code::Busy) || front.expect == Expect::Error(Code::Busy),
             || format!("423 to a request sent while idle: {reply:?}"),
         );
-        self.check(close_after == (code == Some(Code::FrameTooLarge)), || {
-            "close_after".into()
-        });
+        let refused_subscribe = front.expect == Expect::Subscribe && code == Some(Code::Conflict);
+        self.check(
+            close_after == (code == Some(Code::FrameTooLarge) || refused_subscribe),
+            || "close_after".into(),
+        );
         let ok = match (&front.expect, &reply) {
             (Expect::Error(want), _) => code == Some(*want),
             (Expect::Ping, Reply::Ping { pid, .. }) => *pid == self.cfg.pid,
@@ -341,6 +345,11 @@ impl World {
                 true
             }
             (Expect::Rotation(on), Reply::Rotation(p)) => p.rotation_enabled == *on,
+            (Expect::Subscribe, Reply::Subscribed(p)) => {
+                p.seq == self.ev.last_seq && p.queue_max == self.cfg.subscriber_queue_max
+            }
+            // Held behind the connection's operation, so it leaves when that ends.
+            (Expect::Subscribe, Reply::Error { code, .. }) => *code == Code::Conflict,
             (
                 Expect::ProxyStatus {
                     enabled,
@@ -569,6 +578,7 @@ impl World {
     }
 
     fn on_shutdown(&mut self) {
+        self.check_events_at_shutdown();
         self.check(!self.shutdown_seen, || "Shutdown twice".into());
         self.check(self.shutting_down, || "Shutdown nobody asked for".into());
         self.check(self.sup.session().is_none() && self.op.is_none(), || {

@@ -56,6 +56,8 @@ pub(super) enum Expect {
     },
     /// A runtime operation, or its immediate answer.
     Runtime,
+    /// `subscribe`: the snapshot, or 409 (and close) behind an operation of the same connection.
+    Subscribe,
 }
 
 #[derive(Debug)]
@@ -142,6 +144,8 @@ pub(super) struct Stats {
     pub busy: u64,
     pub crashes: u64,
     pub shutdowns_quiet: u64,
+    /// Events published (issue 13).
+    pub events: u64,
     /// Front mode: worlds, relayed openings, relay failures, remotes killed, passive failovers,
     /// pool cores retired, stopped once drained, stopped at their drain deadline.
     pub front: [u64; 8],
@@ -187,6 +191,8 @@ pub(super) struct World {
     trace: bool,
     /// Timed subscription refreshes.
     pub refresh: super::sim_refresh::RefreshModel,
+    /// The events published.
+    pub ev: super::sim_events::EventModel,
 }
 
 fn random_config(rng: &mut Rng) -> SupervisorConfig {
@@ -210,6 +216,7 @@ fn random_config(rng: &mut Rng) -> SupervisorConfig {
         probe_url: "http://probe.invalid/".into(),
         strikes: 1 + rng.below(3) as u32,
         quarantine_secs: [0, 30, 600, 3_600][rng.below(4) as usize],
+        subscriber_queue_max: 1024,
     }
 }
 
@@ -238,9 +245,11 @@ impl World {
         let now = Now {
             monotonic_ms: rng.below(1_000_000),
             unix_secs: 0,
+            unix_ms: 0,
         };
         let now = Now {
             unix_secs: UNIX_BASE + now.monotonic_ms / 1000,
+            unix_ms: UNIX_BASE * 1000 + now.monotonic_ms,
             ..now
         };
         exec.front =
@@ -288,6 +297,7 @@ impl World {
             stalled_steps: 0,
             trace: std::env::var_os("XRAT_SIM_TRACE").is_some(),
             refresh,
+            ev: Default::default(),
         }
     }
 
@@ -344,6 +354,7 @@ impl World {
         self.now = Now {
             monotonic_ms: t,
             unix_secs: UNIX_BASE + t / 1000,
+            unix_ms: UNIX_BASE * 1000 + t,
         };
         let input = if t_sup.is_some_and(|d| d <= t) {
             Input::Timer
@@ -377,6 +388,7 @@ impl World {
         self.after();
         self.check_refresh();
         self.last_request = None;
+        self.answer_relay_sample();
     }
 
     /// Model updates that depend on the state before the input.
@@ -519,6 +531,7 @@ impl World {
                 timeout_ms: None,
                 concurrency: (rng.below(2) == 0).then(|| 1 + rng.below(3) as u32),
             },
+            70..=72 => super::sim_events::random_subscribe(rng),
             _ => Request::DaemonPing,
         })
     }
@@ -534,7 +547,9 @@ impl World {
         let model = self.conns.get_mut(&conn).expect("picked");
         let n = model.next_n;
         model.next_n = (n + 1) % IDS;
-        model.closing = matches!(&request, Err(r) if r.close);
+        // Nothing is read after subscribe: the connection is the daemon's to write.
+        model.closing = matches!(&request, Err(r) if r.close)
+            || matches!(&request, Ok(Request::Subscribe { .. }));
         model.awaiting.push_back(Awaiting {
             n,
             expect,
@@ -565,6 +580,7 @@ impl World {
         }
         match request {
             Request::DaemonPing => Expect::Ping,
+            Request::Subscribe { .. } => Expect::Subscribe,
             Request::RuntimeStatus => Expect::Status,
             Request::DaemonShutdown => {
                 self.shutdown_started();

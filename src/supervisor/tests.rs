@@ -27,6 +27,7 @@ pub(super) fn config() -> SupervisorConfig {
         retry_interval_ms: 500,
         passive_failures: 2,
         passive_window_ms: 2_000,
+        subscriber_queue_max: 1024,
     }
 }
 
@@ -34,6 +35,7 @@ pub(super) fn at(ms: u64) -> Now {
     Now {
         monotonic_ms: ms,
         unix_secs: 1_700_000_000 + ms / 1000,
+        unix_ms: 1_700_000_000_000 + ms,
     }
 }
 

@@ -60,6 +60,14 @@ pub struct Front {
 
 /// Starts a front-mode daemon with rotation (and so failover) enabled.
 pub fn front(opts: Opts) -> Front {
+    let mut f = front_unstarted(opts);
+    f.daemon_pid = f.root.start();
+    f
+}
+
+/// [`front`] with everything but the daemon: settings written, remotes up, configs imported;
+/// `daemon_pid` is 0 until the caller starts one (socket-activated, say).
+pub fn front_unstarted(opts: Opts) -> Front {
     let root = Root::new();
     let http = HttpTarget::start();
     let socks_port = free_port();
@@ -87,14 +95,13 @@ pub fn front(opts: Opts) -> Front {
             view["imported"][0]["id"].as_i64().unwrap()
         })
         .collect();
-    let daemon_pid = root.start();
     Front {
         root,
         http,
         servers,
         ids,
         socks_port,
-        daemon_pid,
+        daemon_pid: 0,
     }
 }
 

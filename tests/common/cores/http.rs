@@ -185,6 +185,25 @@ pub fn socks5_get(socks_port: u16, target_port: u16, path: &str) -> Result<Strin
 /// [`socks5_get`], also telling when the first response byte came. Every step has a 5 s
 /// timeout, and the whole request a 5 s deadline.
 pub fn socks5_fetch(socks_port: u16, target_port: u16, path: &str) -> Result<Fetched, String> {
+    socks5_fetch_at(socks_port, [127, 0, 0, 1], target_port, path)
+}
+
+/// [`socks5_get`] of `path` from `ip`:`target_port` (an address inside a tunnel, say).
+pub fn socks5_get_at(
+    socks_port: u16,
+    ip: [u8; 4],
+    target_port: u16,
+    path: &str,
+) -> Result<String, String> {
+    socks5_fetch_at(socks_port, ip, target_port, path).map(|fetched| fetched.body)
+}
+
+fn socks5_fetch_at(
+    socks_port: u16,
+    ip: [u8; 4],
+    target_port: u16,
+    path: &str,
+) -> Result<Fetched, String> {
     let deadline = Instant::now() + IO_TIMEOUT;
     let proxy = SocketAddr::from(([127, 0, 0, 1], socks_port));
     let mut stream = TcpStream::connect_timeout(&proxy, IO_TIMEOUT)
@@ -205,10 +224,11 @@ pub fn socks5_fetch(socks_port: u16, target_port: u16, path: &str) -> Result<Fet
         return Err(format!("SOCKS server chose {choice:?}, expected [5, 0]"));
     }
 
-    // CONNECT 127.0.0.1:target_port.
+    // CONNECT ip:target_port.
     let [hi, lo] = target_port.to_be_bytes();
+    let [a, b, c, d] = ip;
     stream
-        .write_all(&[5, 1, 0, 1, 127, 0, 0, 1, hi, lo])
+        .write_all(&[5, 1, 0, 1, a, b, c, d, hi, lo])
         .map_err(|e| io("send SOCKS CONNECT", e))?;
     let mut head = [0u8; 4];
     read_exact_by(&mut stream, &mut head, deadline).map_err(|e| io("read SOCKS reply", e))?;

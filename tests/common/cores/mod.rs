@@ -15,6 +15,7 @@ const CHECK_LIMIT: Duration = Duration::from_secs(10);
 const MAX_REQUEST: usize = 16 * 1024;
 
 mod bins;
+mod handshake;
 mod http;
 mod mihomo;
 mod newer;
@@ -23,6 +24,8 @@ mod remote;
 // Each test crate uses a different subset of these.
 #[allow(unused_imports)]
 pub use bins::*;
+#[allow(unused_imports)]
+pub use handshake::*;
 #[allow(unused_imports)]
 pub use http::*;
 #[allow(unused_imports)]
