@@ -137,6 +137,22 @@ fn delay_tests_run_through_the_batch_test_and_show_in_history() {
     assert!(history[0]["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(proxy.body["alive"], true);
 
+    // Side by side, as dashboards test nodes: the API queues them for the daemon (which would
+    // answer the second 423 while the first runs).
+    let (port, auth) = (api.port, api.auth());
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let tests: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let path = format!("/proxies/{}/delay?url={probe}&timeout=5000", segment(name));
+                let auth = auth.clone();
+                scope.spawn(move || get_on(port, &path, &auth).status)
+            })
+            .collect();
+        tests.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, [200, 200]);
+
     let group = api.get(&format!("/group/GLOBAL/delay?url={probe}&timeout=5000"));
     assert_eq!(group.status, 200, "{group:?}");
     for name in &names {
@@ -252,6 +268,18 @@ fn cors_follows_the_allow_list_and_the_own_origin() {
     let (code, stderr) = run_to_exit(&root, &["api", "serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("`api.cors_origins`"), "{stderr}");
+}
+
+/// `GET path` on a fresh connection to the API on `port` (for use from other threads).
+fn get_on(port: u16, path: &str, auth: &str) -> Reply {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(common::api::HTTP_TIMEOUT))
+        .unwrap();
+    let request = common::api::raw_request("GET", path, &[("Authorization", auth)], "");
+    (&stream).write_all(&request).unwrap();
+    common::api::read_reply(&mut std::io::BufReader::new(stream))
 }
 
 /// Sends a request and returns the raw head of the answer (no body is read).

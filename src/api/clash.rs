@@ -200,7 +200,8 @@ fn probe_params(query: &DelayQuery) -> Option<(Option<String>, u64)> {
     ))
 }
 
-/// Runs the daemon's batch test on `ids`; each result by config id.
+/// Runs the daemon's batch test on `ids`, one test at a time from this API (see
+/// `App::delay_tests`); each result by config id.
 async fn batch_test(
     app: &App,
     ids: Vec<i64>,
@@ -211,6 +212,14 @@ async fn batch_test(
         url,
         timeout_ms: Some(timeout_ms),
         concurrency: None,
+    };
+    let queued = tokio::time::timeout(DELAY_TEST_TIMEOUT, app.delay_tests.lock()).await;
+    let Ok(_turn) = queued else {
+        let message = format!(
+            "other delay tests kept the daemon busy for {} s; retry",
+            DELAY_TEST_TIMEOUT.as_secs()
+        );
+        return Err(clash_error(503, message));
     };
     let payload = daemon::payload(&app.paths, request, DELAY_TEST_TIMEOUT).await;
     let payload = payload.map_err(|(status, message)| clash_error(status, message))?;

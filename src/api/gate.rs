@@ -54,6 +54,9 @@ pub struct AppInner {
     pub streams: Arc<Semaphore>,
     /// Turns true when the server stops; streams end on it.
     pub stop: watch::Receiver<bool>,
+    /// Held while a delay test runs: the daemon runs one batch test at a time (423 for the
+    /// rest), and dashboards test nodes side by side, so the API queues them instead.
+    pub delay_tests: tokio::sync::Mutex<()>,
 }
 
 impl std::ops::Deref for App {
@@ -83,6 +86,7 @@ impl App {
             dashboard: options.dashboard.clone(),
             streams: Arc::new(Semaphore::new(WEBSOCKETS_MAX)),
             stop,
+            delay_tests: tokio::sync::Mutex::new(()),
         }))
     }
 
