@@ -346,14 +346,31 @@ pub struct ApiSettings {
     /// A request head must arrive whole within this (from the accept for a connection's first
     /// request, from its first byte for later ones); a late one gets 408.
     pub header_timeout_ms: u64,
+    /// Web origins (`http://host:port`) whose pages may call the API from a browser: they get
+    /// CORS headers; any other Origin is refused with 403. The API's own origin (a dashboard
+    /// served with `--dashboard`) is always allowed.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
             header_timeout_ms: 5000,
+            cors_origins: Vec::new(),
         }
     }
+}
+
+/// Most entries in `api.cors_origins`: an allow-list, not a wildcard.
+pub const CORS_ORIGINS_MAX: usize = 64;
+
+/// True when `value` is a web origin exactly as a browser sends it in `Origin`: `http` or
+/// `https`, a host, an optional non-default port, and nothing else (no path, no trailing `/`).
+pub fn is_web_origin(value: &str) -> bool {
+    let Ok(url) = url::Url::parse(value) else {
+        return false;
+    };
+    matches!(url.scheme(), "http" | "https") && url.origin().ascii_serialization() == value
 }
 
 /// `[relay]`: the front relay.
@@ -655,7 +672,15 @@ impl Settings {
             kept.to_string(),
             "must be between 1 and 10000 (the current session's log is always kept)",
         );
-        let mut checks = checks.into_iter().chain([logs_check]);
+        // Outside the array, like logs_check, so other keys' checks can be added beside it.
+        let cors_check = (
+            "api.cors_origins",
+            a.cors_origins.len() > CORS_ORIGINS_MAX
+                || a.cors_origins.iter().any(|o| !is_web_origin(o)),
+            format!("{:?}", a.cors_origins),
+            "must be at most 64 origins, each as a browser sends it: http://host or http://host:port (https too), no path, no trailing /",
+        );
+        let mut checks = checks.into_iter().chain([logs_check, cors_check]);
         match checks.find(|(_, bad, _, _)| *bad) {
             Some((key, _, value, reason)) => Err(SettingsError::Value {
                 path: path.to_path_buf(),
