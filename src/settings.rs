@@ -338,14 +338,31 @@ pub struct ApiSettings {
     /// A request head must arrive whole within this (from the accept for a connection's first
     /// request, from its first byte for later ones); a late one gets 408.
     pub header_timeout_ms: u64,
+    /// Web origins (`http://host:port`) whose pages may call the API from a browser: they get
+    /// CORS headers; any other Origin is refused with 403. The API's own origin (a dashboard
+    /// served with `--dashboard`) is always allowed.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
             header_timeout_ms: 5000,
+            cors_origins: Vec::new(),
         }
     }
+}
+
+/// Most entries in `api.cors_origins`: an allow-list, not a wildcard.
+pub const CORS_ORIGINS_MAX: usize = 64;
+
+/// True when `value` is a web origin exactly as a browser sends it in `Origin`: `http` or
+/// `https`, a host, an optional non-default port, and nothing else (no path, no trailing `/`).
+pub fn is_web_origin(value: &str) -> bool {
+    let Ok(url) = url::Url::parse(value) else {
+        return false;
+    };
+    matches!(url.scheme(), "http" | "https") && url.origin().ascii_serialization() == value
 }
 
 /// `[relay]`: the front relay.
@@ -456,7 +473,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 27] = [
+        let checks: [(&'static str, bool, String, &'static str); 28] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -626,6 +643,13 @@ impl Settings {
                 a.header_timeout_ms == 0 || a.header_timeout_ms > API_HEADER_TIMEOUT_MS_MAX,
                 a.header_timeout_ms.to_string(),
                 "must be between 1 and 600000 (10 minutes)",
+            ),
+            (
+                "api.cors_origins",
+                a.cors_origins.len() > CORS_ORIGINS_MAX
+                    || a.cors_origins.iter().any(|o| !is_web_origin(o)),
+                format!("{:?}", a.cors_origins),
+                "must be at most 64 origins, each as a browser sends it: http://host or http://host:port (https too), no path, no trailing /",
             ),
         ];
         let kept = self.logs.core_sessions_kept;

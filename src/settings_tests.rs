@@ -223,3 +223,26 @@ fn busy_poll_us_is_bounded() {
     assert!(err.contains("`daemon.busy_poll_us` = 1001"), "{err}");
     assert!(err.contains("between 0 (off) and 1000"), "{err}");
 }
+
+#[test]
+fn api_cors_origins_must_be_origins() {
+    assert!(parse("").unwrap().api.cors_origins.is_empty());
+    let s = parse("[api]\ncors_origins = [\"http://127.0.0.1:9090\", \"https://ui.example\"]\n")
+        .unwrap();
+    assert_eq!(
+        s.api.cors_origins,
+        ["http://127.0.0.1:9090", "https://ui.example"]
+    );
+    for bad in [
+        "127.0.0.1:9090",
+        "http://127.0.0.1:9090/",
+        "http://127.0.0.1:9090/ui",
+        "http://127.0.0.1:80",
+        "ftp://host",
+        "*",
+    ] {
+        let err = parse(&format!("[api]\ncors_origins = [{bad:?}]\n")).unwrap_err();
+        assert!(err.contains("`api.cors_origins`"), "{bad}: {err}");
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+}

@@ -46,8 +46,12 @@ impl Token {
         };
         let (scheme, presented) = value.split_at(space);
         // The scheme is case-insensitive (RFC 9110 §11.1); the token is compared exactly.
-        scheme.eq_ignore_ascii_case(b"Bearer")
-            && constant_time_eq(presented.trim_ascii(), &self.value)
+        scheme.eq_ignore_ascii_case(b"Bearer") && self.matches(presented.trim_ascii())
+    }
+
+    /// True when `presented` is this token (constant time), e.g. from `?token=`.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        constant_time_eq(presented, &self.value)
     }
 }
 

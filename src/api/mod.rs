@@ -1,41 +1,68 @@
-//! The standalone HTTP/1.1 JSON API (`xrat api serve`), a client of the daemon socket.
+//! The standalone HTTP API (`xrat api serve`), a client of the daemon socket.
 //!
-//! It keeps no state of its own: each request opens one connection to the daemon (or the store,
-//! for `/v1/configs`) and the daemon's response envelope goes back as the HTTP body. The server is
-//! small and blocking: one thread per connection, at most [`CONNECTIONS_MAX`] at once, every read
-//! and write bounded by a timeout; at a full house the oldest connection still reading a request
-//! is evicted for a new one. `docs/API.md` says why this and not the daemon's io_uring
-//! reactor, and lists the endpoints.
+//! Two dialects on one port: xrat's own `/v1` routes, whose bodies are the daemon's response
+//! envelopes, and a Clash-compatible API (`/version`, `/proxies`, `/configs`, WebSocket streams)
+//! so Clash dashboards can watch and steer the daemon. It keeps no state of its own: each request
+//! asks the daemon (or reads the store). It runs on axum/hyper over a single-threaded tokio
+//! runtime in its own process, so the daemon stays on its ring. `docs/API.md` lists the routes,
+//! the limits and why the API is a separate process.
+
+// Handlers return `Result<_, Response>` so an early error is the answer itself; a response is
+// made once per request, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
 
 mod auth;
-mod http;
-mod routes;
+mod clash;
+mod daemon;
+mod dashboard;
+mod frames;
+mod gate;
 mod server;
+mod slots;
+mod streams;
 #[cfg(test)]
 mod tests;
+mod v1;
+mod views;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::paths::PathsError;
 
 pub use auth::{Token, TOKEN_BYTES, TOKEN_FILE};
-pub use http::{
-    Deadlines, BODY_BYTES_MAX, BODY_TIMEOUT, HEADERS_MAX, HEADER_TIMEOUT, HEAD_BYTES_MAX,
-    IDLE_TIMEOUT, WRITE_TIMEOUT,
-};
-pub use routes::{http_status, ROTATE_TIMEOUT, RUNTIME_OP_TIMEOUT};
-pub use server::{serve, CONNECTIONS_MAX, SHUTDOWN_GRACE, THREADS_MAX};
+pub use dashboard::UI_PREFIX;
+pub use server::{serve, SHUTDOWN_GRACE};
+pub use slots::CONNECTIONS_MAX;
+pub use v1::{http_status, ROTATE_TIMEOUT, RUNTIME_OP_TIMEOUT};
+
+/// Most bytes of a request head (request line and headers); hyper answers 431 past it.
+pub const HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Most headers in one request; hyper answers 431 past it.
+pub const HEADERS_MAX: usize = 32;
+/// Most bytes of a request body; the daemon's own frame limit is the same 64 KiB.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Default of `api.header_timeout_ms`: a connection's first request head must arrive whole
+/// within this of the accept, or it gets 408 (a slow client cannot hold a slot by trickling).
+pub const HEADER_TIMEOUT: Duration = Duration::from_millis(5000);
+/// A body must arrive whole within this once its head has arrived, or it gets 408.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive: a connection idle this long after a response (or still writing one to a client
+/// that does not read) is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// WebSocket streams open at once (a dashboard opens four or five); past it an upgrade gets 503.
+pub const WEBSOCKETS_MAX: usize = 32;
 
 /// Where `xrat api serve` listens unless `--listen` says otherwise: loopback, so the default
 /// never exposes the API; the port is arbitrary (another is one `--listen` away).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 
 /// How to run the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// The address to bind; port 0 picks a free port (the start line names it).
     pub listen: SocketAddr,
@@ -43,6 +70,8 @@ pub struct ServeOptions {
     pub allow_remote: bool,
     /// Print the start and stop lines as JSON objects (`xrat api serve --json`).
     pub json: bool,
+    /// A dashboard's static files, served at [`dashboard::UI_PREFIX`] (`--dashboard DIR`).
+    pub dashboard: Option<PathBuf>,
 }
 
 /// Why the API server could not start or stopped with an error.
@@ -77,6 +106,14 @@ pub enum ApiError {
     /// `config.toml` is invalid (the message names the key and the file).
     #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
+    /// `--dashboard DIR` is not a directory with an index.html.
+    #[error("cannot serve the dashboard in {}: {detail}", dir.display())]
+    Dashboard {
+        /// The directory given.
+        dir: PathBuf,
+        /// What is wrong and what to do.
+        detail: String,
+    },
     /// An OS call the server loop needs failed.
     #[error("the API server failed in {call}: {source}")]
     Os {

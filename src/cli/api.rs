@@ -1,6 +1,7 @@
 //! `xrat api serve`: the standalone HTTP API (see `docs/API.md`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use argh::{ArgsInfo, FromArgs};
 
@@ -35,6 +36,9 @@ struct ServeArgs {
     /// print the start and stop lines as JSON objects, one per line
     #[argh(switch)]
     json: bool,
+    /// serve a Clash dashboard's static files from DIR at /ui/ on the API's own origin
+    #[argh(option)]
+    dashboard: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -55,6 +59,7 @@ pub fn run(command: ApiCommand) -> Result<i32, CliError> {
         listen: args.listen,
         allow_remote: args.allow_remote,
         json: args.json,
+        dashboard: args.dashboard,
     };
     api::serve(&paths, options).map_err(|e| match e {
         ApiError::Paths(e) => CliError::Paths(e),

@@ -28,7 +28,7 @@ use thiserror::Error;
 pub use configs::{scheme_of, ConfigRow, ImportOutcome};
 pub use events::{NewRotationEvent, RotationEventRow};
 pub use pool::{NewPoolProcess, PoolMember, PoolProcessRow};
-pub use results::{NewConfigTest, TestSummary, CONFIG_TESTS_KEPT};
+pub use results::{NewConfigTest, TestPoint, TestSummary, CONFIG_TESTS_KEPT};
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{NewSession, SessionRow};
 pub use subscriptions::{NewSubscription, RemovedSubscription, SubscriptionRow, UpdateCounts};

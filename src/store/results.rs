@@ -44,6 +44,15 @@ pub struct TestSummary {
     pub failure_streak: u32,
 }
 
+/// One stored test result, as a point of a config's delay history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TestPoint {
+    /// When the probe ended, unix seconds.
+    pub at: u64,
+    /// Its latency in ms when it passed; `None` when it failed.
+    pub latency_ms: Option<u64>,
+}
+
 impl Store {
     /// Records test results in one transaction and prunes each config's history to
     /// [`CONFIG_TESTS_KEPT`] rows. A config removed while it was tested is skipped (its results
@@ -125,6 +134,40 @@ impl Store {
             })
             .map_err(failed)?;
         Ok(rows.into_iter().map(|s| (s.config_id, s)).collect())
+    }
+
+    /// The last `per_config` test results of every tested config, oldest first, as
+    /// (unix seconds, latency in ms when it passed): the delay history the Clash API shows.
+    pub fn test_history(
+        &self,
+        per_config: usize,
+    ) -> Result<HashMap<i64, Vec<TestPoint>>, StoreError> {
+        let failed = self.sql_error("read config test history");
+        let sql = "SELECT config_id, at, latency_ms FROM \
+             (SELECT config_id, at, latency_ms, id, \
+                     row_number() OVER (PARTITION BY config_id ORDER BY id DESC) AS newest \
+              FROM config_tests) \
+             WHERE newest <= ?1 ORDER BY config_id, id";
+        let limit = i64::try_from(per_config).unwrap_or(i64::MAX);
+        let rows = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                stmt.query_map([limit], |row| {
+                    let point = TestPoint {
+                        at: row.get(1)?,
+                        latency_ms: row.get(2)?,
+                    };
+                    Ok((row.get::<_, i64>(0)?, point))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(failed)?;
+        let mut history: HashMap<i64, Vec<TestPoint>> = HashMap::new();
+        for (id, point) in rows {
+            history.entry(id).or_default().push(point);
+        }
+        Ok(history)
     }
 
     /// Stores (or with `None` clears) why no installed core can run a config.
@@ -229,6 +272,24 @@ mod tests {
             .query_row("SELECT count(*) FROM config_tests", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, CONFIG_TESTS_KEPT);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_per_config_oldest_first() {
+        let (_dir, mut store) = open_temp();
+        let links = [link("socks://127.0.0.1:1"), link("socks://127.0.0.1:2")];
+        store.import(&links, 1).unwrap();
+        let tests: Vec<NewConfigTest> = (0..5)
+            .map(|i| result(1, 10 + i, (i % 2 == 0).then_some(i * 10)))
+            .chain([result(2, 30, Some(7))])
+            .collect();
+        store.record_tests(&tests).unwrap();
+        let history = store.test_history(3).unwrap();
+        let points = |id| -> Vec<(u64, Option<u64>)> {
+            history[&id].iter().map(|p| (p.at, p.latency_ms)).collect()
+        };
+        assert_eq!(points(1), [(12, Some(20)), (13, None), (14, Some(40))]);
+        assert_eq!(points(2), [(30, Some(7))]);
     }
 
     #[test]
