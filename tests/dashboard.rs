@@ -177,7 +177,7 @@ fn zashboard(parts: &Parts, ctl: &Controller, select: &str, shot: &str) -> Value
     report
 }
 
-/// What a zashboard run must have seen: every name in the node list, `before` active at first,
+/// What a zashboard run must have seen: exactly `names` in the node list, `before` active at first,
 /// then `select` active after the dashboard's PUT, and no script error in the page.
 fn check_zashboard(report: &Value, names: &[&str], before: &str, select: &str) {
     let shown: Vec<&str> = report["shown"]
@@ -186,12 +186,13 @@ fn check_zashboard(report: &Value, names: &[&str], before: &str, select: &str) {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for name in names {
-        assert!(
-            shown.contains(name),
-            "{name} not in the node list {shown:?}"
-        );
-    }
+    let (mut sorted, mut want) = (shown.clone(), names.to_vec());
+    sorted.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(
+        sorted, want,
+        "the node list is not the stored configs: {report}"
+    );
     assert_eq!(report["active_before"], before, "{report}");
     assert_eq!(report["active_after"], select, "{report}");
     let status = report["put_status"].as_u64().unwrap();
@@ -245,12 +246,10 @@ fn check_client(report: &Value, names: &[&str], before: &str, select: &str) {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for name in names {
-        assert!(
-            members.contains(name),
-            "{name} not among GLOBAL's members {members:?}"
-        );
-    }
+    assert_eq!(
+        members, names,
+        "GLOBAL's members are not the stored configs: {report}"
+    );
     assert_eq!(report["global_now_before"], before, "{report}");
     assert_eq!(report["global_now_after"], select, "{report}");
     assert_eq!(report["capabilities"]["proxies"], true, "{report}");
@@ -386,6 +385,7 @@ fn zashboard_switches_the_daemon() {
     let parts = parts();
     let rig = rig();
     let api = Api::start(&rig.root, &parts.zashboard);
+    assert_eq!(rig.active(), Some(rig.ids[0]));
     let report = zashboard(&parts, &api.ctl, NAMES[1], "dashboard.png");
     check_zashboard(&report, &NAMES, NAMES[0], NAMES[1]);
     rig.switched_to(rig.ids[1]);
@@ -396,6 +396,7 @@ fn clash_client_switches_the_daemon() {
     let parts = parts();
     let rig = rig();
     let api = Api::start(&rig.root, &parts.zashboard);
+    assert_eq!(rig.active(), Some(rig.ids[0]));
     let report = clash_client(&parts, &api.ctl, NAMES[2]);
     check_client(&report, &NAMES, NAMES[0], NAMES[2]);
     rig.switched_to(rig.ids[2]);
