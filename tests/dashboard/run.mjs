@@ -98,8 +98,9 @@ async function main() {
     timeout: STEP_LIMIT_MS,
   });
   const out = { page_errors: [], requests: [] };
+  let page;
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('pageerror', (e) => out.page_errors.push(e.message));
     page.on('request', (r) => {
       const u = new URL(r.url());
@@ -117,6 +118,10 @@ async function main() {
     await page.screenshot({ path: args.screenshot, fullPage: true });
   } catch (e) {
     console.error(`run.mjs: ${e.message}\n${JSON.stringify(out)}`);
+    // What the page showed when it failed, next to where the good screenshot would be.
+    const failed = args.screenshot.replace(/\.png$/, '') + '-failed.png';
+    if (page) await page.screenshot({ path: failed, fullPage: true }).catch(() => {});
+    console.error(`run.mjs: page at failure: ${failed}`);
     await browser.close();
     process.exit(1);
   }
