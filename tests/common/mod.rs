@@ -183,6 +183,7 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+pub mod api;
 pub mod cores;
 pub mod daemon;
 pub mod front;
