@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::api::{raw_request, read_reply, Api};
 use common::cores::{free_port, mihomo_bin, Core, HttpTarget, Proto, RemoteServer};
 use common::{text, wait_until, Root};
 use serde_json::{json, Value};
@@ -24,11 +24,11 @@ use serde_json::{json, Value};
 const BROWSER_LIMIT: Duration = Duration::from_secs(120);
 /// The Python client's own cap is 60 s (its capability probes take about 7 s).
 const CLIENT_LIMIT: Duration = Duration::from_secs(90);
-/// How long a server (the API, mihomo) may take to start listening.
+/// How long mihomo may take to start listening.
 const START_LIMIT: Duration = Duration::from_secs(10);
 /// How long the daemon may take to report the switch a client asked for.
 const SWITCH_LIMIT: Duration = Duration::from_secs(20);
-/// Read timeout of the test's own HTTP requests to mihomo.
+/// Read timeout of the test's own HTTP request to mihomo.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Names of the stored configs: distinct, so the proxy names are the config names.
 const NAMES: [&str; 3] = ["zash-tokyo", "zash-paris", "zash-lima"];
@@ -327,66 +327,22 @@ impl Rig {
     }
 }
 
-/// A running `xrat api serve --dashboard DIR`, killed on drop.
-struct Api {
-    child: Child,
-    ctl: Controller,
-}
-
-impl Api {
-    fn start(root: &Root, dashboard: &Path) -> Api {
-        let log = std::fs::File::create(root.path().join("api.log")).unwrap();
-        let dir = dashboard.to_str().unwrap();
-        let mut child = root
-            .command(&[
-                "api",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--dashboard",
-                dir,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = lines.recv_timeout(START_LIMIT).unwrap_or_else(|_| {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(root.path().join("api.log")).unwrap_or_default();
-            panic!("no start line from `xrat api serve --dashboard`; stderr:\n{log}")
-        });
-        let rest = line.strip_prefix("API listening on http://").expect(&line);
-        let addr = rest.split_once(' ').map_or(rest, |(a, _)| a);
-        let port = addr.parse::<SocketAddr>().expect(&line).port();
-        let token = std::fs::read_to_string(root.path().join("api.token")).unwrap();
-        Api {
-            child,
-            ctl: Controller::on(port, token.trim_end(), "/ui/"),
-        }
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `xrat api serve --dashboard DIR` on a kernel-picked port (tests/common/api.rs), killed on
+/// drop, and the controller it is.
+fn api_serve(root: &Root, dashboard: &Path) -> (Api, Controller) {
+    let dir = dashboard.to_str().unwrap();
+    let api = Api::start_with(root, &["--listen", "127.0.0.1:0", "--dashboard", dir]);
+    let ctl = Controller::on(api.port, &api.token, "/ui/");
+    (api, ctl)
 }
 
 #[test]
 fn zashboard_switches_the_daemon() {
     let parts = parts();
     let rig = rig();
-    let api = Api::start(&rig.root, &parts.zashboard);
+    let (_api, ctl) = api_serve(&rig.root, &parts.zashboard);
     assert_eq!(rig.active(), Some(rig.ids[0]));
-    let report = zashboard(&parts, &api.ctl, NAMES[1], "dashboard.png");
+    let report = zashboard(&parts, &ctl, NAMES[1], "dashboard.png");
     check_zashboard(&report, &NAMES, NAMES[0], NAMES[1]);
     rig.switched_to(rig.ids[1]);
 }
@@ -395,9 +351,9 @@ fn zashboard_switches_the_daemon() {
 fn clash_client_switches_the_daemon() {
     let parts = parts();
     let rig = rig();
-    let api = Api::start(&rig.root, &parts.zashboard);
+    let (_api, ctl) = api_serve(&rig.root, &parts.zashboard);
     assert_eq!(rig.active(), Some(rig.ids[0]));
-    let report = clash_client(&parts, &api.ctl, NAMES[2]);
+    let report = clash_client(&parts, &ctl, NAMES[2]);
     check_client(&report, &NAMES, NAMES[0], NAMES[2]);
     rig.switched_to(rig.ids[2]);
 }
@@ -469,22 +425,14 @@ impl Mihomo {
     /// GLOBAL's `now`, read by the test itself.
     fn global_now(&self) -> String {
         let port = self.ctl.base.rsplit_once(':').unwrap().1;
-        let mut s = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-        s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
-        // HTTP/1.0: the body ends at EOF, never chunked.
-        let req = format!(
-            "GET /proxies/GLOBAL HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
-            self.ctl.secret
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        let view: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"));
-        view["now"].as_str().unwrap_or_default().to_owned()
+        let stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        stream.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+        let auth = format!("Bearer {}", self.ctl.secret);
+        let request = raw_request("GET", "/proxies/GLOBAL", &[("Authorization", &auth)], "");
+        (&stream).write_all(&request).unwrap();
+        let reply = read_reply(&mut BufReader::new(stream));
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.body["now"].as_str().unwrap_or_default().to_owned()
     }
 }
 
