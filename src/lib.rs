@@ -16,3 +16,4 @@ pub mod settings;
 pub mod store;
 pub mod subs;
 pub mod supervisor;
+pub mod utc;

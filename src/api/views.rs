@@ -127,20 +127,8 @@ pub fn carries_udp(scheme: &str) -> bool {
 
 /// Unix seconds as RFC 3339 in UTC (`2026-12-01T18:09:07Z`).
 pub fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let rem = unix % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    let (date, (h, m, s)) = crate::utc::fields(unix);
+    format!("{date}T{h:02}:{m:02}:{s:02}Z")
 }
 
 /// `history`: `{time, delay}` points, a failed test as delay 0 (as mihomo records it).

@@ -532,25 +532,10 @@ fn describe_security(security: &Security) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` without a date crate (Howard Hinnant's days-to-civil algorithm).
+/// `YYYY-MM-DD HH:MM:SS UTC`.
 pub(super) fn utc_time(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (date, (h, m, s)) = crate::utc::fields(secs);
+    format!("{date} {h:02}:{m:02}:{s:02} UTC")
 }
 
 #[cfg(test)]
