@@ -185,6 +185,7 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 pub mod activation;
 pub mod api;
+pub mod ca;
 pub mod cores;
 pub mod daemon;
 pub mod front;

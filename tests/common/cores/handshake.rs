@@ -226,24 +226,8 @@ fn shadow_tls_inbounds(dir: &Path, port: u16, secret: &str) -> Vec<Value> {
 
 /// A CA's PEM, and a leaf for `localhost` signed by it (PEM, key PEM).
 fn ca_and_leaf() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "xrat handshake test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+    let (ca, leaf, key) = crate::common::ca::ca_and_leaf("xrat handshake test CA", &["localhost"]);
+    (ca.pem(), leaf.pem(), key.serialize_pem())
 }
 
 /// `sing-box generate ech-keypair`: the configs block and the keys block, as PEM text.
