@@ -83,6 +83,10 @@ pub struct DaemonSettings {
     /// After a turn that served traffic, how long the loop polls for the next completion before
     /// it sleeps (0: never polls). A request within the window skips the sleeping CPU's wake-up.
     pub busy_poll_us: u64,
+    /// The loop thread's scheduler slice (EEVDF's latency hint, `sched_setattr` runtime): a
+    /// short slice lets the daemon preempt a busy core on the same CPU when a request arrives
+    /// (0: the kernel's default slice).
+    pub sched_slice_us: u64,
     /// Event lines held for one `subscribe` connection that has not read them; one more and it
     /// gets `lagged` and is closed.
     pub subscriber_queue_max: u32,
@@ -99,6 +103,7 @@ impl Default for DaemonSettings {
             relay_connections_max: 4096,
             backend: BackendChoice::Auto,
             busy_poll_us: BUSY_POLL_US_DEFAULT,
+            sched_slice_us: SCHED_SLICE_US_DEFAULT,
             subscriber_queue_max: SUBSCRIBER_QUEUE_MAX_DEFAULT,
         }
     }
@@ -427,6 +432,14 @@ pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
 pub const BUSY_POLL_US_DEFAULT: u64 = 25;
 /// Largest `daemon.busy_poll_us`: a longer window only burns CPU between requests a person sends.
 pub const BUSY_POLL_US_MAX: u64 = 1000;
+/// Default `daemon.sched_slice_us` (docs/BENCHMARKS.md "IPC under relay load").
+pub const SCHED_SLICE_US_DEFAULT: u64 = 100;
+/// Shortest and longest slice the kernel takes (it clamps `sched_runtime` to 0.1-100 ms).
+pub const SCHED_SLICE_US_MIN: u64 = 100;
+/// See [`SCHED_SLICE_US_MIN`].
+pub const SCHED_SLICE_US_MAX: u64 = 100_000;
+const _: () = assert!(SCHED_SLICE_US_MIN <= SCHED_SLICE_US_DEFAULT);
+const _: () = assert!(SCHED_SLICE_US_DEFAULT <= SCHED_SLICE_US_MAX);
 /// Default of `daemon.subscriber_queue_max`.
 pub const SUBSCRIBER_QUEUE_MAX_DEFAULT: u32 = 1024;
 /// Upper bound of `daemon.subscriber_queue_max`: at a few hundred bytes a line, 64 MiB held for
@@ -487,7 +500,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 28] = [
+        let checks: [(&'static str, bool, String, &'static str); 29] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -523,6 +536,13 @@ impl Settings {
                 d.busy_poll_us > BUSY_POLL_US_MAX,
                 d.busy_poll_us.to_string(),
                 "must be between 0 (off) and 1000",
+            ),
+            (
+                "daemon.sched_slice_us",
+                d.sched_slice_us != 0
+                    && !(SCHED_SLICE_US_MIN..=SCHED_SLICE_US_MAX).contains(&d.sched_slice_us),
+                d.sched_slice_us.to_string(),
+                "must be 0 (the kernel's default slice) or between 100 and 100000",
             ),
             (
                 "runtime.core_preference",

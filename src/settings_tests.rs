@@ -275,3 +275,21 @@ fn api_cors_origins_must_be_origins() {
         assert!(err.contains(bad), "{bad}: {err}");
     }
 }
+
+#[test]
+fn sched_slice_us_is_bounded() {
+    assert_eq!(
+        parse("").unwrap().daemon.sched_slice_us,
+        SCHED_SLICE_US_DEFAULT
+    );
+    let zero = parse("[daemon]\nsched_slice_us = 0\n").unwrap();
+    assert_eq!(zero.daemon.sched_slice_us, 0);
+    for bad in [1, 99, 100_001] {
+        let err = parse(&format!("[daemon]\nsched_slice_us = {bad}\n")).unwrap_err();
+        assert!(
+            err.contains(&format!("`daemon.sched_slice_us` = {bad}")),
+            "{err}"
+        );
+        assert!(err.contains("between 100 and 100000"), "{err}");
+    }
+}

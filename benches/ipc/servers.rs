@@ -193,7 +193,7 @@ pub fn start_all(placement: Option<Placement>) -> Vec<Server> {
     let mut servers = Vec::new();
     let xrats = XRAT_BACKENDS
         .iter()
-        .map(|&(name, backend)| start_xrat(name, backend, &busy_poll_settings(), placement));
+        .map(|&(name, backend)| start_xrat(name, backend, &daemon_settings(), placement));
     let peers = PEERS.iter().map(|&peer| start_peer(peer, placement));
     for started in xrats.chain(peers) {
         match started {
@@ -260,11 +260,22 @@ fn start_peer(peer: &'static str, placement: Option<Placement>) -> Result<Server
         .map_err(|why| format!("{peer} skipped: {why}"))
 }
 
-/// `[daemon] busy_poll_us` from `XRAT_BENCH_BUSY_POLL_US`, when set (else the daemon's default).
-fn busy_poll_settings() -> String {
-    match std::env::var("XRAT_BENCH_BUSY_POLL_US") {
-        Ok(us) => format!("[daemon]\nbusy_poll_us = {us}\n"),
-        Err(_) => String::new(),
+/// `[daemon]` settings from `XRAT_BENCH_BUSY_POLL_US` and `XRAT_BENCH_SCHED_SLICE_US`, each
+/// when set (else the daemon's default).
+fn daemon_settings() -> String {
+    let mut lines = String::new();
+    for (var, key) in [
+        ("XRAT_BENCH_BUSY_POLL_US", "busy_poll_us"),
+        ("XRAT_BENCH_SCHED_SLICE_US", "sched_slice_us"),
+    ] {
+        if let Ok(us) = std::env::var(var) {
+            lines.push_str(&format!("{key} = {us}\n"));
+        }
+    }
+    if lines.is_empty() {
+        lines
+    } else {
+        format!("[daemon]\n{lines}")
     }
 }
 

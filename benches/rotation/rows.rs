@@ -226,6 +226,77 @@ pub fn relay(systems: &Systems, source: &Source, lengths: &Lengths, results: &mu
         }
     }
     added(results, "tunnel_rtt", &x.name, &rtt, 0);
+    // The same download to the inbound directly is the control: the pings then wait only for
+    // what bulk traffic costs everyone on these CPUs, not for the front.
+    for (path, at) in [("internal", internal), ("front", front)] {
+        ping_under_bulk(x, path, at, source, lengths, results);
+    }
+}
+
+/// Pause between two pings while the front moves a bulk download.
+const PING_UNDER_BULK_EVERY: Duration = Duration::from_millis(2);
+
+/// `daemon_ping` on a persistent connection, every [`PING_UNDER_BULK_EVERY`], while one bulk
+/// download runs through `at`: relayed traffic must not delay IPC (the issue's "a ping stays
+/// under 1 ms at p99 while the relay moves 1 GB/s"). The pinging thread runs SCHED_FIFO where
+/// allowed, so that waiting behind the client's own download thread on its CPU is not counted.
+fn ping_under_bulk(
+    x: &Xrat,
+    path: &str,
+    at: SocketAddr,
+    source: &Source,
+    lengths: &Lengths,
+    results: &mut Results,
+) {
+    let socket = x.root.socket();
+    let mut conn = ipc_client::Conn::connect(&socket).expect("connect to the daemon socket");
+    let mut client = ipc_client::Client::new();
+    let fifo = realtime_priority();
+    let (bytes, port) = (lengths.bulk_bytes, source.port);
+    let bulk = std::thread::spawn(move || {
+        normal_priority();
+        net::download(at, port, bytes)
+    });
+    let mut pings = Vec::new();
+    while !bulk.is_finished() {
+        let start = Instant::now();
+        client.ping(&mut conn).expect("daemon_ping");
+        pings.push(us(start.elapsed()));
+        std::thread::sleep(PING_UNDER_BULK_EVERY);
+    }
+    if fifo {
+        normal_priority();
+    }
+    let mib_s = match bulk.join().expect("bulk thread") {
+        Ok(took) => Some(bytes as f64 / (1 << 20) as f64 / took.as_secs_f64()),
+        Err(error) => {
+            results.note(format!(
+                "relay ping under bulk via {path}: the download failed: {error}"
+            ));
+            None
+        }
+    };
+    let max = pings.iter().copied().fold(0.0_f64, f64::max);
+    let mut fields = latency_fields(&pings);
+    fields["path"] = json!(path);
+    fields["bulk_mib_s"] = json!(mib_s);
+    fields["max_us"] = json!(max);
+    fields["pinger_fifo"] = json!(fifo);
+    results.add("relay", &format!("ping_under_bulk_{path}"), &x.name, fields);
+}
+
+/// Puts the calling thread on SCHED_FIFO priority 1; false where that is not allowed.
+fn realtime_priority() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sets the calling thread's policy; `param` is a valid sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
+
+/// Puts the calling thread back on SCHED_OTHER (a thread inherits its creator's policy).
+fn normal_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as above.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
 }
 
 /// A latency row: p50/p99 of both paths, what the front adds at p50, and the difference of

@@ -100,8 +100,12 @@ impl Xrat {
         let root = Root::new();
         cleanup::root(root.path().to_path_buf());
         let socks_port = free_port();
+        // `XRAT_BENCH_SCHED_SLICE_US` sets `daemon.sched_slice_us` (else the daemon's default).
+        let slice = std::env::var("XRAT_BENCH_SCHED_SLICE_US")
+            .map(|us| format!("sched_slice_us = {us}\n"))
+            .unwrap_or_default();
         root.write_settings(&format!(
-            "[daemon]\nhealth_interval_secs = 1\n\
+            "[daemon]\nhealth_interval_secs = 1\n{slice}\
              [runtime]\nmode = \"{}\"\n{}socks_port = {socks_port}\n\
              [runtime.rotation]\nenabled = true\ncooldown_secs = 0\npool_size = 4\n\
              [health]\nprobe_url = \"{}\"\ntimeout_ms = 800\n",

@@ -244,6 +244,9 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     let socket_path = paths.checked_socket()?;
     let lock = setup::lock(&paths.lock_file(), &paths.root)?;
     setup::raise_fd_limit();
+    if settings.daemon.sched_slice_us != 0 {
+        setup::set_sched_slice(settings.daemon.sched_slice_us);
+    }
     // Declared before the ring so that an early return drops the ring (which still has them
     // registered) first.
     let bufs = BufRing::new();

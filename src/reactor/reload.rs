@@ -123,6 +123,9 @@ impl Reactor {
         if let Ok(target) = crate::probe::ProbeTarget::parse(&settings.health.probe_url) {
             self.probes.set_target(target);
         }
+        if settings.daemon.sched_slice_us != old.daemon.sched_slice_us {
+            super::setup::set_sched_slice(settings.daemon.sched_slice_us);
+        }
         let config = super::supervisor_config(&settings);
         self.env.settings = settings;
         Reloaded {
