@@ -216,8 +216,12 @@ impl Supervisor {
         self.emit(Effect::HoldFront {
             until_ms: now.monotonic_ms,
         });
-        self.rotation.health_pending = true;
-        self.rotation.pending_core_gone = true;
+        // As the health trigger would (it cannot run inside this operation): only while
+        // rotation and the trigger are on, which `proxy_stop` may have changed meanwhile.
+        if self.rotation.enabled && self.config.health_trigger_enabled {
+            self.rotation.health_pending = true;
+            self.rotation.pending_core_gone = true;
+        }
         Flow::Done(error(
             Code::Unavailable,
             "the pool core could not be started again".to_string(),

@@ -1,8 +1,8 @@
 //! The simulation's checks for a respawned pool core (front mode): only the session's own pool
-//! core that crashed is started again, at once, with the same members, not twice within the
-//! window; the session comes back on it within the operation's bound (or the dead core's
-//! rotation follows); and the front's hold is bounded: emitted only by a respawn, at most
-//! `RESPAWN_HOLD_MS` long, and never in force once the respawn is over.
+//! core that crashed is started again, at once, with the same members (those it had inbounds
+//! for), not twice within the window; the session comes back on it within the operation's bound
+//! (or the dead core's rotation follows); and the front's hold is bounded: emitted only by a
+//! respawn, at most `RESPAWN_HOLD_MS` long, and never in force once the respawn is over.
 
 use super::pool_respawn::{RESPAWN_HOLD_MS, RESPAWN_WINDOW_MS};
 use super::sim_world::{Kind, OpModel, World};
@@ -71,10 +71,14 @@ impl World {
         };
         let first = r.core.replace(core).is_none();
         let (old_core, config_id) = (r.old_core, r.config_id);
-        let old = match self.exec.cores.get(&old_core).map(|c| &c.spec) {
-            Some(CoreSpec::Pool { config_ids }) => config_ids.clone(),
-            _ => Vec::new(),
-        };
+        // The members it reported inbounds for (the ones the supervisor routed).
+        let old: Vec<i64> = self
+            .exec
+            .cores
+            .get(&old_core)
+            .filter(|c| matches!(c.spec, CoreSpec::Pool { .. }))
+            .map(|c| c.inbounds.iter().map(|(id, _)| *id).collect())
+            .unwrap_or_default();
         let (mut want, mut got) = (old, config_ids.to_vec());
         want.sort_unstable();
         got.sort_unstable();
