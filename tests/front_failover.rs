@@ -142,28 +142,74 @@ fn hung_remote_v2ray_pool_core() {
     hung_remote(Core::V2ray);
 }
 
-#[test]
-fn killed_pool_core_is_replaced() {
-    let f = front(Opts::new(Core::SingBox, 3));
+/// A request every 10 ms while the pool core is killed: the gap the client sees is measured to
+/// within that.
+const KILL_EVERY: Duration = Duration::from_millis(10);
+/// Requests that may fail across the kill: in flight on the killed core, or reaching it in the
+/// few ms before its exit was seen (measured 0–3).
+const FAILED_AT_KILL_MAX: usize = 5;
+
+/// SIGKILLs the pool core under a client; the same members start again in a new pool core and
+/// the session comes back on it. Returns the failed requests and the time to the
+/// first good request after the kill (measured numbers in docs/BENCHMARKS.md).
+fn killed_pool_core(core: Core) -> (usize, Duration) {
+    let f = front(Opts::new(core, 3));
     f.connect(f.ids[0]);
     f.wait_alive(3);
     let cores = core_processes(&f.root);
     assert_eq!(cores.len(), 1, "{cores:?}");
-    let client = Client::start(&f, EVERY);
+    let active = f.active();
+    let client = Client::start(&f, KILL_EVERY);
     std::thread::sleep(Duration::from_millis(300));
     let at = client.epoch.elapsed();
     // SAFETY: plain kill(2) of the pool core the daemon started.
     unsafe { libc::kill(cores[0] as i32, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(2_000));
+    std::thread::sleep(Duration::from_millis(1_500));
     let outcomes = client.stop();
     let (failed, first_good) = after(&outcomes, at);
-    eprintln!("killed pool core: {failed} failed, first good after {first_good:?}");
+    eprintln!(
+        "{}: killed pool core: {failed} failed, first good after {first_good:?}",
+        core.name()
+    );
     let first_good = first_good.unwrap_or_else(|| panic!("no good request\n{}", f.root.log()));
     assert!(
-        first_good < Duration::from_secs(2),
-        "flowed again only after {first_good:?}"
+        first_good < Duration::from_secs(1),
+        "flowed again only after {first_good:?}\n{}",
+        f.root.log()
+    );
+    // Requests made while the replacement starts are held by the front, not refused: only
+    // those in flight on the killed core (or reaching it before its exit was seen) fail. A
+    // refused request every 10 ms for the ~100 ms sing-box needs to start would be ten or more.
+    assert!(
+        failed <= FAILED_AT_KILL_MAX,
+        "{failed} requests failed across the kill\n{}",
+        f.root.log()
+    );
+    // Its config, unless the relays the kill cut failed the member over first.
+    let now_active = f.active();
+    assert!(
+        now_active.is_some_and(|id| f.ids.contains(&id)),
+        "no session after the kill (was on {active:?})\n{}",
+        f.root.log()
+    );
+    let now = core_processes(&f.root);
+    assert!(
+        now.len() == 1 && now[0] != cores[0],
+        "pool core processes {now:?} after killing {}",
+        cores[0]
     );
     assert!(f.get().is_ok());
+    (failed, first_good)
+}
+
+#[test]
+fn killed_sing_box_pool_core_is_replaced() {
+    killed_pool_core(Core::SingBox);
+}
+
+#[test]
+fn killed_v2ray_pool_core_is_replaced() {
+    killed_pool_core(Core::V2ray);
 }
 
 #[test]

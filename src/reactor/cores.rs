@@ -18,7 +18,13 @@ use super::ring::Op;
 use super::token::{Kind, Token};
 use super::Reactor;
 
-/// Pause between readiness connects of a starting core.
+/// Pause between readiness connects in a core's first [`READY_FAST_MS`]: a loopback connect
+/// is refused at once and costs a socket, so a tight poll is cheap, and the route (a killed
+/// pool core's replacement, a switch) waits on it.
+pub const READY_RETRY_FAST_MS: u64 = 2;
+/// How long readiness is polled at the fast pace (cores start in tens of ms).
+pub const READY_FAST_MS: u64 = 1_000;
+/// Pause between readiness connects after that, up to the ready timeout.
 pub const READY_RETRY_MS: u64 = 20;
 /// One readiness connect's bound (loopback answers at once; this catches a stuck backlog).
 pub const READY_CONNECT_TIMEOUT_MS: u64 = 1_000;
@@ -31,6 +37,7 @@ struct ReadyWait {
     /// Waited once every inbound accepted (mihomo accepts before it relays; see
     /// [`core::ready_grace`]).
     grace_ms: u64,
+    started_ms: u64,
     deadline_ms: u64,
     retry_at: Option<u64>,
     probing: bool,
@@ -131,6 +138,7 @@ impl Reactor {
             proc_.ready = Some(ReadyWait {
                 pending,
                 grace_ms,
+                started_ms: now.monotonic_ms,
                 deadline_ms,
                 retry_at: None,
                 probing: false,
@@ -229,7 +237,13 @@ impl Reactor {
             return self.advance_ready(now, id);
         }
         // ECONNREFUSED (not listening yet) and friends: try again shortly.
-        let at = now.monotonic_ms + READY_RETRY_MS;
+        let fast = now.monotonic_ms < wait.started_ms + READY_FAST_MS;
+        let at = now.monotonic_ms
+            + if fast {
+                READY_RETRY_FAST_MS
+            } else {
+                READY_RETRY_MS
+            };
         wait.retry_at = Some(at);
         self.deadlines.add(at, Due::ReadyRetry(id));
     }

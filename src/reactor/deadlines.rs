@@ -28,6 +28,8 @@ pub enum Due {
     RejectDrain(usize, u32),
     /// Accepting resumes after running out of descriptors.
     AcceptResume,
+    /// A hold of new front connections ends (see `hold.rs`).
+    HoldEnd,
     /// Failed store writes are tried again.
     StoreRetry,
     /// A relayed connection's one timer: its stall deadline, or how long a refused client has

@@ -103,7 +103,11 @@ impl Reactor {
                 let rows = results.iter().map(|r| r.record(source)).collect();
                 self.record(now, super::journal::Write::Tests(rows));
             }
-            Effect::Route { targets } => self.set_route(now, targets),
+            Effect::Route { targets } => {
+                self.set_route(now, targets);
+                self.route_changed(now);
+            }
+            Effect::HoldFront { until_ms } => self.hold_front(now, until_ms),
             Effect::BeginSession { core, config_id } => {
                 self.begin_pool_session(now, core, config_id)
             }
@@ -112,7 +116,11 @@ impl Reactor {
                 timeout_ms,
             } => self.start_refresh(now, refresh, timeout_ms),
             Effect::Log(line) => eprintln!("xrat: {line}"),
-            Effect::Shutdown => self.begin_shutdown(now),
+            Effect::Shutdown => {
+                self.begin_shutdown(now);
+                // Held clients are closed: nothing will serve them.
+                self.hold_expired(now);
+            }
         }
     }
 
@@ -188,6 +196,7 @@ impl Reactor {
                 }
                 Due::Relay(slot, serial) => self.relay_timer_due(slot, serial),
                 Due::StoreRetry => self.retry_writes(now),
+                Due::HoldEnd => self.hold_expired(now),
             }
         }
     }

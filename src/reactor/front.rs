@@ -205,10 +205,14 @@ impl Reactor {
 
     /// A client came in on a front port: relay it to the route's first member, or refuse it in
     /// its protocol (no session, or the connection limit).
-    fn admit_front(&mut self, now: Now, port: FrontPort, client: OwnedFd) {
+    pub(super) fn admit_front(&mut self, now: Now, port: FrontPort, client: OwnedFd) {
         if self.shutdown_deadline.is_some() {
             return; // dropped: closed
         }
+        // While a dead pool core's replacement starts, clients wait (see hold.rs).
+        let Some(client) = self.hold_client(port, client) else {
+            return;
+        };
         let at_limit = self.front.counters.connections_open >= self.front.relay_connections_max;
         if self.route.is_empty() || at_limit {
             return self.refuse_front(now, port, client, at_limit);
@@ -258,6 +262,11 @@ impl Reactor {
         self.front.refusing += 1;
         self.relay_timer(now, slot, FRONT_OPENING_TIMEOUT_MS);
         self.relay_wake(slot);
+    }
+
+    /// The limit on relayed connections (the hold's bound too).
+    pub(super) fn front_connections_max(&self) -> u64 {
+        self.front.relay_connections_max
     }
 
     /// Opens the relay's socket to `addr` (the member `target`) and starts the connect.

@@ -16,6 +16,7 @@ mod epoll_ops;
 mod exec;
 mod front;
 mod handlers;
+mod hold;
 mod journal;
 mod launch;
 pub mod listenfds;
@@ -187,6 +188,8 @@ pub struct Reactor {
     prepared: std::collections::HashMap<i64, prepare::Prepared>,
     /// Front mode: where new relayed connections go, best first.
     route: Vec<crate::supervisor::RouteTarget>,
+    /// Front mode: clients held while no pool core is up.
+    hold: hold::Hold,
     /// Front mode: each pool member's internal inbounds, filled when its pool core is spawned
     /// (or adopted) and removed when the core exits.
     #[allow(
@@ -295,6 +298,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         refresher: refresh::Refresher::default(),
         prepared: std::collections::HashMap::new(),
         route: Vec::new(),
+        hold: hold::Hold::default(),
         pool_members: std::collections::HashMap::new(),
         probes: probes::Probes::new(probe_target),
         deadlines: deadlines::Deadlines::default(),

@@ -443,6 +443,14 @@ pub enum Effect {
         /// Alive members, best first.
         targets: Vec<RouteTarget>,
     },
+    /// Front mode: while the route is empty, new connections wait (accepted, unanswered, at most
+    /// a bounded number) instead of being refused, until a non-empty route arrives or
+    /// `until_ms` (monotonic) passes; then they are admitted under the route of that moment.
+    /// A `until_ms` already past releases them now.
+    HoldFront {
+        /// The hold's end.
+        until_ms: u64,
+    },
     /// Record a pool member as the session (front mode); answer with [`Input::SessionBegun`].
     BeginSession {
         /// The pool core.

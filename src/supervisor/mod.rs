@@ -24,6 +24,7 @@ mod ops;
 mod pool;
 mod pool_ops;
 mod pool_replace;
+mod pool_respawn;
 mod pool_switch;
 pub mod quarantine;
 mod rank;
@@ -36,6 +37,8 @@ mod test_batch;
 
 #[cfg(test)]
 mod pool_tests;
+#[cfg(test)]
+mod respawn_tests;
 #[cfg(test)]
 mod rotation_tests;
 #[cfg(test)]
@@ -54,6 +57,8 @@ mod sim_front_check;
 mod sim_quarantine;
 #[cfg(test)]
 mod sim_refresh;
+#[cfg(test)]
+mod sim_respawn;
 #[cfg(test)]
 mod sim_world;
 #[cfg(test)]
@@ -130,6 +135,8 @@ pub struct Supervisor {
     draining: BTreeMap<CoreId, u64>,
     /// Front mode: the route last emitted.
     route: Vec<RouteTarget>,
+    /// When the routed pool core was last started again after its exit.
+    last_respawn_ms: Option<u64>,
     /// Timed subscription refreshes, once enabled.
     refresh: Option<refresh::Refresh>,
     /// Event numbering and what the events are read off (see `events.rs`).
@@ -159,6 +166,7 @@ impl Supervisor {
             pool: None,
             draining: BTreeMap::new(),
             route: Vec::new(),
+            last_respawn_ms: None,
             refresh: None,
             events: events::Events::new(now),
         };
@@ -463,13 +471,15 @@ impl Supervisor {
                 self.histories.insert(check.config_id, check.history);
             }
         }
+        let mut lost = None;
         match &input {
             Input::CoreExited { core, .. } => {
                 self.cores.remove(core);
                 self.draining.remove(core);
                 if self.pool.as_ref().is_some_and(|p| p.core == *core) {
                     // Nothing is left to route to; the session's exit handling rebuilds.
-                    self.pool = None;
+                    lost = self.pool.take();
+                    self.abort_pool_switch(now, *core);
                 }
             }
             Input::CoreFailed {
@@ -484,13 +494,25 @@ impl Supervisor {
             return;
         }
         match input {
-            Input::CoreExited { core, how, .. } => self.on_session_core_exited(now, core, how),
+            Input::CoreExited { core, how, .. } => {
+                self.on_session_core_exited(now, core, how, lost)
+            }
             Input::ProbeDone { probe, result } if self.health_probe == Some(probe) => {
                 self.health_probe = None;
                 self.on_health_probe_done(now, result);
             }
             Input::ProbeDone { probe, result } => {
                 self.on_member_probe(now, probe, &result);
+            }
+            // A row written for an operation that ended meanwhile (its core exited): nothing
+            // runs on it.
+            Input::SessionBegun {
+                session: Ok(info), ..
+            } if self.session.as_ref().is_none_or(|s| s.info.id != info.id) => {
+                self.emit(Effect::EndSession {
+                    session_id: info.id,
+                    reason: "failed".into(),
+                });
             }
             _ => {}
         }

@@ -48,6 +48,8 @@ pub(super) enum Job {
     Replace(Box<Replace>),
     PoolSwitch(super::pool_switch::PoolSwitch),
     Test(Box<super::test_batch::TestBatch>),
+    /// Front mode: the session's pool core exited; the same members start again.
+    Respawn(super::pool_respawn::Respawn),
 }
 
 impl Job {
@@ -130,6 +132,8 @@ impl Supervisor {
             Job::Replace(r) => self.begin_replace(now, r),
             Job::PoolSwitch(s) => self.begin_pool_switch(s),
             Job::Test(t) => self.begin_test(t),
+            // Its core was asked for before the launch.
+            Job::Respawn(_) => Flow::Continue,
         };
         self.settle_op(now, operation, flow);
     }
@@ -145,6 +149,7 @@ impl Supervisor {
             Job::Replace(r) => self.step_replace(now, r, input),
             Job::PoolSwitch(s) => self.step_pool_switch(now, s, input),
             Job::Test(t) => self.step_test(now, t, input),
+            Job::Respawn(r) => self.step_respawn(now, r, input),
         };
         let taken = !matches!(flow, Flow::NotMine);
         self.settle_op(now, operation, flow);
@@ -159,7 +164,7 @@ impl Supervisor {
     }
 
     /// Sends the answer, then every reply held behind it.
-    fn finish_op(&mut self, now: Now, operation: Operation, reply: Reply) {
+    pub(super) fn finish_op(&mut self, now: Now, operation: Operation, reply: Reply) {
         let was_replace = matches!(operation.job, Job::Replace(_) | Job::PoolSwitch(_));
         self.rotation_ended(now, &reply);
         if let (Some(conn), true) = (operation.conn, operation.conn_open) {

@@ -48,6 +48,24 @@ impl Supervisor {
         self.launch(now, conn, id, Job::PoolSwitch(job));
     }
 
+    /// The pool core of a switch in flight exited: the switch cannot finish (its member is
+    /// gone), so it ends now, and the exit is handled as if it came first (the respawn).
+    pub(super) fn abort_pool_switch(&mut self, now: Now, core: CoreId) {
+        let Some(operation) = self
+            .op
+            .take_if(|op| matches!(&op.job, Job::PoolSwitch(s) if s.core == core))
+        else {
+            return;
+        };
+        let why = format!(
+            "pool core {} exited during the switch; the session is started again on a new pool core",
+            core.0
+        );
+        self.log(why.clone());
+        let reply = error(crate::ipc::protocol::Code::Unavailable, why);
+        self.finish_op(now, operation, reply);
+    }
+
     pub(super) fn begin_pool_switch(&mut self, s: &PoolSwitch) -> Flow {
         self.emit(Effect::BeginSession {
             core: s.core,

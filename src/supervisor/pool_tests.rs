@@ -1,12 +1,13 @@
 //! Front mode: the pool, the route, passive failover, make-before-break and drain.
 
+use super::respawn_tests::respawn_refused;
 use super::tests::*;
 use super::*;
 use std::net::SocketAddr;
 
 use crate::ipc::protocol::{Code, Request, Trigger};
 
-fn front() -> SupervisorConfig {
+pub(super) fn front() -> SupervisorConfig {
     SupervisorConfig {
         front: true,
         rotation_enabled: true,
@@ -15,11 +16,11 @@ fn front() -> SupervisorConfig {
     }
 }
 
-fn member_addr(core: CoreId, config_id: i64) -> SocketAddr {
+pub(super) fn member_addr(core: CoreId, config_id: i64) -> SocketAddr {
     addr(10_000 + core.0 as u16 * 10 + config_id as u16)
 }
 
-fn routes(effects: &[Effect]) -> Vec<Vec<i64>> {
+pub(super) fn routes(effects: &[Effect]) -> Vec<Vec<i64>> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -29,7 +30,7 @@ fn routes(effects: &[Effect]) -> Vec<Vec<i64>> {
         .collect()
 }
 
-fn begun(core: CoreId, config_id: i64, session_id: i64) -> Input {
+pub(super) fn begun(core: CoreId, config_id: i64, session_id: i64) -> Input {
     let mut info = session(session_id, config_id);
     info.socks_addr = member_addr(core, config_id);
     Input::SessionBegun {
@@ -40,7 +41,13 @@ fn begun(core: CoreId, config_id: i64, session_id: i64) -> Input {
 }
 
 /// Connects `config_id` in front mode with `others` enabled; returns the pool core.
-fn front_connect(s: &mut Supervisor, ms: u64, config_id: i64, others: &[i64], sid: i64) -> CoreId {
+pub(super) fn front_connect(
+    s: &mut Supervisor,
+    ms: u64,
+    config_id: i64,
+    others: &[i64],
+    sid: i64,
+) -> CoreId {
     let effects = request(s, ms, 1, 1, Request::RuntimeConnect { config_id });
     let (inspect, selection) = inspect_in(&effects);
     assert_eq!(selection, Selection::WithEnabled(config_id));
@@ -328,7 +335,7 @@ fn run_pool(s: &mut Supervisor, ms: u64, effects: &[Effect]) -> CoreId {
     core
 }
 
-fn persisted(effects: &[Effect]) -> Vec<RotationEvent> {
+pub(super) fn persisted(effects: &[Effect]) -> Vec<RotationEvent> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -475,7 +482,7 @@ fn a_front_rotation_that_keeps_the_old_session_records_it_as_restored() {
 fn a_failed_front_rotation_leaves_no_session() {
     let mut s = Supervisor::new(front(), at(0), None);
     let old = front_connect(&mut s, 0, 1, &[], 10);
-    let effects = feed(&mut s, 10, exited(old));
+    let effects = respawn_refused(&mut s, 10, old);
     let (inspect, _) = inspect_in(&effects);
     let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
     let (batch, _) = start_in(&effects);
@@ -515,7 +522,7 @@ fn a_failed_front_rotation_leaves_no_session() {
 fn a_restore_whose_pool_core_lacks_the_members_inbound_is_abandoned() {
     let mut s = Supervisor::new(front(), at(0), None);
     let old = front_connect(&mut s, 0, 1, &[], 10);
-    let effects = feed(&mut s, 10, exited(old));
+    let effects = respawn_refused(&mut s, 10, old);
     let (inspect, _) = inspect_in(&effects);
     let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
     let (batch, _) = start_in(&effects);

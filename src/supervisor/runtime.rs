@@ -99,7 +99,13 @@ impl Supervisor {
     /// A core exit no operation was waiting for. Only the active session's matters: it is now
     /// degraded, its row is ended, and a health rotation may run (the cooldown does not apply:
     /// nothing is left to protect).
-    pub(super) fn on_session_core_exited(&mut self, now: Now, core: CoreId, how: String) {
+    pub(super) fn on_session_core_exited(
+        &mut self,
+        now: Now,
+        core: CoreId,
+        how: String,
+        lost: Option<super::pool::Pool>,
+    ) {
         let Some(session) = self.session.as_mut().filter(|s| s.core == core) else {
             return;
         };
@@ -114,7 +120,8 @@ impl Supervisor {
         });
         // A probe in flight no longer concerns a live session; its answer is ignored.
         self.health_probe = None;
-        self.health_trigger(now, true);
+        // A pool core is started again with the same members; any other core gets a rotation.
+        self.pool_core_lost(now, lost);
     }
 
     pub(super) fn runtime_status(&self) -> RuntimeStatusPayload {

@@ -67,6 +67,7 @@ impl World {
         self.check(pools <= pools_max, || format!("{pools} pool cores alive"));
         if self.cfg.front {
             self.check_front();
+            self.check_hold();
         }
         self.check_session();
         self.check_events_step();
@@ -206,6 +207,8 @@ pub(super) fn run(seed: u64, steps: u64) -> (u64, u64, Stats) {
         stats.busy += s.busy;
         stats.crashes += s.crashes;
         stats.refreshes += s.refreshes;
+        stats.respawns[0] += world.rs.counts[0];
+        stats.respawns[1] += world.rs.counts[1];
         stats.shutdowns_quiet += s.shutdowns_quiet;
         stats.events += world.ev.published;
         let f = &world.exec.front.counts;

@@ -18,8 +18,10 @@ impl World {
         let op_after = self.sup.op.as_ref().map(|op| op.op);
         if op_after != self.op_before {
             self.ended = self.op.take();
-            if let Some(ended) = &self.ended {
-                self.check_ended(ended);
+            if let Some(ended) = self.ended.take() {
+                self.check_ended(&ended);
+                self.respawn_ended(&ended);
+                self.ended = Some(ended);
             }
             if op_after.is_some() {
                 self.start_op();
@@ -71,6 +73,8 @@ impl World {
             Kind::Connect(_) => INSPECT_MS + stop + start + KILL_MS + 10,
             // One executor round trip: no process starts.
             Kind::PoolSwitch => BEGIN_MS + 2,
+            // One pool core start and its row; a failed one is killed.
+            Kind::Respawn => start + begin + KILL_MS + 10,
             Kind::Disconnect => stop + 10,
             // Every config probed one after the other at worst (concurrency 1), nothing cut short.
             Kind::Test => {
@@ -106,6 +110,7 @@ impl World {
                 _ => self.fail("a connect nobody asked for"),
             },
             Job::Disconnect(_) => (Kind::Disconnect, None),
+            Job::Respawn(_) => (Kind::Respawn, None),
             Job::Test(_) => (Kind::Test, None),
             Job::PoolSwitch(s) => {
                 switch = Some(super::sim_front_check::SwitchModel {
@@ -145,6 +150,7 @@ impl World {
                 "a daemon disconnect outside shutdown".into()
             }),
             None if kind == Kind::PoolSwitch => {}
+            None if kind == Kind::Respawn => self.respawn_started(),
             None => self.auto_rotation_started(rot.as_ref().expect("a rotation")),
         }
         if kind == Kind::Replace {
@@ -255,6 +261,7 @@ impl World {
             }
             Effect::StopCore { core, grace_ms } => self.on_stop(core, grace_ms),
             Effect::Route { targets } => self.front_route(targets),
+            Effect::HoldFront { until_ms } => self.on_hold(until_ms),
             Effect::BeginSession { core, config_id } => self.front_begin(core, config_id),
             Effect::Probe {
                 probe,
@@ -409,6 +416,9 @@ impl World {
                     config_id: config_ids[0],
                 };
                 self.on_start(core, &spec);
+            }
+            (Some(Kind::Respawn), CoreSpec::Pool { config_ids }) if self.cfg.front => {
+                self.respawn_start_core(core, config_ids);
             }
             (Some(Kind::Replace), CoreSpec::Session { config_id }) => {
                 let rot = self.rot();

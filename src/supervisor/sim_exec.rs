@@ -457,8 +457,15 @@ impl Exec {
                 } else {
                     self.crash_pct / 4
                 };
+                // Pool cores crash sooner: a respawn (and a second death within its window)
+                // must come up within a world's life.
+                let within = if matches!(c.spec, CoreSpec::Pool { .. }) {
+                    40_000
+                } else {
+                    400_000
+                };
                 if rng.below(100) < pct {
-                    c.next = Some((now + 1 + rng.below(400_000), Next::Crash));
+                    c.next = Some((now + 1 + rng.below(within), Next::Crash));
                 }
                 Input::CoreReady { core }
             }

@@ -204,6 +204,8 @@ impl World {
         self.check(self.cfg.front, || "a Route in direct mode".into());
         if let Some(first) = targets.first() {
             self.fm.routed = Some(first.core);
+            // The executor releases held connections into a non-empty route.
+            self.rs.hold_until = None;
         }
         self.fm.route = targets.clone();
         let now = self.now.monotonic_ms;
@@ -215,6 +217,9 @@ impl World {
         let Some(op) = self.op.as_ref() else {
             self.fail("a BeginSession outside an operation");
         };
+        if op.kind == super::sim_world::Kind::Respawn {
+            self.respawn_begin(core, config_id);
+        }
         if let Some(s) = &op.switch {
             self.check((s.core, s.to) == (core, config_id), || {
                 format!(

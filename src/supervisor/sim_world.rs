@@ -85,6 +85,8 @@ pub(super) enum Kind {
     PoolSwitch,
     /// `config_test`: a batch core, probes, no switch.
     Test,
+    /// Front mode: the session's crashed pool core starts again with the same members.
+    Respawn,
 }
 
 /// A rotation as the model follows it.
@@ -151,6 +153,8 @@ pub(super) struct Stats {
     pub front: [u64; 8],
     /// Subscription refresh runs started.
     pub refreshes: u64,
+    /// Pool cores respawned, and respawns that put the session back.
+    pub respawns: [u64; 2],
 }
 
 /// The world.
@@ -193,6 +197,8 @@ pub(super) struct World {
     pub refresh: super::sim_refresh::RefreshModel,
     /// The events published.
     pub ev: super::sim_events::EventModel,
+    /// Respawned pool cores and the front's hold.
+    pub rs: super::sim_respawn::RespawnState,
 }
 
 fn random_config(rng: &mut Rng) -> SupervisorConfig {
@@ -298,6 +304,7 @@ impl World {
             trace: std::env::var_os("XRAT_SIM_TRACE").is_some(),
             refresh,
             ev: Default::default(),
+            rs: Default::default(),
         }
     }
 
