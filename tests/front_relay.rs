@@ -34,6 +34,11 @@ enum Member {
     SocksFails(u8),
     /// SOCKS5: success, then echo.
     SocksEcho,
+    /// SOCKS5: says nothing until it has the greeting and the request, then the method reply,
+    /// success, and echo (a client talking to it directly would wait forever).
+    SocksLate,
+    /// SOCKS5: answers the greeting choosing this method, then closes.
+    SocksMethod(u8),
     /// HTTP CONNECT answered 502, then close.
     HttpFails,
     /// HTTP CONNECT answered 200, then echo.
@@ -69,6 +74,13 @@ fn serve(kind: Member, mut s: TcpStream, record: &Mutex<Vec<Vec<u8>>>) {
             take(&mut s, 3).and_then(|_| s.write_all(&[5, 0]).ok());
             take(&mut s, 10).is_some()
         }
+        Member::SocksLate => take(&mut s, 13)
+            .and_then(|_| s.write_all(&[5, 0]).ok())
+            .is_some(),
+        Member::SocksMethod(method) => {
+            take(&mut s, 3).and_then(|_| s.write_all(&[5, method]).ok());
+            false
+        }
         Member::HttpFails | Member::HttpEcho => take(&mut s, CONNECT.len()).is_some(),
     };
     record.lock().unwrap().push(opening);
@@ -84,7 +96,8 @@ fn serve(kind: Member, mut s: TcpStream, record: &Mutex<Vec<Vec<u8>>>) {
             let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
             return;
         }
-        Member::SocksEcho => s.write_all(&SUCCESS).unwrap(),
+        Member::SocksEcho | Member::SocksLate => s.write_all(&SUCCESS).unwrap(),
+        Member::SocksMethod(_) => return,
         Member::HttpEcho => s
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .unwrap(),
@@ -221,6 +234,59 @@ fn a_failed_socks_opening_is_replayed_on_the_next_member() {
     assert_eq!(relay["retries"], 1, "{relay}");
     assert_eq!(relay["failures"], 1, "{relay}");
     assert_eq!(relay["connections_open"], 1, "{relay}");
+}
+
+#[test]
+fn the_front_answers_a_no_auth_greeting_and_swallows_each_members_method_reply() {
+    let (late, seen) = member(Member::SocksLate);
+    let f = front(Some(late.to_string()));
+    let mut s = f.client(f.socks);
+    s.write_all(&GREETING).unwrap();
+    // Only the front can have said this: the member waits for the request first.
+    assert_eq!(read_n(&mut s, 2), [5, 0]);
+    s.write_all(&REQUEST).unwrap();
+    // The member's own method reply is not passed on: the next bytes are its success reply.
+    assert_eq!(read_n(&mut s, 10), SUCCESS);
+    s.write_all(b"hello").unwrap();
+    assert_eq!(read_n(&mut s, 5), b"hello");
+    let mut opening = GREETING.to_vec();
+    opening.extend_from_slice(&REQUEST);
+    assert_eq!(seen.lock().unwrap().as_slice(), [opening.clone()]);
+
+    // On a retry too: the first member chose another method after the front's answer (its
+    // failure), the next member's method reply is swallowed exactly once.
+    let (other, _) = member(Member::SocksMethod(2));
+    let (late, seen) = member(Member::SocksLate);
+    let f = front(Some(format!("{other},{late}")));
+    let mut s = f.client(f.socks);
+    s.write_all(&GREETING).unwrap();
+    assert_eq!(read_n(&mut s, 2), [5, 0]);
+    s.write_all(&REQUEST).unwrap();
+    assert_eq!(read_n(&mut s, 10), SUCCESS);
+    s.write_all(b"again").unwrap();
+    assert_eq!(read_n(&mut s, 5), b"again");
+    assert_eq!(seen.lock().unwrap().as_slice(), [opening]);
+    let relay = &f.relay_status()["relay"];
+    assert_eq!(relay["retries"], 1, "{relay}");
+    assert_eq!(relay["failures"], 1, "{relay}");
+}
+
+#[test]
+fn a_greeting_without_no_auth_is_the_members_to_answer() {
+    let (other, _) = member(Member::SocksMethod(2));
+    let f = front(Some(other.to_string()));
+    // User/password only: the member's choice reaches the client as it said it.
+    let mut s = f.client(f.socks);
+    s.write_all(&[5, 1, 2]).unwrap();
+    assert_eq!(read_to_end(&mut s), [5, 2]);
+    // No authentication, which the front answered: the member's other choice failed the
+    // opening, and with no member left the client gets a general failure for its request.
+    let mut s = f.client(f.socks);
+    s.write_all(&GREETING).unwrap();
+    assert_eq!(read_n(&mut s, 2), [5, 0]);
+    s.write_all(&REQUEST).unwrap();
+    assert_eq!(read_to_end(&mut s), [5, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(f.relay_status()["relay"]["failures"], 1);
 }
 
 #[test]

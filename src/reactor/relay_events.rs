@@ -6,6 +6,7 @@
 use crate::supervisor::{Input, Now, RelayFailure};
 
 use super::deadlines::Due;
+use super::opening::SOCKS5_NO_AUTH_REPLY;
 use super::relay::{Mode, RELAY_BUFFER_BYTES};
 use super::retry::{self, next_target, FrontPort, Refusal, Step};
 use super::ring::Completion;
@@ -107,6 +108,10 @@ impl Reactor {
         r.up_more = n == r.up.buf.len();
         if !r.opened {
             let kept = r.replay.keep(&r.up.buf[..n]);
+            if kept && r.observer.greet(r.replay.bytes()) {
+                // Answered here, ahead of the core (see Observer::greet).
+                r.out.extend_from_slice(&SOCKS5_NO_AUTH_REPLY);
+            }
             if kept && r.replay_sent.is_some() {
                 // Replaying: the bytes go out behind the kept ones.
                 r.up.len = 0;
