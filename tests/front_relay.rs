@@ -361,22 +361,32 @@ fn bulk_traffic_flows_while_pings_are_answered() {
     const TOTAL: usize = 64 * 1024 * 1024;
     let mut writer = s.try_clone().unwrap();
     let started = Instant::now();
+    // A byte's value is its offset mod 251 (a prime, so chunk and buffer sizes never line up
+    // with it): a byte lost, doubled or reordered anywhere, say while a direction moves to a
+    // bulk buffer, shows.
+    const CHUNK: usize = 256 * 1024;
+    let pattern: Arc<Vec<u8>> = Arc::new((0..CHUNK + 251).map(|at| (at % 251) as u8).collect());
+    let sent = pattern.clone();
     let sender = std::thread::spawn(move || {
-        let chunk = vec![0x5a; 256 * 1024];
-        for _ in 0..TOTAL / chunk.len() {
-            writer.write_all(&chunk).unwrap();
+        for i in 0..TOTAL / CHUNK {
+            let at = i * CHUNK % 251;
+            writer.write_all(&sent[at..at + CHUNK]).unwrap();
         }
     });
     let mut conn = f.root.connect();
     let mut pings = Vec::new();
     let mut received = 0;
-    let mut buf = vec![0; 256 * 1024];
+    let mut buf = vec![0; CHUNK];
     while received < TOTAL {
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "closed after {received} bytes");
-        assert!(buf[..n].iter().all(|b| *b == 0x5a));
+        let at = received % 251;
+        assert!(
+            buf[..n] == pattern[at..at + n],
+            "the bytes after offset {received} are not the ones sent"
+        );
         received += n;
-        if pings.len() < received / (256 * 1024) {
+        if pings.len() < received / CHUNK {
             let at = Instant::now();
             let reply = conn.call(json!(2), json!({"type": "daemon_ping"}));
             assert_eq!(reply["code"], 200);

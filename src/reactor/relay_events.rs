@@ -7,7 +7,7 @@ use crate::supervisor::{Input, Now, RelayFailure};
 
 use super::deadlines::Due;
 use super::opening::SOCKS5_NO_AUTH_REPLY;
-use super::relay::{Mode, RELAY_BUFFER_BYTES};
+use super::relay::Mode;
 use super::retry::{self, next_target, FrontPort, Refusal, Step};
 use super::ring::Completion;
 use super::token::{Kind, Token, GENERATION_MASK};
@@ -207,7 +207,7 @@ impl Reactor {
             };
             let held = &r.down.buf[r.down.start..r.down.len];
             match r.observer.step(held, http_connect) {
-                Step::More if r.down.len == RELAY_BUFFER_BYTES => {
+                Step::More if r.down.len == r.down.buf.len() => {
                     // A handshake message larger than the buffer is not one the front judges.
                     return self.opening_over(slot);
                 }
