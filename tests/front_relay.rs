@@ -34,6 +34,11 @@ enum Member {
     SocksFails(u8),
     /// SOCKS5: success, then echo.
     SocksEcho,
+    /// SOCKS5: says nothing until it has the greeting and the request, then the method reply,
+    /// success, and echo (a client talking to it directly would wait forever).
+    SocksLate,
+    /// SOCKS5: answers the greeting choosing this method, then closes.
+    SocksMethod(u8),
     /// HTTP CONNECT answered 502, then close.
     HttpFails,
     /// HTTP CONNECT answered 200, then echo.
@@ -69,6 +74,13 @@ fn serve(kind: Member, mut s: TcpStream, record: &Mutex<Vec<Vec<u8>>>) {
             take(&mut s, 3).and_then(|_| s.write_all(&[5, 0]).ok());
             take(&mut s, 10).is_some()
         }
+        Member::SocksLate => take(&mut s, 13)
+            .and_then(|_| s.write_all(&[5, 0]).ok())
+            .is_some(),
+        Member::SocksMethod(method) => {
+            take(&mut s, 3).and_then(|_| s.write_all(&[5, method]).ok());
+            false
+        }
         Member::HttpFails | Member::HttpEcho => take(&mut s, CONNECT.len()).is_some(),
     };
     record.lock().unwrap().push(opening);
@@ -84,7 +96,8 @@ fn serve(kind: Member, mut s: TcpStream, record: &Mutex<Vec<Vec<u8>>>) {
             let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
             return;
         }
-        Member::SocksEcho => s.write_all(&SUCCESS).unwrap(),
+        Member::SocksEcho | Member::SocksLate => s.write_all(&SUCCESS).unwrap(),
+        Member::SocksMethod(_) => return,
         Member::HttpEcho => s
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .unwrap(),
@@ -224,6 +237,59 @@ fn a_failed_socks_opening_is_replayed_on_the_next_member() {
 }
 
 #[test]
+fn the_front_answers_a_no_auth_greeting_and_swallows_each_members_method_reply() {
+    let (late, seen) = member(Member::SocksLate);
+    let f = front(Some(late.to_string()));
+    let mut s = f.client(f.socks);
+    s.write_all(&GREETING).unwrap();
+    // Only the front can have said this: the member waits for the request first.
+    assert_eq!(read_n(&mut s, 2), [5, 0]);
+    s.write_all(&REQUEST).unwrap();
+    // The member's own method reply is not passed on: the next bytes are its success reply.
+    assert_eq!(read_n(&mut s, 10), SUCCESS);
+    s.write_all(b"hello").unwrap();
+    assert_eq!(read_n(&mut s, 5), b"hello");
+    let mut opening = GREETING.to_vec();
+    opening.extend_from_slice(&REQUEST);
+    assert_eq!(seen.lock().unwrap().as_slice(), [opening.clone()]);
+
+    // On a retry too: the first member chose another method after the front's answer (its
+    // failure), the next member's method reply is swallowed exactly once.
+    let (other, _) = member(Member::SocksMethod(2));
+    let (late, seen) = member(Member::SocksLate);
+    let f = front(Some(format!("{other},{late}")));
+    let mut s = f.client(f.socks);
+    s.write_all(&GREETING).unwrap();
+    assert_eq!(read_n(&mut s, 2), [5, 0]);
+    s.write_all(&REQUEST).unwrap();
+    assert_eq!(read_n(&mut s, 10), SUCCESS);
+    s.write_all(b"again").unwrap();
+    assert_eq!(read_n(&mut s, 5), b"again");
+    assert_eq!(seen.lock().unwrap().as_slice(), [opening]);
+    let relay = &f.relay_status()["relay"];
+    assert_eq!(relay["retries"], 1, "{relay}");
+    assert_eq!(relay["failures"], 1, "{relay}");
+}
+
+#[test]
+fn a_greeting_without_no_auth_is_the_members_to_answer() {
+    let (other, _) = member(Member::SocksMethod(2));
+    let f = front(Some(other.to_string()));
+    // User/password only: the member's choice reaches the client as it said it.
+    let mut s = f.client(f.socks);
+    s.write_all(&[5, 1, 2]).unwrap();
+    assert_eq!(read_to_end(&mut s), [5, 2]);
+    // No authentication, which the front answered: the member's other choice failed the
+    // opening, and with no member left the client gets a general failure for its request.
+    let mut s = f.client(f.socks);
+    s.write_all(&GREETING).unwrap();
+    assert_eq!(read_n(&mut s, 2), [5, 0]);
+    s.write_all(&REQUEST).unwrap();
+    assert_eq!(read_to_end(&mut s), [5, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(f.relay_status()["relay"]["failures"], 1);
+}
+
+#[test]
 fn a_refused_member_is_skipped_and_a_half_close_is_passed_on() {
     let refused = format!("127.0.0.1:{}", free_port());
     let (good, _) = member(Member::SocksEcho);
@@ -295,22 +361,32 @@ fn bulk_traffic_flows_while_pings_are_answered() {
     const TOTAL: usize = 64 * 1024 * 1024;
     let mut writer = s.try_clone().unwrap();
     let started = Instant::now();
+    // A byte's value is its offset mod 251 (a prime, so chunk and buffer sizes never line up
+    // with it): a byte lost, doubled or reordered anywhere, say while a direction moves to a
+    // bulk buffer, shows.
+    const CHUNK: usize = 256 * 1024;
+    let pattern: Arc<Vec<u8>> = Arc::new((0..CHUNK + 251).map(|at| (at % 251) as u8).collect());
+    let sent = pattern.clone();
     let sender = std::thread::spawn(move || {
-        let chunk = vec![0x5a; 256 * 1024];
-        for _ in 0..TOTAL / chunk.len() {
-            writer.write_all(&chunk).unwrap();
+        for i in 0..TOTAL / CHUNK {
+            let at = i * CHUNK % 251;
+            writer.write_all(&sent[at..at + CHUNK]).unwrap();
         }
     });
     let mut conn = f.root.connect();
     let mut pings = Vec::new();
     let mut received = 0;
-    let mut buf = vec![0; 256 * 1024];
+    let mut buf = vec![0; CHUNK];
     while received < TOTAL {
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "closed after {received} bytes");
-        assert!(buf[..n].iter().all(|b| *b == 0x5a));
+        let at = received % 251;
+        assert!(
+            buf[..n] == pattern[at..at + n],
+            "the bytes after offset {received} are not the ones sent"
+        );
         received += n;
-        if pings.len() < received / (256 * 1024) {
+        if pings.len() < received / CHUNK {
             let at = Instant::now();
             let reply = conn.call(json!(2), json!({"type": "daemon_ping"}));
             assert_eq!(reply["code"], 200);

@@ -21,6 +21,7 @@ mod journal;
 mod launch;
 pub mod listenfds;
 mod opening;
+mod pipe;
 mod pool;
 mod prepare;
 /// Core configs hold credentials: the standalone `config test` writes them the same way.

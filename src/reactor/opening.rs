@@ -10,6 +10,8 @@ use thiserror::Error;
 pub const SOCKS5: u8 = 5;
 /// SOCKS5 "no authentication required".
 pub const SOCKS5_NO_AUTH: u8 = 0;
+/// The SOCKS5 method reply choosing "no authentication".
+pub const SOCKS5_NO_AUTH_REPLY: [u8; 2] = [SOCKS5, SOCKS5_NO_AUTH];
 /// SOCKS5 reply: general SOCKS server failure.
 pub const SOCKS5_GENERAL_FAILURE: u8 = 1;
 /// Header fields an HTTP request or response head may carry before it is called malformed.

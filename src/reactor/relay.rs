@@ -18,21 +18,21 @@ use slab::Slab;
 
 use crate::supervisor::{CoreId, RouteTarget};
 
+pub use super::pipe::RELAY_BUFFER_BYTES;
+use super::pipe::{self, Pipe};
 use super::retry::{FrontPort, Observer, Refusal, Replay};
 use super::ring::Op;
 use super::token::{Kind, Token, GENERATION_MASK};
 use super::Reactor;
 
-/// Bytes of each direction's buffer. Two per connection: at the default 4,096 connections at
-/// most 256 MiB, allocated only while a connection is open.
-pub const RELAY_BUFFER_BYTES: usize = 32 * 1024;
 /// A refused client's receive buffer (its opening is a few hundred bytes).
 pub const REFUSAL_BUFFER_BYTES: usize = 1024;
 /// Rounds of direct (non-blocking) receives and sends one relay gets per look: at most this
 /// many buffers per direction before the next relay's turn.
 const DIRECT_ROUNDS_MAX: usize = 4;
-/// Ops the relays may issue per loop turn: at most this many buffers (2 MiB) are copied by
-/// the kernel between two looks at the IPC connections.
+/// Ops the relays may issue per loop turn, an op on a bulk buffer counting as one per
+/// [`RELAY_BUFFER_BYTES`] of it ([`pipe::cost`]): about this many small buffers (2 MiB) are
+/// copied by the kernel between two looks at the IPC connections.
 pub const RELAY_OPS_PER_TURN: usize = 64;
 /// Refused clients answered at once; past this a refused client is closed unanswered.
 pub const REFUSING_MAX: usize = 256;
@@ -41,7 +41,6 @@ pub const REFUSING_MAX: usize = 256;
 pub const FRONT_OPENING_TIMEOUT_MS: u64 = 5_000;
 /// The opening bytes a refused client may send before it is closed unanswered.
 pub const REFUSAL_BYTES_MAX: usize = 16 * 1024;
-const _: () = assert!(RELAY_BUFFER_BYTES <= u32::MAX as usize);
 const _: () = assert!(REFUSAL_BUFFER_BYTES <= RELAY_BUFFER_BYTES);
 const _: () = assert!(RELAY_OPS_PER_TURN * RELAY_BUFFER_BYTES <= 4 * 1024 * 1024);
 const _: () = assert!(REFUSAL_BYTES_MAX >= super::opening::HTTP_HEADERS_MAX * 64);
@@ -61,41 +60,6 @@ pub enum Mode {
     Refusing { refusal: Refusal, answered: bool },
     /// Cancelling its ops; freed after the last completion.
     Closing,
-}
-
-/// One direction's buffer: `buf[start..len]` is received and not yet written on.
-pub struct Pipe {
-    pub buf: Box<[u8]>,
-    pub start: usize,
-    pub len: usize,
-    /// The reading side ended (EOF).
-    pub eof: bool,
-    /// `shutdown(SHUT_WR)` was passed on to the writing side.
-    pub shut: bool,
-}
-
-impl Pipe {
-    fn new(bytes: usize) -> Pipe {
-        Pipe {
-            buf: vec![0; bytes].into_boxed_slice(),
-            start: 0,
-            len: 0,
-            eof: false,
-            shut: false,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.start == self.len
-    }
-
-    /// Forgets what is held (a failed member's bytes).
-    pub fn reset(&mut self) {
-        self.start = 0;
-        self.len = 0;
-        self.eof = false;
-        self.shut = false;
-    }
 }
 
 /// Which ops are in flight; a relay is freed only when none is.
@@ -249,6 +213,8 @@ pub struct Relays {
     pub next_serial: u32,
     /// The wake-up no-op is in the ring.
     pub wake_armed: bool,
+    /// Bulk buffers in use over every relay (at most `RELAY_BULK_BUFFERS_MAX`).
+    pub bulk_buffers: usize,
 }
 
 impl Reactor {
@@ -274,7 +240,7 @@ impl Reactor {
                 continue;
             };
             r.queued = false;
-            budget = budget.saturating_sub(self.relay_advance(slot));
+            budget = budget.saturating_sub(self.relay_advance(slot, budget));
         }
         if !self.relays.ready.is_empty() && !self.relays.wake_armed {
             self.relays.wake_armed = true;
@@ -283,8 +249,9 @@ impl Reactor {
         }
     }
 
-    /// Issues whatever the relay's state allows; returns how many ops.
-    fn relay_advance(&mut self, slot: usize) -> usize {
+    /// Issues whatever the relay's state allows, stopping after the round that reached
+    /// `budget`; returns what its ops cost ([`pipe::cost`]).
+    fn relay_advance(&mut self, slot: usize, budget: usize) -> usize {
         let r = &mut self.relays.slab[slot];
         if let Mode::Closing = r.mode {
             self.relay_settle(slot);
@@ -330,9 +297,10 @@ impl Reactor {
             if !(up_got || down_got) {
                 break;
             }
-            if round + 1 == DIRECT_ROUNDS_MAX {
+            if round + 1 == DIRECT_ROUNDS_MAX || issued >= budget {
                 // Bytes are held with no op in flight: come back later in this turn or the next.
                 self.relay_wake(slot);
+                break;
             }
         }
         self.pass_shutdowns(slot);
@@ -364,13 +332,13 @@ impl Reactor {
     }
 
     /// Writes what the client is owed: at once with a non-blocking send while the socket takes
-    /// it, the rest through the ring. Returns the sends made (direct or issued).
+    /// it, the rest through the ring. Returns what the sends (direct or issued) cost.
     fn client_send(&mut self, slot: usize) -> usize {
         let token = self.relays.slab[slot].token(Kind::RelayClientSend, slot);
         let mut sends = 0;
         let mut direct = true;
         while let Some((fd, ptr, len, from_out)) = self.client_send_bytes(slot) {
-            sends += 1;
+            sends += pipe::cost(len);
             self.relays.slab[slot].sending_out = from_out;
             if direct {
                 match send_now(fd, ptr, len) {
@@ -430,7 +398,7 @@ impl Reactor {
         let mut sends = 0;
         let mut direct = true;
         while let Some((fd, ptr, len)) = self.core_send_bytes(slot) {
-            sends += 1;
+            sends += pipe::cost(len);
             if direct {
                 match send_now(fd, ptr, len) {
                     Direct::Sent(n) => {
@@ -458,8 +426,8 @@ impl Reactor {
     }
 
     /// Receives from the client when `up` is free: at once if the last receive filled the
-    /// buffer, else (or when nothing is there) through the ring. Returns the ops made (direct
-    /// or issued) and whether a direct receive changed the relay.
+    /// buffer, else (or when nothing is there) through the ring. Returns what the receive
+    /// (direct or issued) cost and whether a direct receive changed the relay.
     fn client_recv(&mut self, slot: usize) -> (usize, bool) {
         let token = self.relays.slab[slot].token(Kind::RelayClientRecv, slot);
         let r = &mut self.relays.slab[slot];
@@ -475,24 +443,38 @@ impl Reactor {
         }
         r.up.start = 0;
         r.up.len = 0;
+        let relaying = r.opened && matches!(r.mode, Mode::Relaying);
+        if relaying && r.up_more {
+            // The last receive filled the buffer: a bulk transfer (pipe.rs).
+            r.up.grow(&mut self.relays.bulk_buffers);
+        }
         let (fd, ptr, len) = (r.client.as_raw_fd(), r.up.buf.as_mut_ptr(), r.up.buf.len());
-        if std::mem::take(&mut r.up_more) && r.opened && matches!(r.mode, Mode::Relaying) {
+        if std::mem::take(&mut r.up_more) && relaying {
             if let Some(result) = recv_now(fd, ptr, len) {
                 self.on_client_recv(super::now(), slot, result);
                 if result < 0 {
                     self.relay_wake(slot);
                 }
-                return (1, true);
+                return (pipe::cost(len), true);
             }
         }
         let r = &mut self.relays.slab[slot];
         r.ops.client_recv = true;
-        let len = len as u32;
         // SAFETY: `up.buf` is boxed in the relay and not read or written by Rust code until
         // this receive completes (it is empty, and a member send is issued only from its
-        // completion); the relay is freed only after it.
-        unsafe { self.push(Op::Recv { fd, ptr, len }, token) };
-        (1, false)
+        // completion); the relay is freed only after it, and a pipe grows only when no op is
+        // on it.
+        unsafe {
+            self.push(
+                Op::Recv {
+                    fd,
+                    ptr,
+                    len: len as u32,
+                },
+                token,
+            )
+        };
+        (pipe::cost(len), false)
     }
 
     /// Receives from the member, as [`Reactor::client_recv`] does (at once only after the
@@ -513,13 +495,15 @@ impl Reactor {
             r.down.start = 0;
             r.down.len = 0;
             if std::mem::take(&mut r.down_more) {
+                // The last receive filled the buffer: a bulk transfer (pipe.rs).
+                r.down.grow(&mut self.relays.bulk_buffers);
                 let (ptr, len) = (r.down.buf.as_mut_ptr(), r.down.buf.len());
                 if let Some(result) = recv_now(fd, ptr, len) {
                     self.on_core_recv(super::now(), slot, result);
                     if result < 0 {
                         self.relay_wake(slot);
                     }
-                    return (1, true);
+                    return (pipe::cost(len), true);
                 }
             }
         } else if r.down.len == r.down.buf.len() {
@@ -529,12 +513,21 @@ impl Reactor {
         r.ops.core_recv = true;
         let at = r.down.len;
         let rest = &mut r.down.buf[at..];
-        let (ptr, len) = (rest.as_mut_ptr(), rest.len() as u32);
+        let (ptr, len) = (rest.as_mut_ptr(), rest.len());
         // SAFETY: the kernel writes `down.buf[len..]`, which Rust code neither reads nor writes
         // until this receive completes (held handshake bytes are below `len`); boxed in the
-        // relay, which lives until then.
-        unsafe { self.push(Op::Recv { fd, ptr, len }, token) };
-        (1, false)
+        // relay, which lives until then, and a pipe grows only when no op is on it.
+        unsafe {
+            self.push(
+                Op::Recv {
+                    fd,
+                    ptr,
+                    len: len as u32,
+                },
+                token,
+            )
+        };
+        (pipe::cost(len), false)
     }
 
     /// Passes each side's EOF on with `shutdown(SHUT_WR)` once its bytes are written, and
@@ -617,6 +610,7 @@ impl Reactor {
             self.deadlines
                 .remove(at, super::deadlines::Due::Relay(slot, r.serial));
         }
+        self.relays.bulk_buffers -= r.up.bulk as usize + r.down.bulk as usize;
         self.front.counters.connections_open -= r.counted as u64;
         self.front.refusing -= !r.counted as usize;
         let fd = r.client.into_raw_fd();
@@ -667,7 +661,7 @@ fn recv_now(fd: RawFd, ptr: *mut u8, len: usize) -> Option<i32> {
     // and keeps no reference. A bad fd is reported as an errno.
     let n = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
     if n >= 0 {
-        return Some(n as i32); // n <= len <= RELAY_BUFFER_BYTES
+        return Some(n as i32); // n <= len <= RELAY_BULK_BUFFER_BYTES <= i32::MAX
     }
     match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
         // Nothing waiting (EAGAIN is EWOULDBLOCK on Linux), interrupted, or short of memory

@@ -6,7 +6,8 @@
 use crate::supervisor::{Input, Now, RelayFailure};
 
 use super::deadlines::Due;
-use super::relay::{Mode, RELAY_BUFFER_BYTES};
+use super::opening::SOCKS5_NO_AUTH_REPLY;
+use super::relay::Mode;
 use super::retry::{self, next_target, FrontPort, Refusal, Step};
 use super::ring::Completion;
 use super::token::{Kind, Token, GENERATION_MASK};
@@ -107,6 +108,10 @@ impl Reactor {
         r.up_more = n == r.up.buf.len();
         if !r.opened {
             let kept = r.replay.keep(&r.up.buf[..n]);
+            if kept && r.observer.greet(r.replay.bytes()) {
+                // Answered here, ahead of the core (see Observer::greet).
+                r.out.extend_from_slice(&SOCKS5_NO_AUTH_REPLY);
+            }
             if kept && r.replay_sent.is_some() {
                 // Replaying: the bytes go out behind the kept ones.
                 r.up.len = 0;
@@ -202,7 +207,7 @@ impl Reactor {
             };
             let held = &r.down.buf[r.down.start..r.down.len];
             match r.observer.step(held, http_connect) {
-                Step::More if r.down.len == RELAY_BUFFER_BYTES => {
+                Step::More if r.down.len == r.down.buf.len() => {
                     // A handshake message larger than the buffer is not one the front judges.
                     return self.opening_over(slot);
                 }

@@ -9,6 +9,7 @@ use crate::supervisor::{CoreId, RelayFailure, RouteTarget};
 use super::opening::{
     http_response, parse_greeting, parse_http_request, parse_http_response, parse_method_reply,
     parse_socks_message, socks_reply, OpeningError, SOCKS5, SOCKS5_GENERAL_FAILURE, SOCKS5_NO_AUTH,
+    SOCKS5_NO_AUTH_REPLY,
 };
 
 /// Which front port a client came in on.
@@ -55,6 +56,8 @@ pub struct Observer {
     forwarded: u8,
     /// This attempt's next message.
     index: u8,
+    /// The client's greeting was judged (answered by the front, or left to the core).
+    greeting_judged: bool,
 }
 
 /// SOCKS5 reply codes that are the request's fault, not the member's: 2 (not allowed by the
@@ -69,6 +72,7 @@ impl Observer {
             stage: Observer::first_stage(port),
             forwarded: 0,
             index: 0,
+            greeting_judged: false,
         }
     }
 
@@ -84,6 +88,33 @@ impl Observer {
     pub fn restart(&mut self) {
         self.stage = Observer::first_stage(self.port);
         self.index = 0;
+    }
+
+    /// Reads the client's kept opening (`kept`, every byte it sent so far) on the SOCKS port:
+    /// true once, when its greeting is complete and offers "no authentication". The caller
+    /// then sends the method reply `[5, 0]` itself, and every member's own method reply
+    /// counts as already forwarded (swallowed). The client's request no longer waits for the
+    /// core to wake and answer the greeting; the internal inbounds take only "no
+    /// authentication", so the front's answer is the one a member would give. A greeting that
+    /// is malformed or offers other methods only is left to the core, which answers it in its
+    /// own protocol.
+    pub fn greet(&mut self, kept: &[u8]) -> bool {
+        if self.port != FrontPort::Socks || self.greeting_judged || self.forwarded > 0 {
+            return false;
+        }
+        let greeting = match parse_greeting(kept) {
+            Ok(None) => return false,
+            Ok(Some(greeting)) => greeting,
+            Err(_) => {
+                self.greeting_judged = true;
+                return false;
+            }
+        };
+        self.greeting_judged = true;
+        if greeting.no_auth {
+            self.forwarded = 1;
+        }
+        greeting.no_auth
     }
 
     /// The handshake messages the client already got.
@@ -123,9 +154,18 @@ impl Observer {
     }
 
     fn method_reply(&mut self, held: &[u8]) -> Result<Step, OpeningError> {
-        let Some(method) = parse_method_reply(held)? else {
-            return Ok(Step::More);
+        // The client already has "no authentication" (from the front, or an earlier member):
+        // a member that says anything else cannot be passed on, and failed the opening.
+        let answered = self.forwarded > self.index;
+        let method = match parse_method_reply(held) {
+            Ok(None) => return Ok(Step::More),
+            Ok(Some(method)) => method,
+            Err(_) if answered => return Ok(Step::Failed(RelayFailure::Refused)),
+            Err(e) => return Err(e),
         };
+        if method != SOCKS5_NO_AUTH && answered {
+            return Ok(Step::Failed(RelayFailure::Refused));
+        }
         if method != SOCKS5_NO_AUTH {
             // The client offered only methods the internal inbound does not take: its problem.
             self.stage = Stage::Done;
@@ -319,7 +359,7 @@ impl Refusal {
                 out.extend_from_slice(&[SOCKS5, 0xFF]);
                 return Ok(true);
             }
-            out.extend_from_slice(&[SOCKS5, SOCKS5_NO_AUTH]);
+            out.extend_from_slice(&SOCKS5_NO_AUTH_REPLY);
         }
         match parse_socks_message(&received[greeting.len..])? {
             None => Ok(false),

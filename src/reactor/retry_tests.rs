@@ -229,3 +229,86 @@ fn http_refusal_waits_for_the_head() {
             .starts_with("HTTP/1.1 502 Bad Gateway\r\n")
     );
 }
+
+#[test]
+fn a_no_auth_greeting_is_answered_once_and_every_members_method_reply_swallowed() {
+    let mut o = Observer::new(FrontPort::Socks);
+    assert!(!o.greet(&GREETING[..2]), "incomplete");
+    assert!(o.greet(&GREETING));
+    assert_eq!(o.forwarded(), 1);
+    let mut all = GREETING.to_vec();
+    all.extend_from_slice(&REQUEST);
+    assert!(!o.greet(&all), "answered once");
+    // The member's own method reply: swallowed; its success reply: the client's.
+    assert_eq!(
+        o.step(&[5, 0], None),
+        Step::Handshake {
+            len: 2,
+            forward: false
+        }
+    );
+    assert_eq!(
+        o.step(&socks_reply(4), None),
+        Step::Failed(RelayFailure::SocksReply(4))
+    );
+    // On the next member: its method reply swallowed again, no second answer.
+    o.restart();
+    assert!(!o.greet(&all));
+    assert_eq!(
+        o.step(&[5, 0], None),
+        Step::Handshake {
+            len: 2,
+            forward: false
+        }
+    );
+    assert_eq!(
+        o.step(&socks_reply(0), None),
+        Step::Handshake {
+            len: 10,
+            forward: true
+        }
+    );
+    assert_eq!(o.forwarded(), 2);
+}
+
+#[test]
+fn other_greetings_are_left_to_the_core() {
+    // Only user/password offered: the core answers (0xFF or its choice), passed through.
+    let mut o = Observer::new(FrontPort::Socks);
+    assert!(!o.greet(&[5, 1, 2]));
+    assert_eq!(o.forwarded(), 0);
+    assert_eq!(o.step(&[5, 0xFF], None), Step::PassThrough);
+    // Not SOCKS5: never answered, even if valid bytes follow.
+    let mut o = Observer::new(FrontPort::Socks);
+    assert!(!o.greet(b"GET"));
+    assert!(!o.greet(&GREETING));
+    assert!(matches!(
+        o.step(&[5, 0], None),
+        Step::Handshake { forward: true, .. }
+    ));
+    // The HTTP port has no greeting.
+    let mut o = Observer::new(FrontPort::Http);
+    assert!(!o.greet(&GREETING));
+    assert_eq!(o.forwarded(), 0);
+}
+
+#[test]
+fn after_the_fronts_answer_a_member_choosing_another_method_failed() {
+    let mut o = Observer::new(FrontPort::Socks);
+    assert!(o.greet(&GREETING));
+    assert_eq!(o.step(&[5, 2], None), Step::Failed(RelayFailure::Refused));
+    let mut o = Observer::new(FrontPort::Socks);
+    assert!(o.greet(&GREETING));
+    assert_eq!(o.step(b"HT", None), Step::Failed(RelayFailure::Refused));
+    // Likewise on a retry after a member forwarded its own method reply.
+    let mut o = Observer::new(FrontPort::Socks);
+    assert!(matches!(
+        o.step(&[5, 0], None),
+        Step::Handshake { forward: true, .. }
+    ));
+    o.restart();
+    assert_eq!(
+        o.step(&[5, 0xFF], None),
+        Step::Failed(RelayFailure::Refused)
+    );
+}
