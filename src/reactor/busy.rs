@@ -18,15 +18,17 @@ use super::token::{Kind, Token};
 #[derive(Debug)]
 pub(super) struct BusyPoll {
     until: Option<Instant>,
-    /// False when the daemon may run on one CPU only: the client then needs that CPU, and
-    /// polling could only delay it.
+    /// False on a machine with one CPU online: the client then needs that CPU, and polling
+    /// could only delay it. (A daemon pinned to one CPU of several still polls: its clients
+    /// may be elsewhere, and one on its own CPU gets it at each `sched_yield`.)
     useful: bool,
 }
 
 impl BusyPoll {
-    /// Reads the CPUs the daemon may run on, once (an affinity change later is not seen).
+    /// Reads the CPUs online, once (a CPU brought online later is not seen).
     pub(super) fn new() -> BusyPoll {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: sysconf reads a number and takes no pointer.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
         BusyPoll {
             until: None,
             useful: cpus > 1,
