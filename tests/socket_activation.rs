@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::activation::{activated, exited, stop, DAEMON_LIMIT};
-use common::{alive, Conn, Root};
+use common::{alive, stopped, wait_until, Conn, Root};
 
 const PING: &[u8] = b"{\"protocol_version\":1,\"id\":1,\"request\":{\"type\":\"daemon_ping\"}}\n";
 
@@ -118,6 +118,10 @@ fn a_client_queued_while_the_daemon_is_killed_is_answered_by_the_next_one() {
     // it dies the hard way, as in a crash.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(first.id() as i32, libc::SIGSTOP) };
+    assert!(
+        wait_until(DAEMON_LIMIT, || stopped(first.id())),
+        "the daemon did not stop on SIGSTOP"
+    );
     let mut queued = queued_ping(&root);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };

@@ -160,15 +160,30 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The state letter of a `/proc/.../stat` file (`R`, `S`, `T`, `Z`, ...).
+fn state(stat: &str) -> Option<char> {
+    std::fs::read_to_string(stat).ok().and_then(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next())
+    })
+}
+
 /// True while the pid exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next())
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
+    state(&format!("/proc/{pid}/stat")).is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// True once every thread of `pid` is stopped (`T`): `kill(SIGSTOP)` returns before that,
+/// and a thread still running may yet accept, read or answer.
+pub fn stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let states: Vec<Option<char>> = tasks
+        .flatten()
+        .map(|task| state(&format!("{}/stat", task.path().display())))
+        .collect();
+    !states.is_empty() && states.iter().all(|s| *s == Some('T'))
 }
 
 /// Polls `cond` every 10 ms for at most `limit`.
