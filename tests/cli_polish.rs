@@ -4,10 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, wait_until, Root};
+use common::{text, wait_until, xrat_bin, Root};
 use serde_json::Value;
 
 /// How long a `logs -f` or `api serve` child gets to show or end something.
@@ -283,6 +283,39 @@ fn api_serve_json_prints_its_address_and_pid() {
     let stop = json_line(&mut out);
     assert_eq!(stop["event"], "stopped", "{stop}");
     assert_eq!(wait_exit(&mut child), Some(0));
+}
+
+/// The API is the `xrat-api` binary beside `xrat`; a lone `xrat` says which file is missing and
+/// how to install it, and a usage error is still `xrat`'s own (exit 2, nothing started).
+#[test]
+fn api_serve_without_xrat_api_beside_xrat_names_the_file() {
+    let root = Root::new();
+    let lone = tempfile::tempdir().unwrap();
+    let exe = lone.path().join("xrat");
+    std::fs::copy(xrat_bin(), &exe).unwrap();
+    let out = Command::new(&exe)
+        .args(["api", "serve", "--listen", "127.0.0.1:0"])
+        .env("XRAT_ROOT", root.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let missing = lone.path().join("xrat-api");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: the HTTP API is the separate binary xrat-api, and {} does not exist; \
+             `cargo install --locked --path .` installs it beside xrat, or copy it there from target/release/",
+            missing.display()
+        )
+    );
+    let out = Command::new(&exe)
+        .args(["api", "serve", "--listen", "nowhere"])
+        .env("XRAT_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen \"nowhere\" is not IP:PORT"));
 }
 
 /// A reader that closed stdout before xrat wrote (`xrat completions bash | true`) ends the

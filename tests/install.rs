@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const XRAT: &str = env!("CARGO_BIN_EXE_xrat");
+const XRAT_API: &str = env!("CARGO_BIN_EXE_xrat-api");
 const DAEMON_TEMPLATE: &str = include_str!("../packaging/systemd/xrat-daemon.service.in");
 const API_TEMPLATE: &str = include_str!("../packaging/systemd/xrat-api.service.in");
 const SOCKET_TEMPLATE: &str = include_str!("../packaging/systemd/xrat-daemon.socket.in");
@@ -280,11 +281,38 @@ fn the_socket_unit_holds_the_ports_config_toml_names_in_front_mode() {
 fn exe_in(dir: &Path, sub: &str) -> PathBuf {
     let parent = dir.join(sub);
     std::fs::create_dir(&parent).unwrap();
-    let exe = parent.join("xrat");
-    if std::fs::hard_link(XRAT, &exe).is_err() {
-        std::fs::copy(XRAT, &exe).unwrap();
+    for (from, name) in [(XRAT, "xrat"), (XRAT_API, "xrat-api")] {
+        let to = parent.join(name);
+        if std::fs::hard_link(from, &to).is_err() {
+            std::fs::copy(from, &to).unwrap();
+        }
     }
-    exe
+    parent.join("xrat")
+}
+
+#[test]
+fn with_api_refuses_an_xrat_without_xrat_api_beside_it() {
+    let sandbox = Sandbox::with_fake(None);
+    let bins = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let exe = exe_in(bins.path(), "lone");
+    let api = bins.path().join("lone/xrat-api");
+    std::fs::remove_file(&api).unwrap();
+    let root = sandbox.path("root");
+    let (_, stderr) = failed(sandbox.run_exe(&exe, &root, &["daemon", "install", "--with-api"]));
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: --with-api: the API unit runs `xrat api serve`, which runs {}, and that file does not exist; \
+             `cargo install --locked --path .` installs it beside xrat",
+            api.display()
+        )
+    );
+    assert!(
+        sandbox.units().iter().all(|unit| !unit.exists()),
+        "nothing is written"
+    );
+    // Without the API unit, xrat alone is enough.
+    ok(sandbox.run_exe(&exe, &root, &["daemon", "install"]));
 }
 
 #[test]

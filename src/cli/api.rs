@@ -1,13 +1,24 @@
 //! `xrat api serve`: the standalone HTTP API (see `docs/API.md`).
+//!
+//! The API runs in its own binary, `xrat-api`, installed beside `xrat`: `xrat api ...` checks
+//! its arguments and then becomes `xrat-api` (exec, same pid). The HTTP and WebSocket stack
+//! (axum, hyper, tokio) is a million bytes of code that neither the CLI nor the daemon runs,
+//! and linked into `xrat` it cost every process: 1 MB more text to lay the used code among,
+//! 0.9 MB more idle RSS in the daemon (8.8 -> 7.9 MB with a pool session) and 2,900 more
+//! relocations at each start (docs/BENCHMARKS.md "Start-up").
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use argh::{ArgsInfo, FromArgs};
 
-use super::{CliError, EXIT_OK};
+use super::{CliError, EXIT_OK, EXIT_USAGE};
 use crate::api::{self, ApiError, ServeOptions, DEFAULT_LISTEN};
 use crate::paths::Paths;
+
+/// The API's binary, looked for beside the running `xrat`.
+pub const API_EXE: &str = "xrat-api";
 
 /// The standalone HTTP API.
 #[derive(FromArgs, ArgsInfo, Debug)]
@@ -51,9 +62,65 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// Runs an `api` subcommand.
-pub fn run(command: ApiCommand) -> Result<i32, CliError> {
-    let Action::Serve(args) = command.action;
+/// Runs an `api` subcommand in `xrat`: the arguments were checked, so `xrat-api` is given the
+/// same ones (`rest`, after `api`) and replaces this process.
+pub fn run(command: ApiCommand, rest: &[&str]) -> Result<i32, CliError> {
+    // Checked here, so that a usage error is xrat's (exit 2) before anything is started.
+    let Action::Serve(_) = command.action;
+    let exe = std::env::current_exe().map_err(|e| {
+        CliError::Daemon(format!(
+            "cannot find the running xrat binary to look for {API_EXE} beside it: {e}"
+        ))
+    })?;
+    let api = exe.with_file_name(API_EXE);
+    if !api.is_file() {
+        return Err(CliError::Daemon(format!(
+            "the HTTP API is the separate binary {API_EXE}, and {} does not exist; \
+             `cargo install --locked --path .` installs it beside xrat, or copy it there from target/release/",
+            api.display()
+        )));
+    }
+    let error = std::process::Command::new(&api)
+        .arg0(API_EXE)
+        .args(rest)
+        .exec();
+    Err(CliError::Daemon(format!(
+        "cannot run {}: {error}; check that it is executable",
+        api.display()
+    )))
+}
+
+/// `xrat-api`: the standalone HTTP API, started by `xrat api` (or directly).
+#[derive(FromArgs, ArgsInfo, Debug)]
+struct ApiMain {
+    #[argh(subcommand)]
+    action: Action,
+}
+
+/// `xrat-api`'s whole run: `args` is argv including the program name; the exit code.
+pub fn api_main(args: &[String]) -> i32 {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let command = match ApiMain::from_args(&["xrat api"], &rest) {
+        Ok(command) => command,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    EXIT_OK
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output.trim_end());
+                    eprintln!("Run `xrat api serve --help` for usage.");
+                    EXIT_USAGE
+                }
+            };
+        }
+    };
+    super::finish(serve(command.action))
+}
+
+fn serve(action: Action) -> Result<i32, CliError> {
+    let Action::Serve(args) = action;
     let paths = Paths::from_env()?;
     let options = ServeOptions {
         listen: args.listen,

@@ -127,6 +127,14 @@ pub fn install(args: InstallArgs) -> Result<i32, CliError> {
             exe.display()
         )));
     }
+    let api = exe.with_file_name(super::API_EXE);
+    if args.with_api && !api.is_file() {
+        return Err(CliError::Daemon(format!(
+            "--with-api: the API unit runs `xrat api serve`, which runs {}, and that file does not exist; \
+             `cargo install --locked --path .` installs it beside xrat",
+            api.display()
+        )));
+    }
     let options = InstallOptions {
         start: args.start,
         with_api: args.with_api,

@@ -2,6 +2,8 @@
 //! mode prints aligned lines. Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable.
 
 mod api;
+
+pub use api::{api_main, API_EXE};
 mod argv;
 mod completions;
 mod config;
@@ -148,7 +150,7 @@ pub fn main(args: Vec<String>) -> i32 {
         }
     };
     finish(match cli.command {
-        Command::Api(command) => api::run(command),
+        Command::Api(command) => api::run(command, &rest[1..]),
         Command::Completions(command) => completions::run::<Cli>(command),
         Command::Config(command) => config::run(command),
         Command::Connect(command) => runtime::connect(command),
