@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use argh::{ArgsInfo, FromArgs};
 
-use super::{CliError, EXIT_OK, EXIT_USAGE};
+use super::{CliError, EXIT_OK};
 use crate::api::{self, ApiError, ServeOptions, DEFAULT_LISTEN};
 use crate::paths::Paths;
 
@@ -102,19 +102,7 @@ pub fn api_main(args: &[String]) -> i32 {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let command = match ApiMain::from_args(&["xrat api"], &rest) {
         Ok(command) => command,
-        Err(early) => {
-            return match early.status {
-                Ok(()) => {
-                    println!("{}", early.output);
-                    EXIT_OK
-                }
-                Err(()) => {
-                    eprintln!("{}", early.output.trim_end());
-                    eprintln!("Run `xrat api serve --help` for usage.");
-                    EXIT_USAGE
-                }
-            };
-        }
+        Err(early) => return super::early_exit(&early, "Run `xrat api serve --help` for usage."),
     };
     super::finish(serve(command.action))
 }

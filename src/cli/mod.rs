@@ -136,17 +136,10 @@ pub fn main(args: Vec<String>) -> i32 {
     let cli = match Cli::from_args(&[name], &rest) {
         Ok(cli) => cli,
         Err(early) => {
-            return match early.status {
-                Ok(()) => {
-                    println!("{}", early.output);
-                    EXIT_OK
-                }
-                Err(()) => {
-                    eprintln!("{}", early.output.trim_end());
-                    eprintln!("Run `xrat help` or `xrat <command> --help` for usage.");
-                    EXIT_USAGE
-                }
-            };
+            return early_exit(
+                &early,
+                "Run `xrat help` or `xrat <command> --help` for usage.",
+            )
         }
     };
     finish(match cli.command {
@@ -162,6 +155,21 @@ pub fn main(args: Vec<String>) -> i32 {
         Command::Status(command) => runtime::status(command),
         Command::Sub(command) => sub::run(command),
     })
+}
+
+/// What argh ended early with: `--help` text (exit 0) or a usage error and `hint` (exit 2).
+fn early_exit(early: &argh::EarlyExit, hint: &str) -> i32 {
+    match early.status {
+        Ok(()) => {
+            println!("{}", early.output);
+            EXIT_OK
+        }
+        Err(()) => {
+            eprintln!("{}", early.output.trim_end());
+            eprintln!("{hint}");
+            EXIT_USAGE
+        }
+    }
 }
 
 fn finish(result: Result<i32, CliError>) -> i32 {
