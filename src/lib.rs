@@ -9,6 +9,7 @@ pub mod ctest;
 pub mod install;
 pub mod ipc;
 pub mod links;
+pub mod loader;
 pub mod paths;
 pub mod probe;
 pub mod reactor;

@@ -264,16 +264,19 @@ fn status(paths: &Paths, json: bool) -> Result<i32, CliError> {
     let unreachable = matches!(&outcome, Err(CliError::Client(e)) if e.is_unreachable());
     if !json {
         // The seed's block (its lines and order, which scripts parse), then what the ping adds.
+        // One write for the block (`print!` of one string): scripts run this per call, and stdout
+        // is line-buffered, so each formatted piece with a newline would be a write.
         let ping = outcome?;
-        println!("Daemon Status");
-        println!("{}", STATUS_RULE.repeat(STATUS_RULE_WIDTH));
-        println!("Socket: {}", socket.display());
-        println!("Reachable: yes");
-        println!("Protocol: v1");
-        println!("Pid: {}", ping.pid);
-        println!("Version: {}", ping.version);
-        println!("Uptime: {}", human_duration(ping.uptime_secs));
-        println!("Backend: {}", ping.backend.as_deref().unwrap_or("unknown"));
+        let text = format!(
+            "Daemon Status\n{}\nSocket: {}\nReachable: yes\nProtocol: v1\nPid: {}\nVersion: {}\nUptime: {}\nBackend: {}\n",
+            STATUS_RULE.repeat(STATUS_RULE_WIDTH),
+            socket.display(),
+            ping.pid,
+            ping.version,
+            human_duration(ping.uptime_secs),
+            ping.backend.as_deref().unwrap_or("unknown"),
+        );
+        print!("{text}");
         return Ok(EXIT_OK);
     }
     let view = match outcome {

@@ -10,17 +10,26 @@ pub fn print_json<T: Serialize>(view: &T) {
     );
 }
 
-/// Prints `label: value` lines with the values aligned.
+/// Prints `label: value` lines with the values aligned, in one write.
 pub fn print_aligned(lines: &[(&str, String)]) {
+    let text = aligned(lines);
+    print!("{text}");
+}
+
+/// `label: value` lines with the values aligned, each ending in a newline.
+pub fn aligned(lines: &[(&str, String)]) -> String {
+    use std::fmt::Write as _;
     let width = lines
         .iter()
         .map(|(label, _)| label.len())
         .max()
         .unwrap_or(0)
         + 1;
+    let mut out = String::new();
     for (label, value) in lines {
-        println!("{:<width$} {value}", format!("{label}:"));
+        let _ = writeln!(out, "{:<width$} {value}", format!("{label}:"));
     }
+    out
 }
 
 /// Seconds as "1h 2m 3s".

@@ -5,7 +5,7 @@ use std::time::Duration;
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
 
-use super::output::{human_duration, print_aligned, print_json};
+use super::output::{aligned, human_duration, print_json};
 use super::rpc::{call, payload};
 use super::{CliError, EXIT_OK};
 use crate::ipc::client::READ_TIMEOUT_DEFAULT;
@@ -149,12 +149,15 @@ pub(super) fn status_view(paths: &Paths, payload: RuntimeStatusPayload) -> Statu
 }
 
 pub(super) fn print_status(view: &StatusView) {
+    // One write for the whole block (`print!` of one string): scripts run this per call, and
+    // stdout is line-buffered, so each formatted piece with a newline would be a write.
+    const HEADER: &str = "Runtime Status\n--------------\n";
     let p = &view.payload;
-    println!("Runtime Status");
-    println!("--------------");
     let Some(config_id) = p.active_config_id else {
-        print_aligned(&[("State", p.runtime_status.clone())]);
-        println!("No session is running; start one with `xrat connect <ID>`.");
+        let state = aligned(&[("State", p.runtime_status.clone())]);
+        let text =
+            format!("{HEADER}{state}No session is running; start one with `xrat connect <ID>`.\n");
+        print!("{text}");
         return;
     };
     let dash = || "-".to_string();
@@ -199,7 +202,8 @@ pub(super) fn print_status(view: &StatusView) {
             ),
         ));
     }
-    print_aligned(&lines);
+    let text = HEADER.to_string() + &aligned(&lines);
+    print!("{text}");
 }
 
 /// `#1 active 12 ms, #2 8 ms, #3 down` — one line for the pool's members.
