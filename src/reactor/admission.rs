@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use slab::Slab;
 
-use crate::ipc::access::{peer_uid, Policy};
+use crate::ipc::access::Policy;
 use crate::ipc::protocol::Code;
 use crate::ipc::RawId;
 use crate::supervisor::{Input, Now, Rejection};
@@ -128,15 +128,9 @@ impl Reactor {
         if self.conns.len() >= self.connections_max && !self.evict_one(now) {
             return self.refuse(now, owned, CONNECTION_LIMIT_REPLY);
         }
-        // One getsockopt, which never blocks; an error (there is none for a connected Unix
-        // socket) leaves the peer read-only.
-        let access = self
-            .admission
-            .access
-            .access(peer_uid(owned.as_raw_fd()).ok());
         self.next_serial = self.next_serial.wrapping_add(1);
         let fd = std::os::fd::IntoRawFd::into_raw_fd(owned);
-        let conn = Conn::new(fd, self.next_serial, now.monotonic_ms, access);
+        let conn = Conn::new(fd, self.next_serial, now.monotonic_ms);
         let slot = self.conns.insert(conn);
         self.arm_conn_timer(now, slot);
         self.read_at_once(now, slot);

@@ -67,8 +67,10 @@ pub struct Conn {
     pub timer_at: Option<u64>,
     /// Closed to make room for a new client.
     pub evicted: bool,
-    /// What the peer may do, from its `SO_PEERCRED` at accept.
-    pub access: Access,
+    /// What the peer may do, from its `SO_PEERCRED`; read at its first request that changes
+    /// something (read-only requests need no credentials, and the kernel keeps the ones of
+    /// connect time), so a `daemon_ping` per connection costs no getsockopt.
+    pub access: Option<Access>,
     /// A refused (403) request was logged: one line per connection, however many follow.
     pub denial_logged: bool,
     /// A `subscribe` line was read: nothing more is read as a request.
@@ -79,7 +81,7 @@ pub struct Conn {
 
 impl Conn {
     /// A fresh, open connection.
-    pub fn new(fd: RawFd, serial: u32, now_ms: u64, access: Access) -> Conn {
+    pub fn new(fd: RawFd, serial: u32, now_ms: u64) -> Conn {
         Conn {
             fd,
             serial,
@@ -96,7 +98,7 @@ impl Conn {
             partial_since_ms: None,
             timer_at: None,
             evicted: false,
-            access,
+            access: None,
             denial_logged: false,
             subscribing: false,
             sub: None,

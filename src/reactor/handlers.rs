@@ -1,8 +1,8 @@
 //! Completion handlers and effect application. Each errno is mapped explicitly.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
-use crate::ipc::access::{Access, Policy};
+use crate::ipc::access::{peer_uid, Access, Policy};
 use crate::ipc::protocol::Code;
 use crate::ipc::protocol::Request;
 use crate::ipc::{decode_request, FrameError, RawId};
@@ -163,8 +163,11 @@ impl Reactor {
                     conn_id,
                     line,
                     &self.admission.access,
-                    conn.access,
-                    &mut conn.denial_logged,
+                    Peer {
+                        fd: conn.fd,
+                        access: &mut conn.access,
+                        denial_logged: &mut conn.denial_logged,
+                    },
                 ),
                 Err(e @ FrameError::TooLarge) => {
                     conn.phase = Phase::Draining;
@@ -422,8 +425,11 @@ impl Reactor {
                     conn_id,
                     line,
                     policy,
-                    conn.access,
-                    &mut conn.denial_logged,
+                    Peer {
+                        fd: conn.fd,
+                        access: &mut conn.access,
+                        denial_logged: &mut conn.denial_logged,
+                    },
                 )),
                 Err(e @ FrameError::TooLarge) => Some(too_large_input(conn_id, e)),
             };
@@ -533,30 +539,40 @@ impl Reactor {
     }
 }
 
+/// What [`line_input`] needs of the connection a line came on.
+struct Peer<'a> {
+    fd: RawFd,
+    /// Read from `SO_PEERCRED` at the first request that needs it.
+    access: &'a mut Option<Access>,
+    denial_logged: &'a mut bool,
+}
+
 /// The supervisor's input for one request line: the request, or why it is refused (the
 /// connection stays open). A read-only peer's request that changes something is refused with
 /// 403 here, before the supervisor (and before `daemon_reload` reads the file); the rule is
-/// [`Policy::check`], and the first refusal on a connection is logged.
-fn line_input(
-    conn: ConnId,
-    line: &[u8],
-    policy: &Policy,
-    access: Access,
-    denial_logged: &mut bool,
-) -> Input {
+/// [`Policy::check`], and the first refusal on a connection is logged. The peer's credentials
+/// are read (one getsockopt, which never blocks) only for a request that is not read-only; an
+/// error, which a connected Unix socket does not give, leaves the peer read-only.
+fn line_input(conn: ConnId, line: &[u8], policy: &Policy, peer: Peer<'_>) -> Input {
     let (id, request) = match decode_request(line) {
-        Ok((id, request)) => match policy.check(access, &request) {
-            Ok(()) => (id, Ok(request)),
-            Err(message) => {
-                log_denial(access, denial_logged, &request);
-                let rejection = Rejection {
-                    code: Code::Forbidden,
-                    message,
-                    close: false,
-                };
-                (id, Err(rejection))
+        Ok((id, request)) if request.is_read_only() => (id, Ok(request)),
+        Ok((id, request)) => {
+            let access = *peer
+                .access
+                .get_or_insert_with(|| policy.access(peer_uid(peer.fd).ok()));
+            match policy.check(access, &request) {
+                Ok(()) => (id, Ok(request)),
+                Err(message) => {
+                    log_denial(access, peer.denial_logged, &request);
+                    let rejection = Rejection {
+                        code: Code::Forbidden,
+                        message,
+                        close: false,
+                    };
+                    (id, Err(rejection))
+                }
             }
-        },
+        }
         Err(e) => (
             e.id,
             Err(Rejection {
