@@ -50,6 +50,7 @@ fn implemented_types_answer_with_their_payloads() {
     for key in [
         "session_id",
         "active_config_id",
+        "active_config_name",
         "pid",
         "core",
         "socks_addr",

@@ -167,6 +167,8 @@ fn check_running(
     assert_eq!(status["socks_addr"], daemon.socks_addr(), "{status}");
     assert_eq!(status["http_addr"], Value::Null, "{status}");
     assert_eq!(status["config_name"], server.name(), "{status}");
+    // The daemon names the config itself, so `xrat status` opens no database of its own.
+    assert_eq!(status["active_config_name"], server.name(), "{status}");
 
     // The rendered config exists only while the session runs.
     let file = daemon.session_file(session.id);
@@ -203,6 +205,7 @@ fn check_disconnect(daemon: &Daemon, session: &Session) {
     for key in [
         "session_id",
         "active_config_id",
+        "active_config_name",
         "pid",
         "core",
         "socks_addr",

@@ -140,9 +140,13 @@ pub(super) fn status_view(paths: &Paths, payload: RuntimeStatusPayload) -> Statu
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     StatusView {
-        config_name: payload
-            .active_config_id
-            .and_then(|id| config_name(paths, id)),
+        // The daemon's answer names it; an older daemon's, or one whose database could not
+        // tell, does not, and only then is the database opened here.
+        config_name: payload.active_config_name.clone().or_else(|| {
+            payload
+                .active_config_id
+                .and_then(|id| config_name(paths, id))
+        }),
         uptime_secs: payload.started_at.map(|t| now.saturating_sub(t)),
         payload,
     }

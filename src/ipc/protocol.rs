@@ -377,6 +377,10 @@ pub struct RuntimeStatusPayload {
     pub session_id: Option<i64>,
     /// The stored config the session runs.
     pub active_config_id: Option<i64>,
+    /// That config's stored name, so that `xrat status` needs no database of its own. Absent
+    /// when there is no session or the daemon's database could not tell it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_config_name: Option<String>,
     /// The core's process id.
     pub pid: Option<u32>,
     /// Whether that process is alive.

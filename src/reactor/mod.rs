@@ -20,6 +20,7 @@ mod hold;
 mod journal;
 mod launch;
 pub mod listenfds;
+mod names;
 mod opening;
 mod pipe;
 mod pool;
@@ -202,6 +203,7 @@ pub struct Reactor {
     deadlines: deadlines::Deadlines,
     admission: admission::Admission,
     journal: journal::Journal,
+    active_name: names::ActiveName,
     encoder: ReplyEncoder,
     /// For the direct `recv` right after accept.
     scratch: Box<[u8]>,
@@ -304,6 +306,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         probes: probes::Probes::new(probe_target),
         deadlines: deadlines::Deadlines::default(),
         journal: journal::Journal::default(),
+        active_name: names::ActiveName::default(),
         admission: admission::Admission::new(
             settings.daemon.frame_timeout_ms,
             settings.daemon.idle_timeout_secs * 1000,

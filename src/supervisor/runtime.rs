@@ -139,6 +139,8 @@ impl Supervisor {
             runtime_status: state.into(),
             session_id: s.map(|s| s.info.id),
             active_config_id: s.map(|s| s.info.config_id),
+            // Filled by the executor, which owns the database.
+            active_config_name: None,
             pid: s.map(|s| s.info.pid),
             pid_running: s.is_some_and(|s| s.pid_running),
             core: s.map(|s| s.info.core.clone()),
