@@ -5,30 +5,35 @@
 //!   clang-only toolchain, say), the build keeps the shared unwinder and says so.
 //! - The `xrat` binary is linked at a fixed address (`-no-pie`), so the loader applies none of
 //!   its ~10,000 relative relocations and dirties none of the ~46 pages they touch. The cost is
-//!   ASLR for the binary's own image (libraries, stack, heap and mmaps stay randomized), which
-//!   is how the Go-built cores xrat runs (Xray, V2Ray, sing-box, mihomo) ship. `XRAT_PIE=1` at
-//!   build time keeps a PIE. `xrat-api`, the HTTP server, stays a PIE: its start-up is paid once.
+//!   ASLR for the binary's own image (libraries, stack, heap and mmaps stay randomized), and
+//!   the daemon (`xrat daemon run-server`, the same binary) pays it too. `XRAT_PIE=1` at build
+//!   time keeps a PIE (docs/INSTALL.md says when to choose it). `xrat-api`, the HTTP server,
+//!   stays a PIE: its start-up is paid once.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=XRAT_PIE");
-    let target = std::env::var("TARGET").unwrap_or_default();
-    let crt_static = std::env::var("CARGO_CFG_TARGET_FEATURE")
-        .is_ok_and(|features| features.split(',').any(|f| f == "crt-static"));
-    // A static build links libgcc_eh already; other targets have their own unwinders.
-    if crt_static || !target.ends_with("-linux-gnu") {
+    // For tests/linkage.rs: which of the two is in force in this build.
+    println!("cargo:rustc-check-cfg=cfg(xrat_no_pie, xrat_static_unwinder)");
+    let env = |key| std::env::var(key).unwrap_or_default();
+    let crt_static = env("CARGO_CFG_TARGET_FEATURE")
+        .split(',')
+        .any(|f| f == "crt-static");
+    // A static build links libgcc_eh already; other systems have their own unwinders.
+    if crt_static || env("CARGO_CFG_TARGET_OS") != "linux" || env("CARGO_CFG_TARGET_ENV") != "gnu" {
         return;
     }
-    if std::env::var_os("XRAT_PIE").is_none_or(|v| v.is_empty() || v == "0") {
+    if !pie_wanted() {
         println!("cargo:rustc-link-arg-bin=xrat=-no-pie");
+        println!("cargo:rustc-cfg=xrat_no_pie");
     }
     match static_unwinder() {
         Some(dir) => {
             println!("cargo:rustc-link-search=native={}", dir.display());
             println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+            println!("cargo:rustc-cfg=xrat_static_unwinder");
         }
         None => println!(
             "cargo:warning=no libgcc_eh.a from the C compiler; xrat will need libgcc_s.so.1"
@@ -36,10 +41,19 @@ fn main() {
     }
 }
 
-/// The directory of the C compiler's `libgcc_eh.a`, if it has one.
+/// `XRAT_PIE=1` (any value but empty or 0) keeps `xrat` a PIE.
+fn pie_wanted() -> bool {
+    std::env::var_os("XRAT_PIE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The directory of the target C compiler's `libgcc_eh.a`, if it has one.
 fn static_unwinder() -> Option<PathBuf> {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(cc)
+    let compiler = cc::Build::new()
+        .cargo_metadata(false)
+        .try_get_compiler()
+        .ok()?;
+    let out = compiler
+        .to_command()
         .arg("-print-file-name=libgcc_eh.a")
         .output()
         .ok()?;

@@ -8,16 +8,18 @@
 //! - libm.so.6 only provides `log` (SQLite) and `pow` (indicatif). They are defined here, from
 //!   the `libm` crate, so the linker resolves both in the binary and `--as-needed` drops libm.
 //!
-//! Rust code that calls `f64::ln` or `f64::powf` reaches these too: same results within the
-//! libm crate's error bound (under 1 ulp), without errno, which Rust never reads for them.
+//! Every binary that links this library gets them (the tests, benches, fuzz targets and
+//! `xrat-api` too), and all code in it that calls `log` or `pow` reaches them, `f64::ln` and
+//! `f64::powf` included: the same results within the libm crate's error bound (under 1 ulp),
+//! without errno, which Rust never reads for them.
 
-/// The natural logarithm, for C code linked into the binary (SQLite's FTS5 ranking).
+/// The natural logarithm (SQLite's FTS5 ranking calls it).
 #[no_mangle]
 pub extern "C" fn log(x: f64) -> f64 {
     libm::log(x)
 }
 
-/// `x` to the power `y`, for code linked into the binary (indicatif's rate estimates).
+/// `x` to the power `y` (indicatif's rate estimates call it).
 #[no_mangle]
 pub extern "C" fn pow(x: f64, y: f64) -> f64 {
     libm::pow(x, y)

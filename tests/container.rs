@@ -19,10 +19,7 @@ fn the_images_settings_serve_on_epoll_under_dockers_seccomp_profile() {
     let root = Root::new();
     std::fs::create_dir_all(root.path()).unwrap();
     // The image's file as is, but for the port: tests run side by side, so a free one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = common::cores::free_port();
     let settings = DOCKER_SETTINGS.replace("socks_port = 1080", &format!("socks_port = {port}"));
     assert_ne!(
         settings, DOCKER_SETTINGS,

@@ -191,11 +191,7 @@ fn pipelined_requests_behind_a_slow_connect_stay_bounded() {
     let root = Root::new();
     std::fs::create_dir_all(root.path()).unwrap();
     let fake = never_ready_core(root.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::cores::free_port();
     root.write_settings(&format!(
         "[runtime]\ncore = \"v2ray\"\ncore_path = \"{}\"\nsocks_port = {port}\nready_timeout_ms = 4000\n",
         fake.display()

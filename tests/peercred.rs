@@ -262,11 +262,13 @@ fn scenario(backend: &str, tag: &str) {
         std::io::ErrorKind::PermissionDenied
     );
 
-    // Several refusals on one connection: each answered 403, one log line.
+    // Several refusals on one connection: each answered 403, one log line. The first line is
+    // read-only, so the credentials are read only at the second (they are read lazily).
     let stream = connect_as(&root.socket(), member, NOGROUP, &[gid]).unwrap();
     stream.set_read_timeout(Some(RAW_READ_TIMEOUT)).unwrap();
     let mut reader = BufReader::new(stream);
     for request in [
+        r#"{"type":"daemon_ping"}"#,
         r#"{"type":"proxy_start"}"#,
         r#"{"type":"runtime_disconnect"}"#,
         r#"{"type":"daemon_ping"}"#,

@@ -247,6 +247,37 @@ fn session_case(core: Core, proto: Proto) {
     );
 }
 
+/// A config renamed while it runs (as `xrat sub update` renames a node in place) shows under
+/// its new name in `xrat status` within the daemon's name lifetime (src/reactor/names.rs:
+/// 1 s).
+#[test]
+fn a_config_renamed_while_it_runs_shows_its_new_name() {
+    let target = HttpTarget::start();
+    let server = RemoteServer::start_on(Proto::Socks, Proto::Socks.server_against(Core::SingBox));
+    let daemon = Daemon::start(Core::SingBox, &target);
+    let config_id = daemon.import(&server.link());
+    let reply = daemon.connect(config_id);
+    let session = check_connect(&reply, config_id, None);
+    assert_eq!(daemon.status()["active_config_name"], server.name());
+
+    let db = rusqlite::Connection::open(daemon.root.path().join("xrat.db")).unwrap();
+    db.execute(
+        "UPDATE configs SET name = 'renamed' WHERE id = ?1",
+        [config_id],
+    )
+    .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let mut status = daemon.status();
+    while status["active_config_name"] != "renamed" && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        status = daemon.status();
+    }
+    assert_eq!(status["active_config_name"], "renamed", "{status}");
+    assert_eq!(status["config_name"], "renamed", "{status}");
+
+    check_disconnect(&daemon, &session);
+}
+
 macro_rules! session_cases {
     ($($name:ident: $core:ident, $proto:ident;)*) => {
         $(

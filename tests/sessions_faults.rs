@@ -26,11 +26,7 @@ fn v2ray() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::cores::free_port()
 }
 
 fn wait_port(port: u16) -> bool {

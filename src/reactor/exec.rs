@@ -52,7 +52,7 @@ impl Reactor {
                 let mut reply = reply;
                 let message = self.annotate(&mut reply);
                 self.annotate_front(&mut reply);
-                self.annotate_name(&mut reply);
+                self.annotate_name(now, &mut reply);
                 self.write_reply(conn, &id, &reply, message.as_deref(), close_after);
                 if let crate::supervisor::Reply::Subscribed(subscribed) = &reply {
                     self.start_subscriber(now, conn, &subscribed.categories);

@@ -188,6 +188,15 @@ impl Store {
         self.query_configs("WHERE enabled = 1", "list enabled configs")
     }
 
+    /// The stored name of a config, or `None` when the id is not stored (no decoding).
+    pub fn config_name(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let failed = self.sql_error("read a config's name");
+        self.conn
+            .prepare_cached("SELECT name FROM configs WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+            .map_err(failed)
+    }
+
     /// One config, or `None` when the id is not stored.
     pub fn config(&self, id: i64) -> Result<Option<ConfigRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM configs WHERE id = ?1");

@@ -196,13 +196,43 @@ impl Drop for ChildGuard {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-/// A port that was free a moment ago on 127.0.0.1 (someone may take it before it is used; that
-/// tiny race is accepted).
+/// The lowest port tests take; below it are well-known and registered services.
+const TEST_PORT_MIN: u16 = 10_000;
+/// Where tests' ports end when the ephemeral range cannot be read (Linux's default start).
+const EPHEMERAL_START_DEFAULT: u16 = 32_768;
+
+/// A free port on 127.0.0.1 (TCP and UDP), handed out once per test process.
+///
+/// It comes from below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`). Ports
+/// taken with `bind(:0)` (the daemon's internal core ports) and the source ports of outgoing
+/// connections all come from that range, so they can never take a port chosen here in the
+/// moment before its user binds it. That race once failed a CI run: a front port picked with
+/// `bind(:0)` was busy when the daemon bound it. Tests in one process never get the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let end = ephemeral_start().max(TEST_PORT_MIN + 1_000);
+    let span = u64::from(end - TEST_PORT_MIN);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let first = random_u64() % span;
+    for step in 0..span {
+        let port = TEST_PORT_MIN + ((first + step) % span) as u16;
+        let free = !given.contains(&port)
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {TEST_PORT_MIN}..{end}");
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(EPHEMERAL_START_DEFAULT)
 }
 
 /// 64 random bits (std's per-process random SipHash keys, mixed with the clock).
