@@ -52,7 +52,7 @@ pub struct StatusCommand {
 /// The stored name of a config, when the database can tell.
 fn config_name(paths: &Paths, id: i64) -> Option<String> {
     let store = crate::store::Store::open(&paths.database()).ok()?;
-    store.config(id).ok().flatten().map(|c| c.name)
+    store.config_name(id).ok().flatten()
 }
 
 #[derive(Serialize)]

@@ -397,10 +397,8 @@ impl Reactor {
 
     /// The front's part of `runtime_status`: its addresses and counters (front mode only).
     pub(super) fn annotate_front(&self, reply: &mut Reply) {
-        let status = match reply {
-            Reply::RuntimeStatus(status) => &mut **status,
-            Reply::Subscribed(subscribed) => &mut subscribed.runtime_status,
-            _ => return,
+        let Some(status) = reply.runtime_status_mut() else {
+            return;
         };
         if self.front.listeners.is_empty() {
             return;

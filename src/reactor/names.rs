@@ -23,10 +23,8 @@ pub(super) struct ActiveName(Option<(i64, u64, Option<String>)>);
 impl Reactor {
     /// Puts the active config's name into a `runtime_status` reply or a `subscribe` snapshot.
     pub(super) fn annotate_name(&mut self, now: Now, reply: &mut Reply) {
-        let status = match reply {
-            Reply::RuntimeStatus(status) => &mut **status,
-            Reply::Subscribed(subscribed) => &mut subscribed.runtime_status,
-            _ => return,
+        let Some(status) = reply.runtime_status_mut() else {
+            return;
         };
         let Some(id) = status.active_config_id else {
             return;

@@ -532,6 +532,20 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// The `runtime_status` payload a reply carries: its own, or a `subscribe` snapshot's, for
+    /// the executor to fill in what only it knows.
+    pub fn runtime_status_mut(
+        &mut self,
+    ) -> Option<&mut crate::ipc::protocol::RuntimeStatusPayload> {
+        match self {
+            Reply::RuntimeStatus(status) => Some(&mut **status),
+            Reply::Subscribed(subscribed) => Some(&mut subscribed.runtime_status),
+            _ => None,
+        }
+    }
+}
+
 /// An error reply.
 pub(crate) fn error(code: Code, message: String) -> Reply {
     Reply::Error { code, message }
