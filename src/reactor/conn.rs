@@ -75,6 +75,8 @@ pub struct Conn {
     pub denial_logged: bool,
     /// A `subscribe` line was read: nothing more is read as a request.
     pub subscribing: bool,
+    /// Bytes read with `MSG_PEEK` and not yet consumed (see `first_read`).
+    pub peeked: usize,
     /// Once the `subscribe` answer is written: the stream's categories and queue.
     pub sub: Option<Box<super::subscribers::Subscriber>>,
 }
@@ -101,6 +103,7 @@ impl Conn {
             access: None,
             denial_logged: false,
             subscribing: false,
+            peeked: 0,
             sub: None,
         }
     }

@@ -20,7 +20,7 @@ const DIRECT_SEND_ROUNDS_MAX: usize = 4;
 
 /// Where received bytes are.
 #[derive(Clone, Copy)]
-enum Source {
+pub(super) enum Source {
     /// A provided buffer the kernel filled.
     Ring { bid: u16, len: usize },
     /// The reactor's scratch buffer (a direct `recv`).
@@ -58,32 +58,11 @@ impl Reactor {
         }
     }
 
-    /// A client usually writes its request right after connecting: reading it now, with one
-    /// non-blocking `recv`, answers in this batch instead of after the multishot receive has
-    /// been submitted and has completed.
-    pub(super) fn read_at_once(&mut self, now: Now, slot: usize) {
-        let fd = self.conns[slot].fd;
-        // SAFETY: `scratch` is ours and outlives this synchronous call.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                self.scratch.as_mut_ptr().cast(),
-                self.scratch.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n > 0 {
-            self.feed(now, slot, Source::Scratch(n as usize));
-        } else if n == 0 {
-            self.end_of_input(slot);
-        }
-    }
-
     pub(super) fn arm_recv(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if conn.recv_armed || conn.phase != Phase::Open || conn.recv_paused {
+        if conn.recv_armed || conn.phase != Phase::Open || conn.recv_paused || conn.peeked > 0 {
             return;
         }
         conn.recv_armed = true;
@@ -143,7 +122,7 @@ impl Reactor {
     }
 
     /// Frames and answers the bytes of one receive buffer.
-    fn feed(&mut self, now: Now, slot: usize, source: Source) {
+    pub(super) fn feed(&mut self, now: Now, slot: usize, source: Source) {
         let conn = &mut self.conns[slot];
         // A subscriber's further bytes are discarded unread (docs/PROTOCOL.md).
         if conn.phase != Phase::Open || conn.subscribing {
@@ -362,6 +341,9 @@ impl Reactor {
         } else {
             self.send_through_ring(slot);
         }
+        if self.conns[slot].peeked > 0 {
+            self.consume_peeked(slot);
+        }
         self.settle(slot);
     }
 
@@ -464,6 +446,14 @@ impl Reactor {
         if conn.phase == Phase::Closing {
             return;
         }
+        if conn.peeked > 0 {
+            // Unread bytes at close turn the client's end of file into ECONNRESET.
+            self.consume_peeked(slot);
+        }
+        let conn = &mut self.conns[slot];
+        if conn.phase == Phase::Closing {
+            return;
+        }
         conn.phase = Phase::Closing;
         let (fd, quiet, id) = (conn.fd, conn.is_quiet(), conn.conn_id(slot));
         let cancel = conn.token(Kind::Cancel, slot);
@@ -477,7 +467,7 @@ impl Reactor {
 
     /// Advances a connection whose state may have changed: a drained one closes, a closing one
     /// with no completion outstanding is freed.
-    fn settle(&mut self, slot: usize) {
+    pub(super) fn settle(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };

@@ -14,6 +14,7 @@ mod detect;
 mod epoll;
 mod epoll_ops;
 mod exec;
+mod first_read;
 mod front;
 mod handlers;
 mod hold;
@@ -214,6 +215,8 @@ pub struct Reactor {
     dirty: Vec<usize>,
     /// Slots whose multishot receive must be re-armed after buffers are published.
     rearm: Vec<usize>,
+    /// Connections whose first read was peeked this turn, as (slot, serial) (`first_read`).
+    peeked: Vec<(usize, u32)>,
     listener: OwnedFd,
     accept_armed: bool,
     signal_fd: OwnedFd,
@@ -318,6 +321,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
         busy: busy::BusyPoll::new(),
         dirty: Vec::new(),
         rearm: Vec::new(),
+        peeked: Vec::new(),
         listener,
         accept_armed: false,
         signal_fd,
@@ -506,14 +510,12 @@ impl Reactor {
     /// sends, and point the timerfd at the supervisor's next deadline.
     fn after_batch(&mut self, now: Now) -> Result<(), ReactorError> {
         self.bufs.publish();
-        let mut dirty = std::mem::take(&mut self.dirty);
-        // One connection waiting for its reply is latency: send it now. Many are throughput:
-        // one io_uring_enter carries all their sends.
-        let direct = dirty.len() <= DIRECT_SEND_CONNECTIONS_MAX;
-        for slot in dirty.drain(..) {
-            self.flush(slot, direct);
+        self.flush_dirty();
+        if self.settle_peeked(now) {
+            // A fresh connection's next request or its close, seen after its reply went out.
+            self.pump(now);
+            self.flush_dirty();
         }
-        self.dirty = dirty;
         // After the sends: a direct send that drained a paused connection's backlog resumes its
         // reading here, not after the next completion (which might never come).
         for slot in std::mem::take(&mut self.rearm) {
@@ -525,6 +527,17 @@ impl Reactor {
             self.close_flushed(now);
         }
         self.sync_timer()
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // One connection waiting for its reply is latency: send it now. Many are throughput:
+        // one io_uring_enter carries all their sends.
+        let direct = dirty.len() <= DIRECT_SEND_CONNECTIONS_MAX;
+        for slot in dirty.drain(..) {
+            self.flush(slot, direct);
+        }
+        self.dirty = dirty;
     }
 
     fn sync_timer(&mut self) -> Result<(), ReactorError> {
