@@ -106,6 +106,18 @@ fn check(backend: &str) {
     let reply: Value = serde_json::from_str(answer.lines().next().unwrap()).unwrap();
     assert_eq!(reply["code"], 413, "{backend}: {answer}");
 
+    // Gone before the daemon accepts: its replies fail to send, and the daemon closes it.
+    signal(pid, libc::SIGSTOP);
+    for bytes in [many.as_bytes(), first.as_bytes()] {
+        UnixStream::connect(root.socket())
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+    signal(pid, libc::SIGCONT);
+    let mut after = queued(&root, pid, &[first.as_bytes()], false);
+    assert_eq!(after[0].recv()["id"], 1, "{backend}: {}", root.log());
+
     // The connections left open above are answered and the daemon serves new ones.
     assert_eq!(
         root.connect()
@@ -124,4 +136,29 @@ fn queued_requests_on_a_fresh_connection_are_answered_once_in_order_io_uring() {
 #[test]
 fn queued_requests_on_a_fresh_connection_are_answered_once_in_order_epoll() {
     check("epoll");
+}
+
+/// Clients that vanish with requests unanswered, next to one that is still talking: the
+/// replies to the vanished ones fail to send, and the daemon closes them and nothing else.
+#[test]
+fn vanishing_clients_next_to_a_slow_one_harm_nothing() {
+    let (root, pid) = start("io_uring");
+    let many: String = (0..2_000).map(ping).collect();
+    for round in 0..20 {
+        UnixStream::connect(root.socket())
+            .unwrap()
+            .write_all(b"{\"protocol_version\":1,\"id\":1,\"req")
+            .unwrap();
+        UnixStream::connect(root.socket())
+            .unwrap()
+            .write_all(many.as_bytes())
+            .unwrap();
+        let mut slow = Conn::new(UnixStream::connect(root.socket()).unwrap());
+        for byte in ping(round).as_bytes() {
+            slow.send(&[*byte]);
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        assert_eq!(slow.recv()["id"], round, "{}", root.log());
+    }
+    assert!(common::alive(pid), "{}", root.log());
 }

@@ -341,7 +341,8 @@ impl Reactor {
         } else {
             self.send_through_ring(slot);
         }
-        if self.conns[slot].peeked > 0 {
+        // A failed send may have closed and freed the connection.
+        if self.conns.get(slot).is_some_and(|c| c.peeked > 0) {
             self.consume_peeked(slot);
         }
         self.settle(slot);
@@ -447,10 +448,13 @@ impl Reactor {
             return;
         }
         if conn.peeked > 0 {
-            // Unread bytes at close turn the client's end of file into ECONNRESET.
+            // Unread bytes at close turn the client's end of file into ECONNRESET. A failed
+            // consume closes the connection itself (and may free it).
             self.consume_peeked(slot);
         }
-        let conn = &mut self.conns[slot];
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         if conn.phase == Phase::Closing {
             return;
         }
