@@ -21,15 +21,7 @@ impl Reactor {
     /// Reads what a freshly accepted client already sent, without taking it from the socket.
     pub(super) fn read_at_once(&mut self, now: Now, slot: usize) {
         let fd = self.conns[slot].fd;
-        // SAFETY: `scratch` is ours and outlives this synchronous call.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                self.scratch.as_mut_ptr().cast(),
-                self.scratch.len(),
-                libc::MSG_DONTWAIT | libc::MSG_PEEK,
-            )
-        };
+        let n = self.recv_scratch(fd, self.scratch.len(), libc::MSG_PEEK);
         if n > 0 {
             let conn = &mut self.conns[slot];
             conn.peeked = n as usize;
@@ -55,16 +47,7 @@ impl Reactor {
             if left == 0 {
                 break;
             }
-            let len = left.min(self.scratch.len());
-            // SAFETY: `scratch` is ours and outlives this synchronous call.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    self.scratch.as_mut_ptr().cast(),
-                    len,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n = self.recv_scratch(fd, left.min(self.scratch.len()), 0);
             if n <= 0 {
                 let errno = std::io::Error::last_os_error();
                 eprintln!("xrat: consuming a request already read failed: {errno}");
@@ -101,15 +84,7 @@ impl Reactor {
     /// drains the connection, and nothing yet arms the receive.
     fn read_again(&mut self, now: Now, slot: usize) {
         let fd = self.conns[slot].fd;
-        // SAFETY: `scratch` is ours and outlives this synchronous call.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                self.scratch.as_mut_ptr().cast(),
-                self.scratch.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let n = self.recv_scratch(fd, self.scratch.len(), 0);
         if n > 0 {
             self.feed(now, slot, Source::Scratch(n as usize));
         } else if n == 0 {
@@ -122,5 +97,19 @@ impl Reactor {
         }
         self.arm_recv(slot);
         self.settle(slot);
+    }
+
+    /// One non-blocking `recv` of at most `len` bytes into the scratch buffer.
+    fn recv_scratch(&mut self, fd: i32, len: usize, flags: i32) -> isize {
+        let len = len.min(self.scratch.len());
+        // SAFETY: `scratch` is ours, at least `len` long, and outlives this synchronous call.
+        unsafe {
+            libc::recv(
+                fd,
+                self.scratch.as_mut_ptr().cast(),
+                len,
+                libc::MSG_DONTWAIT | flags,
+            )
+        }
     }
 }
