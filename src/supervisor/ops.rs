@@ -296,6 +296,17 @@ impl Supervisor {
             {
                 self.front_connect_begun(now, c, *want, session)
             }
+            // The new pool core died while its session row was being written: nothing was
+            // routed to it, and the row, once written, is ended as an orphan.
+            (
+                ConnectStep::Beginning(want),
+                Input::CoreExited {
+                    core, how, log_tail,
+                },
+            ) if want == core => Flow::Done(error(
+                Code::Timeout,
+                format!("the pool core {how} while its session was being recorded; the running session was left alone; {log_tail}"),
+            )),
             (ConnectStep::Starting(want), input) if input_core(input) == Some(*want) => {
                 self.connect_starting(c, *want, input)
             }
