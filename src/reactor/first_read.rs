@@ -57,10 +57,10 @@ impl Reactor {
         }
     }
 
-    /// End of a turn: every connection peeked this turn has its bytes consumed (those with a
-    /// reply already did, right after sending it), then is read once more without waiting. By
-    /// then a client on the same CPU has usually taken its reply and closed, so the end of file
-    /// is seen here instead of by a receive armed, woken and completed through the ring.
+    /// End of a turn, after the turn's replies went out: every connection peeked this turn has
+    /// its bytes consumed, then is read once more without waiting. By then a client on the same
+    /// CPU has usually taken its reply and closed, so the end of file is seen here instead of by
+    /// a receive armed, woken and completed through the ring.
     /// Returns true when that read produced inputs for the supervisor.
     pub(super) fn settle_peeked(&mut self, now: Now) -> bool {
         let mut peeked = std::mem::take(&mut self.peeked);

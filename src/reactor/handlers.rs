@@ -341,10 +341,8 @@ impl Reactor {
         } else {
             self.send_through_ring(slot);
         }
-        // A failed send may have closed and freed the connection.
-        if self.conns.get(slot).is_some_and(|c| c.peeked > 0) {
-            self.consume_peeked(slot);
-        }
+        // Peeked bytes are consumed by `settle_peeked`, which runs right after every flush of
+        // the turn; a failed send may have closed and freed the connection, which `settle` skips.
         self.settle(slot);
     }
 

@@ -314,6 +314,42 @@ fn a_failed_pool_start_leaves_the_running_session_alone() {
     assert_eq!(s.route()[0].core, old);
 }
 
+#[test]
+fn a_pool_core_that_exits_while_its_session_is_recorded_leaves_the_running_session_alone() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let old = front_connect(&mut s, 0, 1, &[], 10);
+    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let new = run_pool(&mut s, 11, &effects);
+    let effects = feed(&mut s, 12, Input::CoreReady { core: new });
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::BeginSession { config_id: 5, .. })),
+        "{effects:?}"
+    );
+    // The core dies before the row it asked for is written.
+    let effects = feed(&mut s, 13, exited(new));
+    assert!(
+        matches!(
+            only_reply(&effects),
+            Reply::Error { code: Code::Timeout, message }
+                if message.contains("while its session was being recorded")
+                    && message.contains("killed by signal 15")
+        ),
+        "{effects:?}"
+    );
+    assert!(routes(&effects).is_empty(), "{effects:?}");
+    assert_eq!(s.session().unwrap().id, 10);
+    assert_eq!(s.route()[0].core, old);
+    // The row, written after all, is ended at once and the running session stays.
+    let effects = feed(&mut s, 14, begun(new, 5, 11));
+    assert_eq!(ends_in(&effects), [(11, "failed".to_string())]);
+    assert_eq!(s.session().unwrap().id, 10);
+    assert_eq!(s.route()[0].core, old);
+}
+
 fn start_in_opt(effects: &[Effect]) -> Option<CoreId> {
     effects.iter().find_map(|e| match e {
         Effect::StartCore { core, .. } => Some(*core),
