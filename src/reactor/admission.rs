@@ -130,7 +130,9 @@ impl Reactor {
         }
         self.next_serial = self.next_serial.wrapping_add(1);
         let fd = std::os::fd::IntoRawFd::into_raw_fd(owned);
-        let conn = Conn::new(fd, self.next_serial, now.monotonic_ms);
+        let mut conn = Conn::new(fd, self.next_serial, now.monotonic_ms);
+        conn.out = self.spare.take();
+        conn.inflight = self.spare.take();
         let slot = self.conns.insert(conn);
         self.arm_conn_timer(now, slot);
         self.read_at_once(now, slot);

@@ -489,15 +489,13 @@ impl Reactor {
                 if conn.evicted {
                     self.admission.evicting -= 1;
                 }
+                let fd = conn.fd;
+                self.spare.give(conn.out);
+                self.spare.give(conn.inflight);
                 // A descriptor is free again.
                 self.resume_accept();
                 // SAFETY: a close carries no buffer, and nothing else refers to the fd.
-                unsafe {
-                    self.push(
-                        Op::Close { fd: conn.fd },
-                        Token::singleton(Kind::Close).encode(),
-                    )
-                };
+                unsafe { self.push(Op::Close { fd }, Token::singleton(Kind::Close).encode()) };
             }
             Phase::Closing => {}
         }

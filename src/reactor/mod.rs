@@ -40,6 +40,7 @@ mod retry;
 pub mod ring;
 mod setup;
 mod sockgroup;
+mod spare;
 mod subscribers;
 mod token;
 
@@ -206,6 +207,8 @@ pub struct Reactor {
     journal: journal::Journal,
     active_name: names::ActiveName,
     encoder: ReplyEncoder,
+    /// Reply buffers of closed connections, for the next ones.
+    spare: spare::Spare,
     /// For the direct `recv` right after accept.
     scratch: Box<[u8]>,
     batch: Vec<Completion>,
@@ -316,6 +319,7 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
             crate::ipc::access::Policy::of_this_process(&settings.daemon.socket_group),
         ),
         encoder: ReplyEncoder::new(backend_name),
+        spare: spare::Spare::default(),
         scratch: vec![0; bufring::RECV_BUFFER_BYTES as usize].into_boxed_slice(),
         batch: Vec::with_capacity(ring::BATCH_COMPLETIONS_MAX),
         busy: busy::BusyPoll::new(),
