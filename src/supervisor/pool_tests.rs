@@ -225,10 +225,7 @@ fn a_stall_earns_a_quick_reprobe_whose_failure_fails_over() {
 #[test]
 fn connect_to_another_config_is_make_before_break_and_the_old_pool_drains() {
     let mut s = Supervisor::new(front(), at(0), None);
-    let old = front_connect(&mut s, 0, 1, &[], 10);
-    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[5, 1]));
+    let (old, effects) = connect_to_5(&mut s, &[5, 1]);
     let (new, _) = start_in(&effects);
     assert!(stops_in(&effects).is_empty(), "the old pool core runs on");
     feed(
@@ -258,10 +255,7 @@ fn connect_to_another_config_is_make_before_break_and_the_old_pool_drains() {
 #[test]
 fn a_pool_core_that_never_drains_is_stopped_at_its_deadline() {
     let mut s = Supervisor::new(front(), at(0), None);
-    let old = front_connect(&mut s, 0, 1, &[], 10);
-    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let (old, effects) = connect_to_5(&mut s, &[5]);
     let (new, _) = start_in(&effects);
     feed(
         &mut s,
@@ -280,10 +274,7 @@ fn a_pool_core_that_never_drains_is_stopped_at_its_deadline() {
 #[test]
 fn a_failed_pool_start_leaves_the_running_session_alone() {
     let mut s = Supervisor::new(front(), at(0), None);
-    let old = front_connect(&mut s, 0, 1, &[], 10);
-    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let (old, effects) = connect_to_5(&mut s, &[5]);
     let (new, _) = start_in(&effects);
     feed(
         &mut s,
@@ -317,10 +308,7 @@ fn a_failed_pool_start_leaves_the_running_session_alone() {
 #[test]
 fn a_pool_core_that_exits_while_its_session_is_recorded_leaves_the_running_session_alone() {
     let mut s = Supervisor::new(front(), at(0), None);
-    let old = front_connect(&mut s, 0, 1, &[], 10);
-    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let (old, effects) = connect_to_5(&mut s, &[5]);
     let new = run_pool(&mut s, 11, &effects);
     let effects = feed(&mut s, 12, Input::CoreReady { core: new });
     assert!(
@@ -358,6 +346,15 @@ fn start_in_opt(effects: &[Effect]) -> Option<CoreId> {
 }
 
 /// Starts the pool core a connect or rotation asked for in `effects`, every member listening.
+/// A front session on config 1 (session 10), then `runtime_connect` to config 5 whose new pool
+/// would hold `members`: the old pool core, and the effects that start the new one.
+fn connect_to_5(s: &mut Supervisor, members: &[i64]) -> (CoreId, Vec<Effect>) {
+    let old = front_connect(s, 0, 1, &[], 10);
+    let effects = request(s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
+    let (inspect, _) = inspect_in(&effects);
+    (old, feed(s, 10, inspected(inspect, members)))
+}
+
 fn run_pool(s: &mut Supervisor, ms: u64, effects: &[Effect]) -> CoreId {
     let (core, spec) = start_in(effects);
     let CoreSpec::Pool { config_ids } = spec else {
@@ -465,10 +462,7 @@ fn members_waiting_for_a_probe_slot_do_not_spin_the_timer() {
 #[test]
 fn shutdown_waits_for_the_draining_pool_cores_it_stopped() {
     let mut s = Supervisor::new(front(), at(0), None);
-    let old = front_connect(&mut s, 0, 1, &[], 10);
-    let effects = request(&mut s, 10, 1, 2, Request::RuntimeConnect { config_id: 5 });
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[5]));
+    let (old, effects) = connect_to_5(&mut s, &[5]);
     let new = run_pool(&mut s, 11, &effects);
     feed(&mut s, 20, Input::CoreReady { core: new });
     feed(&mut s, 20, begun(new, 5, 11));
