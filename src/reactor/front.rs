@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::ipc::protocol::RelayView;
 use crate::settings::{RuntimeMode, Settings};
-use crate::supervisor::{CoreId, Input, Now, Reply, RouteTarget};
+use crate::supervisor::{CoreId, Input, Now, RelayFailure, Reply, RouteTarget};
 
 use super::admission::{ACCEPT_PAUSE_MS, FD_LOG_EVERY_MS};
 use super::deadlines::Due;
@@ -350,7 +350,8 @@ impl Reactor {
         }
     }
 
-    /// A pool core exited: its relays are closed (there is nothing left to relay to).
+    /// A pool core exited: its relays are closed (there is nothing left to relay to), except
+    /// those whose opening is not over: they are replayed on another core, as if refused.
     pub(super) fn front_core_exited(&mut self, core: CoreId) {
         self.front.routed.remove(&core);
         let slots: Vec<usize> = self
@@ -361,7 +362,18 @@ impl Reactor {
             .map(|(slot, _)| slot)
             .collect();
         for slot in slots {
-            self.close_relay(slot);
+            let r = &mut self.relays.slab[slot];
+            if r.opened || !r.replay.complete() || !matches!(r.mode, Mode::Relaying) {
+                self.close_relay(slot);
+                continue;
+            }
+            // Not a failure of the member: the supervisor has the exit itself.
+            r.last_failure = Some(RelayFailure::Refused);
+            r.refused_core = Some(core);
+            self.relay_detach(slot);
+            self.relays.slab[slot].mode = Mode::Switching;
+            self.retire_core(slot);
+            self.relay_wake(slot);
         }
     }
 
@@ -418,7 +430,8 @@ impl Reactor {
 
 /// Test builds only (debug, or the `test-hooks` feature): `XRAT_TEST_FRONT_ROUTE` is a
 /// comma-separated list of members as `socks` or `socks|http` addresses, routed in that order
-/// (config ids 1, 2, … on one made-up core), with `XRAT_TEST_FRONT_STALL_MS` (default 2000).
+/// (config ids 1, 2, …, each on a made-up core of its own, as separate servers are: a member
+/// that refuses says nothing of the others), with `XRAT_TEST_FRONT_STALL_MS` (default 2000).
 /// It lets tests drive the relay against plain servers, without a pool core.
 #[cfg(any(debug_assertions, feature = "test-hooks"))]
 pub fn test_route(reactor: &mut Reactor) {
@@ -429,9 +442,9 @@ pub fn test_route(reactor: &mut Reactor) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
-    let core = CoreId(u64::MAX);
     let mut targets = Vec::new();
     for (i, member) in list.split(',').enumerate() {
+        let core = CoreId(u64::MAX - i as u64);
         let (socks, http) = member.split_once('|').unwrap_or((member, ""));
         let addrs = MemberAddrs {
             socks: socks.parse().expect("XRAT_TEST_FRONT_ROUTE: socks address"),

@@ -60,6 +60,7 @@ impl Reactor {
                 self.deadlines.remove(old, Due::HoldEnd);
             }
             self.release_held(now);
+            self.wake_route_waiters();
         }
     }
 

@@ -38,6 +38,7 @@ mod reload;
 mod reply;
 mod retry;
 pub mod ring;
+mod route_wait;
 mod setup;
 mod sockgroup;
 mod spare;

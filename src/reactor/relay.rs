@@ -22,6 +22,7 @@ pub use super::pipe::RELAY_BUFFER_BYTES;
 use super::pipe::{self, Pipe};
 use super::retry::{FrontPort, Observer, Refusal, Replay};
 use super::ring::Op;
+use super::route_wait::RouteWait;
 use super::token::{Kind, Token, GENERATION_MASK};
 use super::Reactor;
 
@@ -97,6 +98,9 @@ pub struct Relay {
     /// The member it is on (for the drain count), and every member tried.
     pub target: Option<RouteTarget>,
     pub tried: Vec<(CoreId, i64)>,
+    /// The core whose inbound last refused it: skipped (see route_wait.rs).
+    pub refused_core: Option<CoreId>,
+    pub route_wait: RouteWait,
     /// Connects started; from the second on, the kept opening is replayed first.
     pub attempts: u32,
     /// The member's address, read by the kernel during the connect.
@@ -153,6 +157,8 @@ impl Relay {
             client_cancelled: false,
             target: None,
             tried: Vec::new(),
+            refused_core: None,
+            route_wait: RouteWait::Unused,
             attempts: 0,
             // SAFETY: all-zero is a valid sockaddr_storage.
             addr: Box::new(unsafe { std::mem::zeroed() }),

@@ -10,6 +10,7 @@ use super::opening::SOCKS5_NO_AUTH_REPLY;
 use super::relay::Mode;
 use super::retry::{self, next_target, FrontPort, Refusal, Step};
 use super::ring::Completion;
+use super::route_wait::RouteWait;
 use super::token::{Kind, Token, GENERATION_MASK};
 use super::Reactor;
 
@@ -250,6 +251,9 @@ impl Reactor {
         let r = &mut self.relays.slab[slot];
         r.last_failure = Some(failure);
         if let Some(t) = r.target {
+            if failure == RelayFailure::Refused {
+                r.refused_core = Some(t.core);
+            }
             self.front.counters.failures += 1;
             self.inputs.push_back(Input::RelayFailed {
                 core: t.core,
@@ -287,15 +291,20 @@ impl Reactor {
     }
 
     /// Connects the relay to the first route target it has not tried; answers the client when
-    /// none is left.
+    /// none is left (after a wait for a route, when a member's inbound refused it).
     pub(super) fn relay_connect_next(&mut self, slot: usize) {
         loop {
             let r = &mut self.relays.slab[slot];
-            let Some(target) = next_target(&self.route, &r.tried) else {
+            let Some(target) = next_target(&self.route, &r.tried, r.refused_core) else {
                 let failure = r.last_failure.unwrap_or(RelayFailure::Refused);
+                if self.relay_wait_for_route(slot) {
+                    return;
+                }
                 return self.give_up(slot, failure);
             };
             r.tried.push((target.core, target.config_id));
+            self.relay_wait_over(slot);
+            let r = &mut self.relays.slab[slot];
             let member = self.pool_members.get(&(target.core, target.config_id));
             let addr = match (r.port, member) {
                 (FrontPort::Socks, Some(m)) => Some(m.socks),
@@ -420,6 +429,7 @@ impl Reactor {
         r.timer_at = None;
         match r.mode {
             Mode::Refusing { .. } => self.close_relay(slot),
+            Mode::Switching if r.route_wait == RouteWait::Waiting => self.route_wait_expired(slot),
             Mode::Relaying if !r.opened && !r.stall_reported => {
                 r.stall_reported = true;
                 if let Some(t) = r.target {

@@ -270,11 +270,16 @@ impl Replay {
     }
 }
 
-/// The next member to try: the first of the current route not tried yet for this connection.
-pub fn next_target(route: &[RouteTarget], tried: &[(CoreId, i64)]) -> Option<RouteTarget> {
+/// The next member to try: the first of the current route not tried yet for this connection,
+/// and not on `refused_core` (whose inbound refused it: the core is going, see route_wait.rs).
+pub fn next_target(
+    route: &[RouteTarget],
+    tried: &[(CoreId, i64)],
+    refused_core: Option<CoreId>,
+) -> Option<RouteTarget> {
     route
         .iter()
-        .find(|t| !tried.contains(&(t.core, t.config_id)))
+        .find(|t| Some(t.core) != refused_core && !tried.contains(&(t.core, t.config_id)))
         .copied()
 }
 

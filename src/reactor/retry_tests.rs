@@ -143,17 +143,39 @@ fn replay_keeps_up_to_the_limit_then_gives_up() {
 #[test]
 fn next_target_skips_tried_members_and_follows_the_current_route() {
     let route = [target(1, 10), target(1, 11), target(2, 12)];
-    assert_eq!(next_target(&route, &[]), Some(route[0]));
-    assert_eq!(next_target(&route, &[(CoreId(1), 10)]), Some(route[1]));
+    assert_eq!(next_target(&route, &[], None), Some(route[0]));
     assert_eq!(
-        next_target(&route, &[(CoreId(1), 10), (CoreId(1), 11)]),
+        next_target(&route, &[(CoreId(1), 10)], None),
+        Some(route[1])
+    );
+    assert_eq!(
+        next_target(&route, &[(CoreId(1), 10), (CoreId(1), 11)], None),
         Some(route[2])
     );
     let tried = [(CoreId(1), 10), (CoreId(1), 11), (CoreId(2), 12)];
-    assert_eq!(next_target(&route, &tried), None);
+    assert_eq!(next_target(&route, &tried, None), None);
     // A member tried earlier but no longer routed is not a reason to skip a new one.
-    assert_eq!(next_target(&[target(3, 13)], &tried), Some(target(3, 13)));
-    assert_eq!(next_target(&[], &[]), None);
+    assert_eq!(
+        next_target(&[target(3, 13)], &tried, None),
+        Some(target(3, 13))
+    );
+    assert_eq!(next_target(&[], &[], None), None);
+}
+
+#[test]
+fn next_target_skips_every_member_of_a_core_that_refused() {
+    let route = [target(1, 10), target(1, 11), target(2, 12)];
+    // Member 10's inbound refused: its sibling 11 lives in the same (exiting) core.
+    let tried = [(CoreId(1), 10)];
+    assert_eq!(next_target(&route, &tried, Some(CoreId(1))), Some(route[2]));
+    // Only that core routed: nothing to try (the relay waits for a route, route_wait.rs).
+    assert_eq!(next_target(&route[..2], &tried, Some(CoreId(1))), None);
+    // The respawned core's members are new targets.
+    let respawned = [target(3, 10), target(3, 11)];
+    assert_eq!(
+        next_target(&respawned, &tried, Some(CoreId(1))),
+        Some(respawned[0])
+    );
 }
 
 #[test]

@@ -66,6 +66,7 @@ mod tests;
 
 pub use events::RELAY_SAMPLE_MS;
 pub use io::*;
+pub use pool_respawn::RESPAWN_HOLD_MS;
 pub use refresh::RefreshConfig;
 
 /// How long a core may take to exit after SIGTERM before it gets SIGKILL.
