@@ -35,18 +35,22 @@ impl BusyPoll {
         }
     }
 
-    /// Opens a window of `window_us` after a batch that held a client's completion.
+    /// Opens a window of `window_us` after a batch that held a client's completion. A batch
+    /// without one leaves an open window as it was: the completion of the daemon's own close
+    /// of a finished connection, which comes at once, would otherwise end the window and the
+    /// loop would sleep just before the script's next connect (one wake-up per connection).
     pub(super) fn after_batch(&mut self, batch: &[Completion], window_us: u64) {
         let served = batch
             .iter()
             .any(|c| Token::decode(c.user_data).is_some_and(|token| is_traffic(token.kind)));
-        self.until = (served && window_us > 0 && self.useful)
-            .then(|| Instant::now() + Duration::from_micros(window_us));
+        if served && window_us > 0 && self.useful {
+            self.until = Some(Instant::now() + Duration::from_micros(window_us));
+        }
     }
 
     /// Submits and waits for the next completion: polls while the window is open, then sleeps.
     pub(super) fn wait(&mut self, ring: &mut Backend) -> io::Result<()> {
-        if let Some(until) = self.until.take() {
+        if let Some(until) = self.until {
             // Bounded by the window (at most BUSY_POLL_US_MAX).
             while Instant::now() < until {
                 if ring.submit_and_peek()? {
@@ -57,6 +61,7 @@ impl BusyPoll {
                 // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
                 unsafe { libc::sched_yield() };
             }
+            self.until = None;
         }
         ring.submit_and_wait()
     }
@@ -83,5 +88,53 @@ fn is_traffic(kind: Kind) -> bool {
         | Kind::ProbeIo
         | Kind::Close
         | Kind::Reject => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(kind: Kind) -> Completion {
+        Completion {
+            user_data: Token::singleton(kind).encode(),
+            result: 0,
+            flags: 0,
+        }
+    }
+
+    fn poll() -> BusyPoll {
+        BusyPoll {
+            until: None,
+            useful: true,
+        }
+    }
+
+    #[test]
+    fn traffic_opens_a_window_and_the_daemons_own_completions_leave_it_as_it_was() {
+        let mut busy = poll();
+        busy.after_batch(&[completion(Kind::Timer)], 25);
+        assert!(busy.until.is_none(), "a tick opens no window");
+        busy.after_batch(&[completion(Kind::Recv)], 25);
+        let opened = busy.until.expect("a request opens the window");
+        // The close of the finished connection completes at once; the script's next connect
+        // comes within the window, which must still be open for it.
+        busy.after_batch(&[completion(Kind::Close)], 25);
+        assert_eq!(busy.until, Some(opened));
+        busy.after_batch(&[completion(Kind::Accept)], 25);
+        assert!(busy.until.is_some_and(|until| until >= opened));
+    }
+
+    #[test]
+    fn no_window_when_off_or_useless() {
+        let mut busy = poll();
+        busy.after_batch(&[completion(Kind::Recv)], 0);
+        assert!(busy.until.is_none());
+        let mut single = BusyPoll {
+            until: None,
+            useful: false,
+        };
+        single.after_batch(&[completion(Kind::Recv)], 25);
+        assert!(single.until.is_none());
     }
 }
