@@ -60,19 +60,23 @@ impl Store {
     /// Records a rotation event and returns its id. Fails with [`StoreError::NoSuchConfig`]
     /// when a config id is not stored.
     pub fn insert_rotation_event(&self, event: &NewRotationEvent) -> Result<i64, StoreError> {
-        let inserted = self.conn.execute(
-            "INSERT INTO rotation_events \
-             (at, \"trigger\", from_config_id, to_config_id, result, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                event.at,
-                event.trigger,
-                event.from_config_id,
-                event.to_config_id,
-                event.result,
-                event.detail,
-            ],
-        );
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO rotation_events \
+                 (at, \"trigger\", from_config_id, to_config_id, result, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    event.at,
+                    event.trigger,
+                    event.from_config_id,
+                    event.to_config_id,
+                    event.result,
+                    event.detail,
+                ])
+            });
         match inserted {
             Ok(_) => Ok(self.conn.last_insert_rowid()),
             Err(e) if is_foreign_key_error(&e) => Err(StoreError::NoSuchConfig {

@@ -5,7 +5,7 @@
 //! keeps running (restored); only if it is gone is the old config started again.
 
 use super::ops::{input_core, Flow};
-use super::pool::Pool;
+use super::pool::{MemberState, Pool};
 use super::replace::{Phase, Replace, Step};
 use super::{Effect, Input, Now, ProbeId, ProbeKind, ReplaceResult, StartFailure, Supervisor};
 
@@ -50,7 +50,8 @@ impl Supervisor {
                 (r.old_config, Vec::new())
             }
         };
-        let members = self.pick_members(now, first, rest);
+        let warm = self.warm_members(r.old_config);
+        let members = self.pick_members(now, first, rest.into_iter().chain(warm));
         let core = self.start_pool_core(members);
         r.pool_inbounds.clear();
         if let Phase::Switching { step, .. } = &mut r.phase {
@@ -61,6 +62,26 @@ impl Supervisor {
             };
         }
         Flow::Continue
+    }
+
+    /// Configs that stay warm in the new pool core besides the ranked ones: the routed pool's
+    /// alive members and the config being replaced (unless it failed: `pick_members` leaves out
+    /// what failed recently). A rotation that ranked one candidate (a manual switch to a config
+    /// outside the pool) would otherwise start a pool of that one config, and every later switch
+    /// would start a core again instead of moving inside a warm pool.
+    fn warm_members(&self, old_config: i64) -> Vec<i64> {
+        let alive = self.pool.iter().flat_map(|p| {
+            p.members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .map(|m| m.config_id)
+        });
+        let old = self
+            .session
+            .as_ref()
+            .filter(|s| s.info.config_id == old_config && s.pid_running)
+            .map(|s| s.info.config_id);
+        alive.chain(old).collect()
     }
 
     /// An executor report while the new pool core starts, is probed or is recorded.

@@ -584,3 +584,38 @@ fn a_restore_whose_pool_core_lacks_the_members_inbound_is_abandoned() {
     let effects = feed(&mut s, 18, exited(restore));
     assert_eq!(persisted(&effects)[0].result, ReplaceResult::Failed);
 }
+
+#[test]
+fn a_manual_switch_outside_the_pool_keeps_the_alive_members_and_the_old_config_warm() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2, 4], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    // Member 4 is dead: it does not follow into the new pool core.
+    answer_probes(&mut s, 2, &effects, &[1, 2], core);
+    let replace = Request::RuntimeReplace {
+        trigger: Trigger::Manual,
+        candidate_id: Some(3),
+    };
+    let effects = request(&mut s, 10, 1, 2, replace);
+    let (inspect, _) = inspect_in(&effects);
+    let effects = feed(&mut s, 10, inspected(inspect, &[3]));
+    let (batch, _) = start_in(&effects);
+    feed(&mut s, 11, started(batch, None, vec![(3, addr(9_003))]));
+    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
+    let (probe, _) = probes_in(&effects)[0];
+    let effects = feed(
+        &mut s,
+        13,
+        Input::ProbeDone {
+            probe,
+            result: Ok(7),
+        },
+    );
+    let (_, spec) = start_in(&effects);
+    let CoreSpec::Pool { config_ids } = spec else {
+        panic!("expected a pool core, got {spec:?}");
+    };
+    // The candidate leads; the old session's config and the alive member stay warm (one
+    // rotation ranked only the candidate, so without them the pool would shrink to one).
+    assert_eq!(config_ids, [3, 1, 2]);
+}
