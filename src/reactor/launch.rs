@@ -138,6 +138,8 @@ impl Reactor {
             socks_addr: socks_addr.to_string(),
             http_addr: http_addr.map(|a| a.to_string()),
             started_at: now.unix_secs,
+            // Not spawned yet: recorded once it runs.
+            process: None,
         };
         let store = &self.env.store;
         let session_id = store

@@ -129,17 +129,13 @@ impl Reactor {
             socks_addr: member.socks.to_string(),
             http_addr: member.http.map(|a| a.to_string()),
             started_at: now.unix_secs,
+            // The pool core runs already: its identity goes in the same row, one write.
+            process: Some((proc_.pid, proc_.start_time)),
         };
         let store = &self.env.store;
         let session_id = store
             .begin_session(&new)
             .map_err(|e| not_recorded(store, &e))?;
-        let write = Write::Process {
-            session_id,
-            pid: proc_.pid,
-            start_time: proc_.start_time,
-        };
-        self.record(now, write);
         Ok(SessionInfo {
             id: session_id,
             config_id,

@@ -66,6 +66,7 @@ fn session_on(env: &Env, core: &Spawned, config: &Path) -> i64 {
         socks_addr: "127.0.0.1:20001".into(),
         http_addr: None,
         started_at: 1,
+        process: None,
     };
     let id = env.store.begin_session(&new).unwrap();
     env.store

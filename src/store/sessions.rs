@@ -28,6 +28,9 @@ pub struct NewSession {
     pub http_addr: Option<String>,
     /// Unix seconds.
     pub started_at: u64,
+    /// The core's pid and start time when already known (a pool member's core runs before its
+    /// session begins), so the row needs no second write.
+    pub process: Option<(u32, u64)>,
 }
 
 /// A stored session.
@@ -89,8 +92,9 @@ impl Store {
             .conn
             .prepare_cached(
                 "INSERT INTO runtime_sessions \
-                 (config_id, core, core_path, config_path, socks_addr, http_addr, started_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (config_id, core, core_path, config_path, socks_addr, http_addr, started_at, \
+                  pid, pid_start_time) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut insert| {
                 insert.execute(params![
@@ -101,6 +105,8 @@ impl Store {
                     new.socks_addr,
                     new.http_addr,
                     new.started_at,
+                    new.process.map(|(pid, _)| pid),
+                    new.process.map(|(_, start_time)| start_time),
                 ])
             });
         match inserted {
@@ -201,6 +207,7 @@ mod tests {
             socks_addr: "127.0.0.1:1080".into(),
             http_addr: None,
             started_at,
+            process: None,
         }
     }
 
@@ -223,6 +230,15 @@ mod tests {
         store.set_session_process(first, 4242, 987_654).unwrap();
         let row = store.session(first).unwrap().unwrap();
         assert_eq!((row.pid, row.pid_start_time), (Some(4242), Some(987_654)));
+        // A pool member's session is written with its core's identity at once.
+        let pooled = NewSession {
+            process: Some((4343, 123)),
+            ..new_session(1, 300)
+        };
+        let third = store.begin_session(&pooled).unwrap();
+        let row = store.session(third).unwrap().unwrap();
+        assert_eq!((row.pid, row.pid_start_time), (Some(4343), Some(123)));
+        store.end_session(third, 310, "stopped").unwrap();
         let open: Vec<i64> = store
             .open_sessions()
             .unwrap()
