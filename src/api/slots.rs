@@ -5,6 +5,12 @@
 //! (it is told 503 and closed); only when every slot is answering a request that arrived whole
 //! is the new connection answered 503 at once. So clients that trickle bytes delay no one: each
 //! holds its slot only until someone else needs it, and never past the header deadline.
+//!
+//! A connection whose whole request head already waits in its socket is not "waiting for a
+//! request" and is not evicted: it is about to be busy. Without that, a burst of reconnecting
+//! slow clients (each eviction lets one come back) replaced all 64 slots within the few ms
+//! between a legitimate client's accept and hyper reading its head, and evicted it too (seen
+//! once in CI, `tests/api.rs` `slow_clients_cannot_starve_a_legitimate_request`).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -60,7 +66,12 @@ impl Table {
     pub fn admit(&self, socket: OwnedFd, now: Instant) -> Option<(u64, Arc<Notify>)> {
         let mut slots = self.lock();
         if slots.held.len() >= CONNECTIONS_MAX {
-            let victim = pick_victim(slots.held.iter().map(|(&id, h)| (id, h.phase)))?;
+            let waiting = slots
+                .held
+                .iter()
+                .filter(|(_, h)| !request_queued(&h.socket))
+                .map(|(&id, h)| (id, h.phase));
+            let victim = pick_victim(waiting)?;
             if let Some(held) = slots.held.remove(&victim) {
                 let message = format!(
                     "the API was full ({CONNECTIONS_MAX} connections) and this connection had waited longest for its request; retry"
@@ -126,6 +137,29 @@ pub fn pick_victim(entries: impl Iterator<Item = (u64, Phase)>) -> Option<u64> {
         })
         .min()
         .map(|(_, id)| id)
+}
+
+/// Bytes looked at for a queued request head; a client that queued this many is not trickling.
+const PEEK_BYTES: usize = 4096;
+
+/// Whether a whole request head (or [`PEEK_BYTES`] of one) waits unread in `socket`.
+pub fn request_queued(socket: &OwnedFd) -> bool {
+    let mut buf = [0u8; PEEK_BYTES];
+    // SAFETY: recv(2) into a live stack buffer of its length; MSG_PEEK leaves the bytes for
+    // hyper, MSG_DONTWAIT keeps the accept loop from blocking.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n <= 0 {
+        return false;
+    }
+    let queued = &buf[..n as usize];
+    queued.len() == PEEK_BYTES || queued.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 /// Writes without blocking (MSG_DONTWAIT: the socket is shared with tokio's nonblocking

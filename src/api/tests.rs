@@ -11,7 +11,7 @@ use super::auth::{constant_time_eq, Token};
 use super::clash::{configs_json, delay_answer, patch_verdict};
 use super::frames::{self, Meter};
 use super::gate::{is_v1, own_origins, query_token};
-use super::slots::{pick_victim, Phase};
+use super::slots::{pick_victim, request_queued, Phase};
 use super::v1::http_status;
 use super::views::{self, Catalog, ProviderInfo, GLOBAL};
 use super::{check_listen, dashboard, ServeOptions, TOKEN_FILE};
@@ -433,4 +433,24 @@ fn dashboard_paths_stay_inside_the_directory() {
     assert!(err.contains("no index.html"), "{err}");
     std::fs::write(tmp.path().join("index.html"), "<html>").unwrap();
     assert!(dashboard::check_dir(tmp.path()).is_ok());
+}
+
+#[test]
+fn a_connection_with_its_request_queued_is_not_taken_for_a_trickling_one() {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let server = OwnedFd::from(listener.accept().unwrap().0);
+    assert!(!request_queued(&server), "nothing sent yet");
+    client.write_all(b"G").unwrap();
+    let settle = || std::thread::sleep(Duration::from_millis(50));
+    settle();
+    assert!(!request_queued(&server), "one trickled byte");
+    client
+        .write_all(b"ET /v1/configs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    settle();
+    assert!(request_queued(&server), "a whole head waits");
+    assert!(request_queued(&server), "peeking leaves it for the reader");
 }

@@ -355,6 +355,26 @@ fn connect_to_5(s: &mut Supervisor, members: &[i64]) -> (CoreId, Vec<Effect>) {
     (old, feed(s, 10, inspected(inspect, members)))
 }
 
+/// A front rotation's batch test (its request's effects in `effects`): `ids` inspected, the
+/// batch core started for `tested`, ready, and its probe passed at 13 ms. Returns the batch core
+/// and what the pass emitted (the new pool core's start).
+fn batch_passes(
+    s: &mut Supervisor,
+    effects: &[Effect],
+    ids: &[i64],
+    tested: i64,
+) -> (CoreId, Vec<Effect>) {
+    let (inspect, _) = inspect_in(effects);
+    let effects = feed(s, 10, inspected(inspect, ids));
+    let (batch, _) = start_in(&effects);
+    let inbound = addr(9_000 + tested as u16);
+    feed(s, 11, started(batch, None, vec![(tested, inbound)]));
+    let effects = feed(s, 12, Input::CoreReady { core: batch });
+    let (probe, _) = probes_in(&effects)[0];
+    let result = Ok(7);
+    (batch, feed(s, 13, Input::ProbeDone { probe, result }))
+}
+
 fn run_pool(s: &mut Supervisor, ms: u64, effects: &[Effect]) -> CoreId {
     let (core, spec) = start_in(effects);
     let CoreSpec::Pool { config_ids } = spec else {
@@ -485,14 +505,7 @@ fn a_front_rotation_that_keeps_the_old_session_records_it_as_restored() {
         candidate_id: None,
     };
     let effects = request(&mut s, 10, 1, 2, replace);
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
-    let (batch, _) = start_in(&effects);
-    feed(&mut s, 11, started(batch, None, vec![(2, addr(9_002))]));
-    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
-    let (probe, _) = probes_in(&effects)[0];
-    let result = Ok(7);
-    let effects = feed(&mut s, 13, Input::ProbeDone { probe, result });
+    let (batch, effects) = batch_passes(&mut s, &effects, &[1, 2], 2);
     feed(&mut s, 14, exited(batch));
     let pool = run_pool(&mut s, 15, &effects);
     let effects = feed(&mut s, 16, Input::CoreReady { core: pool });
@@ -513,20 +526,7 @@ fn a_failed_front_rotation_leaves_no_session() {
     let mut s = Supervisor::new(front(), at(0), None);
     let old = front_connect(&mut s, 0, 1, &[], 10);
     let effects = respawn_refused(&mut s, 10, old);
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
-    let (batch, _) = start_in(&effects);
-    feed(&mut s, 11, started(batch, None, vec![(2, addr(9_002))]));
-    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
-    let (probe, _) = probes_in(&effects)[0];
-    let effects = feed(
-        &mut s,
-        13,
-        Input::ProbeDone {
-            probe,
-            result: Ok(7),
-        },
-    );
+    let (batch, effects) = batch_passes(&mut s, &effects, &[1, 2], 2);
     let (pool, _) = start_in(&effects);
     feed(&mut s, 14, exited(batch));
     let refused = |core| Input::CoreFailed {
@@ -553,20 +553,7 @@ fn a_restore_whose_pool_core_lacks_the_members_inbound_is_abandoned() {
     let mut s = Supervisor::new(front(), at(0), None);
     let old = front_connect(&mut s, 0, 1, &[], 10);
     let effects = respawn_refused(&mut s, 10, old);
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[1, 2]));
-    let (batch, _) = start_in(&effects);
-    feed(&mut s, 11, started(batch, None, vec![(2, addr(9_002))]));
-    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
-    let (probe, _) = probes_in(&effects)[0];
-    let effects = feed(
-        &mut s,
-        13,
-        Input::ProbeDone {
-            probe,
-            result: Ok(7),
-        },
-    );
+    let (batch, effects) = batch_passes(&mut s, &effects, &[1, 2], 2);
     let (pool, _) = start_in(&effects);
     feed(&mut s, 14, exited(batch));
     let refused = Input::CoreFailed {
@@ -597,20 +584,7 @@ fn a_manual_switch_outside_the_pool_keeps_the_alive_members_and_the_old_config_w
         candidate_id: Some(3),
     };
     let effects = request(&mut s, 10, 1, 2, replace);
-    let (inspect, _) = inspect_in(&effects);
-    let effects = feed(&mut s, 10, inspected(inspect, &[3]));
-    let (batch, _) = start_in(&effects);
-    feed(&mut s, 11, started(batch, None, vec![(3, addr(9_003))]));
-    let effects = feed(&mut s, 12, Input::CoreReady { core: batch });
-    let (probe, _) = probes_in(&effects)[0];
-    let effects = feed(
-        &mut s,
-        13,
-        Input::ProbeDone {
-            probe,
-            result: Ok(7),
-        },
-    );
+    let (_, effects) = batch_passes(&mut s, &effects, &[3], 3);
     let (_, spec) = start_in(&effects);
     let CoreSpec::Pool { config_ids } = spec else {
         panic!("expected a pool core, got {spec:?}");
