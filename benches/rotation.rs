@@ -28,7 +28,7 @@
 //! (default: the client on the first allowed CPU, the systems under test on the second).
 //! `XRAT_BENCH_CORE=v2ray|sing-box` picks xrat's core (default sing-box),
 //! `XRAT_BENCH_MODES=front,direct` which xrat modes run, `XRAT_BENCH_ROWS=rss,ipc,relay,switch,failover`
-//! which rows. Results go to `XRAT_BENCH_OUT`
+//! which rows. `XRAT_BENCH_SPLICE=false` sets xrat's `relay.splice`. Results go to `XRAT_BENCH_OUT`
 //! (default `target/rotation-results.json`). Without `--bench` (as `cargo test --benches` runs
 //! it) it only says how to run it.
 

@@ -384,12 +384,16 @@ pub fn is_web_origin(value: &str) -> bool {
 pub struct RelaySettings {
     /// Opening bytes of a client kept so a failed opening can be replayed on another member.
     pub replay_bytes_max: u32,
+    /// Bulk transfers move socket to socket inside the kernel (`splice`) instead of through the
+    /// daemon's buffers.
+    pub splice: bool,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
         RelaySettings {
             replay_bytes_max: 16 * 1024,
+            splice: true,
         }
     }
 }

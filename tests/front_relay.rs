@@ -120,10 +120,15 @@ struct Front {
 
 /// A daemon in front mode whose route is `route` (`socks` or `socks|http` addresses).
 fn front(route: Option<String>) -> Front {
+    front_with(route, "")
+}
+
+/// As [`front`], with `extra` settings (whole tables) after `[runtime]`.
+fn front_with(route: Option<String>, extra: &str) -> Front {
     let root = Root::new();
     let (socks, http) = (free_port(), free_port());
     root.write_settings(&format!(
-        "[runtime]\nsocks_port = {socks}\nhttp_port = {http}\n"
+        "[runtime]\nsocks_port = {socks}\nhttp_port = {http}\n{extra}"
     ));
     let mut command = root.command(&["daemon", "start", "--json"]);
     match &route {
@@ -348,8 +353,34 @@ fn a_failed_http_connect_is_replayed_and_a_lost_one_is_a_502() {
 
 #[test]
 fn bulk_traffic_flows_while_pings_are_answered() {
+    let (_, relay) = bulk_both_ways("");
+    // Both directions went bulk after the opening and were spliced (the default).
+    assert_eq!(relay["spliced"], 2, "{relay}");
+}
+
+#[test]
+fn bulk_traffic_flows_through_buffers_when_splice_is_off() {
+    let (_, relay) = bulk_both_ways("[relay]\nsplice = false\n");
+    assert_eq!(relay["spliced"], 0, "{relay}");
+}
+
+#[test]
+fn bulk_traffic_is_spliced_on_the_epoll_backend_too() {
+    // The epoll backend waits for a spliced side's readiness with the same one-shot polls.
+    let (f, relay) = bulk_both_ways("[daemon]\nbackend = \"epoll\"\n");
+    assert_eq!(relay["spliced"], 2, "{relay}");
+    let status = f
+        .root
+        .connect()
+        .call(json!(3), json!({"type": "daemon_ping"}));
+    assert_eq!(status["payload"]["backend"], "epoll", "{status}");
+}
+
+/// 64 MiB each way through an echoing member, every byte checked, pings meanwhile, then each
+/// side's half-close passed on; returns the daemon and its relay counters.
+fn bulk_both_ways(extra: &str) -> (Front, Value) {
     let (good, _) = member(Member::SocksEcho);
-    let f = front(Some(good.to_string()));
+    let f = front_with(Some(good.to_string()), extra);
     let mut s = f.client(f.socks);
     s.write_all(&GREETING).unwrap();
     s.write_all(&REQUEST).unwrap();
@@ -368,6 +399,7 @@ fn bulk_traffic_flows_while_pings_are_answered() {
             let at = i * CHUNK % 251;
             writer.write_all(&sent[at..at + CHUNK]).unwrap();
         }
+        writer
     });
     let mut conn = f.root.connect();
     let mut pings = Vec::new();
@@ -389,7 +421,7 @@ fn bulk_traffic_flows_while_pings_are_answered() {
             pings.push(at.elapsed());
         }
     }
-    sender.join().unwrap();
+    let writer = sender.join().unwrap();
     let secs = started.elapsed().as_secs_f64();
     pings.sort();
     let p99 = pings[pings.len() * 99 / 100];
@@ -401,7 +433,13 @@ fn bulk_traffic_flows_while_pings_are_answered() {
         pings[pings.len() / 2],
         p99
     );
-    let relay = &f.relay_status()["relay"];
+    // The client's half-close reaches the member, whose own comes back as EOF: nothing more.
+    writer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut s), b"", "bytes after the echo");
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        f.relay_status()["relay"]["connections_open"] == 0
+    }));
+    let relay = f.relay_status()["relay"].clone();
     assert!(
         relay["bytes_up"].as_u64().unwrap() >= TOTAL as u64,
         "{relay}"
@@ -410,4 +448,5 @@ fn bulk_traffic_flows_while_pings_are_answered() {
         relay["bytes_down"].as_u64().unwrap() >= TOTAL as u64,
         "{relay}"
     );
+    (f, relay)
 }

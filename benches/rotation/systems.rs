@@ -104,8 +104,12 @@ impl Xrat {
         let slice = std::env::var("XRAT_BENCH_SCHED_SLICE_US")
             .map(|us| format!("sched_slice_us = {us}\n"))
             .unwrap_or_default();
+        // `XRAT_BENCH_SPLICE=false` sets `relay.splice` (else the daemon's default), for A/B runs.
+        let splice = std::env::var("XRAT_BENCH_SPLICE")
+            .map(|on| format!("[relay]\nsplice = {on}\n"))
+            .unwrap_or_default();
         root.write_settings(&format!(
-            "[daemon]\nhealth_interval_secs = 1\n{slice}\
+            "{splice}[daemon]\nhealth_interval_secs = 1\n{slice}\
              [runtime]\nmode = \"{}\"\n{}socks_port = {socks_port}\n\
              [runtime.rotation]\nenabled = true\ncooldown_secs = 0\npool_size = 4\n\
              [health]\nprobe_url = \"{}\"\ntimeout_ms = 800\n",

@@ -169,14 +169,15 @@ fn detail(body: &EventBody) -> String {
         },
         EventBody::PoolChanged { members } => super::runtime::pool_line(members),
         EventBody::RelayCounters(r) => format!(
-            "{} open, {} total, up {} B, down {} B, {} retried, {} failed, {} refused at limit",
+            "{} open, {} total, up {} B, down {} B, {} retried, {} failed, {} refused at limit, {} spliced",
             r.connections_open,
             r.connections_total,
             r.bytes_up,
             r.bytes_down,
             r.retries,
             r.failures,
-            r.refused_at_limit
+            r.refused_at_limit,
+            r.spliced
         ),
         EventBody::Lagged { dropped } => {
             format!("{dropped} event(s) dropped; the daemon closes this stream")

@@ -366,6 +366,10 @@ pub struct RelayView {
     pub failures: u64,
     /// Connections refused because `daemon.relay_connections_max` were open.
     pub refused_at_limit: u64,
+    /// Bulk directions moved socket to socket in the kernel (`relay.splice`), each counted
+    /// once when it began.
+    #[serde(default)]
+    pub spliced: u64,
 }
 
 /// Payload of `runtime_status`.

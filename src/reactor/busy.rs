@@ -79,6 +79,8 @@ fn is_traffic(kind: Kind) -> bool {
         | Kind::RelayClientSend
         | Kind::RelayCoreRecv
         | Kind::RelayCoreSend
+        | Kind::RelayUpPoll
+        | Kind::RelayDownPoll
         | Kind::FrontAccept
         | Kind::Wake => true,
         Kind::Cancel

@@ -228,7 +228,7 @@ impl Epoll {
             }
             Op::Connect { fd, addr, len } => ops::connect_start(fd, addr, len),
             // Their descriptors may be blocking: read only once they are readable.
-            Op::Read { .. } | Op::PollIn { .. } => Step::Wait,
+            Op::Read { .. } | Op::PollIn { .. } | Op::PollOut { .. } => Step::Wait,
             op => self.attempt(op, 0, false),
         };
         let fd = ops::fd_of(&op).expect("ops that wait name a descriptor");
@@ -264,7 +264,7 @@ impl Epoll {
             Op::Send { fd, ptr, len } => ops::send(fd, ptr, len),
             Op::Recv { fd, ptr, len } => ops::recv(fd, ptr, len),
             Op::Read { fd, ptr, len } => ops::read(fd, ptr, len),
-            Op::PollIn { .. } => ops::poll_result(events),
+            Op::PollIn { .. } | Op::PollOut { .. } => ops::poll_result(events),
             Op::Connect { fd, .. } => ops::connect_finish(fd),
             Op::Nop | Op::Close { .. } | Op::Cancel { .. } | Op::CancelFd { .. } => {
                 unreachable!("completed when issued")

@@ -62,7 +62,7 @@ fn is_wait(result: i32) -> bool {
 /// Epoll events an op waits for.
 pub fn interest(op: &Op) -> u32 {
     match op {
-        Op::Send { .. } | Op::Connect { .. } => libc::EPOLLOUT as u32,
+        Op::Send { .. } | Op::Connect { .. } | Op::PollOut { .. } => libc::EPOLLOUT as u32,
         _ => libc::EPOLLIN as u32,
     }
 }
@@ -76,6 +76,7 @@ pub fn fd_of(op: &Op) -> Option<RawFd> {
         | Op::Recv { fd, .. }
         | Op::Read { fd, .. }
         | Op::PollIn { fd }
+        | Op::PollOut { fd }
         | Op::Connect { fd, .. } => Some(fd),
         Op::Nop | Op::Close { .. } | Op::Cancel { .. } | Op::CancelFd { .. } => None,
     }

@@ -56,6 +56,8 @@ pub struct Front {
     routed: HashSet<CoreId>,
     relay_connections_max: u64,
     replay_bytes_max: usize,
+    /// `relay.splice`: bulk directions go through kernel pipes (splice.rs).
+    pub splice: bool,
     accept_paused: bool,
     last_fd_log_ms: Option<u64>,
 }
@@ -103,6 +105,7 @@ pub fn bind(
     let mut front = Front {
         relay_connections_max: settings.daemon.relay_connections_max as u64,
         replay_bytes_max: settings.relay.replay_bytes_max as usize,
+        splice: settings.relay.splice,
         ..Front::default()
     };
     let runtime = &settings.runtime;

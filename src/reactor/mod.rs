@@ -42,6 +42,7 @@ mod route_wait;
 mod setup;
 mod sockgroup;
 mod spare;
+mod splice;
 mod subscribers;
 mod token;
 
@@ -506,7 +507,9 @@ impl Reactor {
             | Kind::RelayClientRecv
             | Kind::RelayClientSend
             | Kind::RelayCoreRecv
-            | Kind::RelayCoreSend => self.on_relay(now, token, c),
+            | Kind::RelayCoreSend
+            | Kind::RelayUpPoll
+            | Kind::RelayDownPoll => self.on_relay(now, token, c),
             Kind::Wake => self.relays.wake_armed = false,
         }
     }

@@ -31,6 +31,8 @@ pub struct Pipe {
     pub shut: bool,
     /// `buf` is a bulk buffer (counted in [`Relays::bulk_buffers`](super::relay::Relays)).
     pub bulk: bool,
+    /// The direction moves through a kernel pipe instead of `buf` (splice.rs).
+    pub spliced: Option<Box<super::splice::Spliced>>,
 }
 
 impl Pipe {
@@ -42,11 +44,13 @@ impl Pipe {
             eof: false,
             shut: false,
             bulk: false,
+            spliced: None,
         }
     }
 
+    /// Nothing received is still to be written on: neither in `buf` nor in the kernel pipe.
     pub fn is_empty(&self) -> bool {
-        self.start == self.len
+        self.start == self.len && self.spliced.as_ref().is_none_or(|s| s.held == 0)
     }
 
     /// Forgets what is held (a failed member's bytes).

@@ -23,6 +23,7 @@ use super::pipe::{self, Pipe};
 use super::retry::{FrontPort, Observer, Refusal, Replay};
 use super::ring::Op;
 use super::route_wait::RouteWait;
+use super::splice::Dir;
 use super::token::{Kind, Token, GENERATION_MASK};
 use super::Reactor;
 
@@ -71,11 +72,19 @@ pub struct InFlight {
     pub client_send: bool,
     pub core_recv: bool,
     pub core_send: bool,
+    /// A spliced direction's poll (on either socket; see splice.rs).
+    pub up_poll: bool,
+    pub down_poll: bool,
 }
 
 impl InFlight {
+    /// Ops that retiring the member socket waits for (a poll may be on it).
     pub fn core(&self) -> bool {
-        self.connect || self.core_recv || self.core_send
+        self.connect || self.core_recv || self.core_send || self.polls()
+    }
+
+    pub fn polls(&self) -> bool {
+        self.up_poll || self.down_poll
     }
 
     pub fn any(&self) -> bool {
@@ -221,6 +230,10 @@ pub struct Relays {
     pub wake_armed: bool,
     /// Bulk buffers in use over every relay (at most `RELAY_BULK_BUFFERS_MAX`).
     pub bulk_buffers: usize,
+    /// Spliced directions over every relay (at most `splice::SPLICED_MAX`).
+    pub spliced: usize,
+    /// When the last "cannot splice" was logged.
+    pub splice_log_ms: Option<u64>,
 }
 
 impl Reactor {
@@ -300,7 +313,17 @@ impl Reactor {
             if !alive(self) {
                 return issued;
             }
-            if !(up_got || down_got) {
+            let (n, up_spliced) = self.splice_step(slot, Dir::Up);
+            issued += n;
+            if !alive(self) {
+                return issued;
+            }
+            let (n, down_spliced) = self.splice_step(slot, Dir::Down);
+            issued += n;
+            if !alive(self) {
+                return issued;
+            }
+            if !(up_got || down_got || up_spliced || down_spliced) {
                 break;
             }
             if round + 1 == DIRECT_ROUNDS_MAX || issued >= budget {
@@ -329,7 +352,11 @@ impl Reactor {
         if r.inflight_sent < r.inflight.len() {
             let rest = &r.inflight[r.inflight_sent..];
             Some((fd, rest.as_ptr(), rest.len(), true))
-        } else if r.opened && matches!(r.mode, Mode::Relaying) && !r.down.is_empty() {
+        } else if r.opened
+            && matches!(r.mode, Mode::Relaying)
+            && r.down.spliced.is_none()
+            && !r.down.is_empty()
+        {
             let rest = &r.down.buf[r.down.start..r.down.len];
             Some((fd, rest.as_ptr(), rest.len(), false))
         } else {
@@ -386,7 +413,7 @@ impl Reactor {
                 let rest = &r.replay.bytes()[sent..];
                 Some((fd, rest.as_ptr(), rest.len()))
             }
-            _ if !r.up.is_empty() => {
+            _ if r.up.spliced.is_none() && !r.up.is_empty() => {
                 r.replay_done();
                 let rest = &r.up.buf[r.up.start..r.up.len];
                 Some((fd, rest.as_ptr(), rest.len()))
@@ -444,16 +471,21 @@ impl Reactor {
         if !open || r.ops.client_recv || r.ops.core_send || r.up.eof || r.client_cancelled {
             return (0, false);
         }
+        if r.up.spliced.is_some() {
+            return (0, false); // splice.rs moves it
+        }
         if !r.up.is_empty() {
             return (0, false);
         }
         r.up.start = 0;
         r.up.len = 0;
         let relaying = r.opened && matches!(r.mode, Mode::Relaying);
-        if relaying && r.up_more {
-            // The last receive filled the buffer: a bulk transfer (pipe.rs).
-            r.up.grow(&mut self.relays.bulk_buffers);
+        if relaying && r.up_more && self.go_bulk(slot, Dir::Up) {
+            // The last receive filled the buffer: a bulk transfer, spliced from now on.
+            self.relays.slab[slot].up_more = false;
+            return (0, true);
         }
+        let r = &mut self.relays.slab[slot];
         let (fd, ptr, len) = (r.client.as_raw_fd(), r.up.buf.as_mut_ptr(), r.up.buf.len());
         if std::mem::take(&mut r.up_more) && relaying {
             if let Some(result) = recv_now(fd, ptr, len) {
@@ -494,6 +526,9 @@ impl Reactor {
         if !matches!(r.mode, Mode::Relaying) || !r.connected || r.ops.core_recv || r.down.eof {
             return (0, false);
         }
+        if r.down.spliced.is_some() {
+            return (0, false); // splice.rs moves it
+        }
         if r.opened {
             if !r.down.is_empty() {
                 return (0, false);
@@ -501,8 +536,12 @@ impl Reactor {
             r.down.start = 0;
             r.down.len = 0;
             if std::mem::take(&mut r.down_more) {
-                // The last receive filled the buffer: a bulk transfer (pipe.rs).
-                r.down.grow(&mut self.relays.bulk_buffers);
+                // The last receive filled the buffer: a bulk transfer, spliced from now on
+                // when a pipe can be had, else with a bulk buffer (pipe.rs).
+                if self.go_bulk(slot, Dir::Down) {
+                    return (0, true);
+                }
+                let r = &mut self.relays.slab[slot];
                 let (ptr, len) = (r.down.buf.as_mut_ptr(), r.down.buf.len());
                 if let Some(result) = recv_now(fd, ptr, len) {
                     self.on_core_recv(super::now(), slot, result);
@@ -591,7 +630,8 @@ impl Reactor {
             return;
         }
         r.mode = Mode::Closing;
-        if (r.ops.client_recv || r.ops.client_send) && !r.client_cancelled {
+        let client_ops = r.ops.client_recv || r.ops.client_send || r.ops.polls();
+        if client_ops && !r.client_cancelled {
             r.client_cancelled = true;
             let fd = r.client.as_raw_fd();
             // SAFETY: a cancel carries no buffer.
@@ -617,6 +657,7 @@ impl Reactor {
                 .remove(at, super::deadlines::Due::Relay(slot, r.serial));
         }
         self.relays.bulk_buffers -= r.up.bulk as usize + r.down.bulk as usize;
+        self.relays.spliced -= r.up.spliced.is_some() as usize + r.down.spliced.is_some() as usize;
         self.front.counters.connections_open -= r.counted as u64;
         self.front.refusing -= !r.counted as usize;
         let fd = r.client.into_raw_fd();

@@ -65,6 +65,9 @@ impl Reactor {
                 r.ops.core_send = false;
                 self.on_core_send(slot, c.result);
             }
+            // Ready, hung up or cancelled: the next splice says which (splice.rs).
+            Kind::RelayUpPoll => r.ops.up_poll = false,
+            Kind::RelayDownPoll => r.ops.down_poll = false,
             _ => {}
         }
         self.relay_settle(slot);

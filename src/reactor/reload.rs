@@ -14,7 +14,7 @@ use super::Reactor;
 
 /// Keys read once at start; a change is named in the log as needing a restart.
 /// (The other `[subscriptions]` keys are read by each `xrat sub update` run, so they apply live.)
-const RESTART_KEYS: [&str; 10] = [
+const RESTART_KEYS: [&str; 11] = [
     "daemon.max_connections",
     "daemon.socket_group",
     "daemon.backend",
@@ -22,6 +22,7 @@ const RESTART_KEYS: [&str; 10] = [
     "runtime.mode",
     "daemon.relay_connections_max",
     "relay.replay_bytes_max",
+    "relay.splice",
     "subscriptions.check_interval_secs",
     "subscriptions.refresh_timeout_secs",
     "runtime.rotation.refresh_subscriptions",
@@ -113,6 +114,7 @@ impl Reactor {
         settings.runtime.mode = old.runtime.mode;
         settings.daemon.relay_connections_max = old.daemon.relay_connections_max;
         settings.relay.replay_bytes_max = old.relay.replay_bytes_max;
+        settings.relay.splice = old.relay.splice;
         if front {
             settings.runtime.listen = old.runtime.listen.clone();
             settings.runtime.socks_port = old.runtime.socks_port;

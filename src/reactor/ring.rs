@@ -63,8 +63,13 @@ pub enum Op {
         /// Capacity.
         len: u32,
     },
-    /// One-shot poll for readability (pidfds).
+    /// One-shot poll for readability (pidfds, a spliced relay's source socket).
     PollIn {
+        /// The file.
+        fd: RawFd,
+    },
+    /// One-shot poll for room to write (a spliced relay's destination socket).
+    PollOut {
         /// The file.
         fd: RawFd,
     },
@@ -262,6 +267,7 @@ fn build(op: Op, bgid: u16) -> squeue::Entry {
         Op::Nop => opcode::Nop::new().build(),
         Op::Read { fd, ptr, len } => opcode::Read::new(types::Fd(fd), ptr, len).build(),
         Op::PollIn { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build(),
+        Op::PollOut { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build(),
         Op::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
         Op::Close { fd } => opcode::Close::new(types::Fd(fd)).build(),
         Op::Cancel { user_data } => opcode::AsyncCancel::new(user_data).build(),

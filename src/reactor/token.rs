@@ -40,6 +40,10 @@ pub enum Kind {
     FrontAccept = 17,
     /// A no-op that ends the next wait at once (relay work left over from a turn).
     Wake = 18,
+    /// A spliced client → member direction waits for its source or destination socket.
+    RelayUpPoll = 19,
+    /// A spliced member → client direction waits likewise.
+    RelayDownPoll = 20,
 }
 
 /// Generations wrap at 24 bits; a slot would have to be reused 16 million times while one of its
@@ -94,6 +98,8 @@ impl Token {
             16 => Kind::RelayCoreSend,
             17 => Kind::FrontAccept,
             18 => Kind::Wake,
+            19 => Kind::RelayUpPoll,
+            20 => Kind::RelayDownPoll,
             _ => return None,
         };
         Some(Token {
