@@ -81,6 +81,8 @@ fn is_traffic(kind: Kind) -> bool {
         | Kind::RelayCoreSend
         | Kind::RelayUpPoll
         | Kind::RelayDownPoll
+        | Kind::RelayUpSplice
+        | Kind::RelayDownSplice
         | Kind::FrontAccept
         | Kind::Wake => true,
         Kind::Cancel

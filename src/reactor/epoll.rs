@@ -227,6 +227,10 @@ impl Epoll {
                 return self.post(user_data, cancelled as i32, 0);
             }
             Op::Connect { fd, addr, len } => ops::connect_start(fd, addr, len),
+            // Non-blocking on both sides: runs at once, as the ring's worker thread would.
+            Op::Splice { from, to, len } => {
+                return self.post(user_data, ops::splice(from, to, len), 0)
+            }
             // Their descriptors may be blocking: read only once they are readable.
             Op::Read { .. } | Op::PollIn { .. } | Op::PollOut { .. } => Step::Wait,
             op => self.attempt(op, 0, false),
@@ -266,7 +270,11 @@ impl Epoll {
             Op::Read { fd, ptr, len } => ops::read(fd, ptr, len),
             Op::PollIn { .. } | Op::PollOut { .. } => ops::poll_result(events),
             Op::Connect { fd, .. } => ops::connect_finish(fd),
-            Op::Nop | Op::Close { .. } | Op::Cancel { .. } | Op::CancelFd { .. } => {
+            Op::Nop
+            | Op::Close { .. }
+            | Op::Cancel { .. }
+            | Op::CancelFd { .. }
+            | Op::Splice { .. } => {
                 unreachable!("completed when issued")
             }
         }

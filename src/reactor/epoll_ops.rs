@@ -78,7 +78,11 @@ pub fn fd_of(op: &Op) -> Option<RawFd> {
         | Op::PollIn { fd }
         | Op::PollOut { fd }
         | Op::Connect { fd, .. } => Some(fd),
-        Op::Nop | Op::Close { .. } | Op::Cancel { .. } | Op::CancelFd { .. } => None,
+        Op::Nop
+        | Op::Close { .. }
+        | Op::Cancel { .. }
+        | Op::CancelFd { .. }
+        | Op::Splice { .. } => None,
     }
 }
 
@@ -303,6 +307,21 @@ pub fn connect_finish(fd: RawFd) -> Step {
         (0, 0) => final_of(0),
         (0, e) => final_of(-e),
         _ => final_of(neg_errno()),
+    }
+}
+
+/// One non-blocking splice(2) between a socket and a pipe; the completion carries its result
+/// (-EAGAIN when a side is not ready, as the ring's op reports it).
+pub fn splice(from: RawFd, to: RawFd, len: u32) -> i32 {
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    let (null_in, null_out) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: splice between two descriptors the caller owns; no memory of ours is involved,
+    // and null offsets are what sockets and pipes require. A bad descriptor is an errno.
+    let n = unsafe { libc::splice(from, null_in, to, null_out, len as usize, flags) };
+    if n >= 0 {
+        n as i32 // at most len, a u32 that the caller keeps under i32::MAX
+    } else {
+        neg_errno()
     }
 }
 

@@ -509,7 +509,9 @@ impl Reactor {
             | Kind::RelayCoreRecv
             | Kind::RelayCoreSend
             | Kind::RelayUpPoll
-            | Kind::RelayDownPoll => self.on_relay(now, token, c),
+            | Kind::RelayDownPoll
+            | Kind::RelayUpSplice
+            | Kind::RelayDownSplice => self.on_relay(now, token, c),
             Kind::Wake => self.relays.wake_armed = false,
         }
     }

@@ -72,7 +72,7 @@ pub struct InFlight {
     pub client_send: bool,
     pub core_recv: bool,
     pub core_send: bool,
-    /// A spliced direction's poll (on either socket; see splice.rs).
+    /// A spliced direction's poll or splice (on either socket or its pipe; see splice.rs).
     pub up_poll: bool,
     pub down_poll: bool,
 }

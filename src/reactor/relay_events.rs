@@ -68,6 +68,14 @@ impl Reactor {
             // Ready, hung up or cancelled: the next splice says which (splice.rs).
             Kind::RelayUpPoll => r.ops.up_poll = false,
             Kind::RelayDownPoll => r.ops.down_poll = false,
+            Kind::RelayUpSplice => {
+                r.ops.up_poll = false;
+                self.on_splice(now, slot, super::splice::Dir::Up, c.result);
+            }
+            Kind::RelayDownSplice => {
+                r.ops.down_poll = false;
+                self.on_splice(now, slot, super::splice::Dir::Down, c.result);
+            }
             _ => {}
         }
         self.relay_settle(slot);

@@ -73,6 +73,16 @@ pub enum Op {
         /// The file.
         fd: RawFd,
     },
+    /// Non-blocking `splice(2)` of at most `len` bytes between a socket and a pipe (no
+    /// offsets). The kernel runs it on an io-wq worker thread, not the loop thread.
+    Splice {
+        /// The source.
+        from: RawFd,
+        /// The destination.
+        to: RawFd,
+        /// At most this many bytes.
+        len: u32,
+    },
     /// Connect a socket.
     Connect {
         /// The socket.
@@ -268,6 +278,11 @@ fn build(op: Op, bgid: u16) -> squeue::Entry {
         Op::Read { fd, ptr, len } => opcode::Read::new(types::Fd(fd), ptr, len).build(),
         Op::PollIn { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build(),
         Op::PollOut { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build(),
+        Op::Splice { from, to, len } => {
+            opcode::Splice::new(types::Fd(from), -1, types::Fd(to), -1, len)
+                .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+                .build()
+        }
         Op::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
         Op::Close { fd } => opcode::Close::new(types::Fd(fd)).build(),
         Op::Cancel { user_data } => opcode::AsyncCancel::new(user_data).build(),

@@ -1,10 +1,16 @@
 //! Bulk directions through a kernel pipe (`splice(2)`). Once a direction of an opened relay is
 //! a bulk transfer (its receive filled the buffer, pipe.rs), its bytes go socket → pipe →
 //! socket inside the kernel: the daemon copies none of them, where a buffer costs a copy in and
-//! a copy out per byte on the CPU the transfer shares with the pool core. Each splice is a
-//! direct non-blocking call from the loop, like the relay's direct sends; a side that is not
-//! ready is waited for with a one-shot poll through the ring, so a spliced direction is still one
-//! op at a time and the relay's backpressure stays: nothing is read while the pipe holds bytes.
+//! a copy out per byte on the CPU the transfer shares with the pool core.
+//!
+//! Each splice is a ring op (`IORING_OP_SPLICE`, non-blocking on both sides), which the kernel
+//! always runs on an io-wq worker thread: the loop thread only issues and reaps, so the CPU
+//! time of the transfer is the workers', and the loop thread stays a light task that the
+//! scheduler wakes at once for IPC (docs/BENCHMARKS.md: a ping's p99 under bulk through the
+//! front went to the level of the control). A side that is not ready (`EAGAIN`) gets a one-shot
+//! poll; one op per direction is in flight at a time, and what the pipe holds goes out before the
+//! source is read again, so the relay's backpressure stays. The epoll backend runs the same
+//! splice at once in the loop thread.
 //!
 //! Only opened relays splice: the opening is observed and may be replayed, which needs the
 //! bytes in the daemon's hands. `relay.splice = false` keeps every direction on buffers.
@@ -17,6 +23,7 @@ use super::relay::Mode;
 use super::ring::Op;
 use super::token::Kind;
 use super::Reactor;
+use crate::supervisor::Now;
 
 /// Directions spliced at once over every relay; past it a bulk direction gets a bulk buffer
 /// (pipe.rs). Each holds a pipe (two descriptors) of at most [`SPLICE_PIPE_BYTES`].
@@ -35,6 +42,8 @@ pub struct Spliced {
     write: OwnedFd,
     /// Bytes in the pipe, not yet spliced to the destination.
     pub held: usize,
+    /// The splice in flight (or the last one) reads the source into the pipe.
+    reading: bool,
 }
 
 impl Spliced {
@@ -60,6 +69,7 @@ impl Spliced {
             read,
             write,
             held: 0,
+            reading: false,
         })
     }
 }
@@ -71,42 +81,6 @@ pub enum Dir {
     Up,
     /// Member → client.
     Down,
-}
-
-/// What one non-blocking splice did.
-enum Moved {
-    Bytes(usize),
-    /// The source ended (a socket's EOF).
-    End,
-    /// Nothing can move now: wait for the side that is not ready.
-    Later,
-    Failed(i32),
-}
-
-fn splice_now(from: RawFd, to: RawFd, len: usize) -> Moved {
-    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
-    // SAFETY: splice between two descriptors the relay owns; no memory of ours is involved, and
-    // null offsets are what sockets and pipes require. A bad descriptor is an errno.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
-    match n {
-        n if n > 0 => Moved::Bytes(n as usize),
-        0 => Moved::End,
-        _ => match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
-            // EAGAIN is EWOULDBLOCK on Linux; EINTR and a moment short of memory: try after the
-            // poll, which reports a lasting condition as the socket's error.
-            libc::EAGAIN | libc::EINTR | libc::ENOMEM | 0 => Moved::Later,
-            errno => Moved::Failed(errno),
-        },
-    }
 }
 
 /// Makes a socket non-blocking (splice(2) takes a socket's blocking mode from its file, not
@@ -170,16 +144,16 @@ impl Reactor {
         }
     }
 
-    /// Moves a spliced direction's bytes as far as both sockets allow, one pipeful at a time:
-    /// what the pipe holds goes out before anything more is read. Returns what it cost
-    /// ([`pipe::cost`]) and whether anything moved.
+    /// Issues a spliced direction's next op, if none is in flight: what the pipe holds goes
+    /// out (`Splice` pipe → destination) before the source is read again (`Splice` source →
+    /// pipe). Returns what it cost ([`pipe::cost`]); nothing moves before its completion.
     pub(super) fn splice_step(&mut self, slot: usize, dir: Dir) -> (usize, bool) {
         let r = &mut self.relays.slab[slot];
         let Some(core) = r.core.as_ref().map(|f| f.as_raw_fd()) else {
             return (0, false);
         };
         let client = r.client.as_raw_fd();
-        let (src, dst, polling, may_write) = match dir {
+        let (src, dst, waiting, may_write) = match dir {
             Dir::Up => (
                 client,
                 core,
@@ -202,33 +176,55 @@ impl Reactor {
         let Some(s) = pipe.spliced.as_mut() else {
             return (0, false);
         };
-        if polling || !relaying || (s.held > 0 && !may_write) {
+        if waiting || !relaying {
             return (0, false);
         }
-        if s.held > 0 {
-            return match splice_now(s.read.as_raw_fd(), dst, s.held) {
-                Moved::Bytes(n) => {
-                    s.held -= n;
-                    if s.held > 0 {
-                        self.splice_wait(slot, dir, Op::PollOut { fd: dst });
-                    }
-                    (pipe::cost(n), true)
-                }
-                Moved::Later => {
-                    self.splice_wait(slot, dir, Op::PollOut { fd: dst });
-                    (1, false)
-                }
-                // A pipe whose write end we hold never ends while it holds bytes.
-                Moved::End => self.splice_failed(slot, dir, false, libc::EIO),
-                Moved::Failed(errno) => self.splice_failed(slot, dir, false, errno),
-            };
-        }
-        if eof {
+        let op = if s.held > 0 {
+            if !may_write {
+                return (0, false); // the owed bytes go first; their send's completion wakes it
+            }
+            s.reading = false;
+            Op::Splice {
+                from: s.read.as_raw_fd(),
+                to: dst,
+                len: s.held as u32,
+            }
+        } else if !eof {
+            s.reading = true;
+            Op::Splice {
+                from: src,
+                to: s.write.as_raw_fd(),
+                len: SPLICE_PIPE_BYTES as u32,
+            }
+        } else {
             return (0, false);
-        }
-        match splice_now(src, s.write.as_raw_fd(), SPLICE_PIPE_BYTES) {
-            Moved::Bytes(n) => {
-                s.held = n;
+        };
+        let cost = pipe::cost(s.held.max(1));
+        self.splice_issue(slot, dir, op);
+        (cost, false)
+    }
+
+    /// A spliced direction's splice completed.
+    pub(super) fn on_splice(&mut self, now: Now, slot: usize, dir: Dir, result: i32) {
+        let r = &mut self.relays.slab[slot];
+        let (src, dst) = match (dir, r.core.as_ref().map(|f| f.as_raw_fd())) {
+            (_, None) => return, // retired: closing
+            (Dir::Up, Some(core)) => (r.client.as_raw_fd(), core),
+            (Dir::Down, Some(core)) => (core, r.client.as_raw_fd()),
+        };
+        let closing = !matches!(r.mode, Mode::Relaying) || r.core_cancelled;
+        let pipe = match dir {
+            Dir::Up => &mut r.up,
+            Dir::Down => &mut r.down,
+        };
+        let Some(s) = pipe.spliced.as_mut() else {
+            return;
+        };
+        let reading = s.reading;
+        match result {
+            _ if closing => {}
+            n if n > 0 && reading => {
+                s.held = n as usize;
                 match dir {
                     Dir::Up => {
                         r.up_total += n as u64;
@@ -236,48 +232,52 @@ impl Reactor {
                     }
                     Dir::Down => self.front.counters.bytes_down += n as u64,
                 }
-                (pipe::cost(n), true)
             }
-            Moved::End => {
-                pipe.eof = true;
-                (1, true)
+            n if n > 0 => s.held -= (n as usize).min(s.held),
+            0 if reading => pipe.eof = true,
+            // A pipe whose write end we hold never ends while it holds bytes.
+            0 => self.splice_failed(now, slot, dir, false, libc::EIO),
+            e if -e == libc::EAGAIN || -e == libc::EINTR || -e == libc::ENOMEM => {
+                let fd = if reading { src } else { dst };
+                let op = match reading {
+                    true => Op::PollIn { fd },
+                    false => Op::PollOut { fd },
+                };
+                self.splice_issue(slot, dir, op);
             }
-            Moved::Later => {
-                self.splice_wait(slot, dir, Op::PollIn { fd: src });
-                (1, false)
-            }
-            Moved::Failed(errno) => self.splice_failed(slot, dir, true, errno),
+            e if -e == libc::ECANCELED => {}
+            e => self.splice_failed(now, slot, dir, reading, -e),
         }
     }
 
-    /// Waits for `op`'s socket before the direction's next splice.
-    fn splice_wait(&mut self, slot: usize, dir: Dir, op: Op) {
+    /// Issues a spliced direction's op (a splice, or a poll for the side that was not ready).
+    fn splice_issue(&mut self, slot: usize, dir: Dir, op: Op) {
         let r = &mut self.relays.slab[slot];
-        let kind = match dir {
-            Dir::Up => {
-                r.ops.up_poll = true;
-                Kind::RelayUpPoll
-            }
-            Dir::Down => {
-                r.ops.down_poll = true;
-                Kind::RelayDownPoll
-            }
+        let splice = matches!(op, Op::Splice { .. });
+        let kind = match (dir, splice) {
+            (Dir::Up, true) => Kind::RelayUpSplice,
+            (Dir::Up, false) => Kind::RelayUpPoll,
+            (Dir::Down, true) => Kind::RelayDownSplice,
+            (Dir::Down, false) => Kind::RelayDownPoll,
         };
+        match dir {
+            Dir::Up => r.ops.up_poll = true,
+            Dir::Down => r.ops.down_poll = true,
+        }
         let token = r.token(kind, slot);
-        // SAFETY: a poll carries no buffer.
+        // SAFETY: neither a poll nor a splice carries a buffer; the pipe's descriptors live in
+        // the relay, which is freed only after this op's completion.
         unsafe { self.push(op, token) };
     }
 
     /// A splice failed: taken as the receive (`reading`) or send of that side would be.
-    fn splice_failed(&mut self, slot: usize, dir: Dir, reading: bool, errno: i32) -> (usize, bool) {
-        let now = super::now();
+    fn splice_failed(&mut self, now: Now, slot: usize, dir: Dir, reading: bool, errno: i32) {
         match (dir, reading) {
             (Dir::Up, true) => self.on_client_recv(now, slot, -errno),
             (Dir::Up, false) => self.on_core_send(slot, -errno),
             (Dir::Down, true) => self.on_core_recv(now, slot, -errno),
             (Dir::Down, false) => self.on_client_send(slot, -errno),
         }
-        (1, true)
     }
 }
 
@@ -288,6 +288,23 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
+
+    /// What one non-blocking splice did (the completion's result, read).
+    enum Moved {
+        Bytes(usize),
+        End,
+        Later,
+        Failed(i32),
+    }
+
+    fn splice_now(from: RawFd, to: RawFd, len: usize) -> Moved {
+        match super::super::epoll_ops::splice(from, to, len as u32) {
+            n if n > 0 => Moved::Bytes(n as usize),
+            0 => Moved::End,
+            e if -e == libc::EAGAIN => Moved::Later,
+            e => Moved::Failed(-e),
+        }
+    }
 
     fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -367,7 +384,8 @@ mod tests {
                 match splice_now(src.as_raw_fd(), w, SPLICE_PIPE_BYTES) {
                     Moved::Bytes(n) => held = n,
                     Moved::Later => std::thread::yield_now(),
-                    Moved::End | Moved::Failed(_) => panic!("the source is open"),
+                    Moved::End => panic!("the source is open"),
+                    Moved::Failed(errno) => panic!("source: errno {errno}"),
                 }
                 continue;
             }
@@ -378,7 +396,8 @@ mod tests {
                     break;
                 }
                 Moved::Bytes(n) => (held, moved) = (held - n, moved + n),
-                Moved::End | Moved::Failed(_) => panic!("a full socket is not a failure"),
+                Moved::End => panic!("the pipe holds bytes"),
+                Moved::Failed(errno) => panic!("a full socket is not a failure (errno {errno})"),
             }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -44,6 +44,10 @@ pub enum Kind {
     RelayUpPoll = 19,
     /// A spliced member → client direction waits likewise.
     RelayDownPoll = 20,
+    /// A spliced client → member direction's splice (into or out of its pipe).
+    RelayUpSplice = 21,
+    /// A spliced member → client direction's splice.
+    RelayDownSplice = 22,
 }
 
 /// Generations wrap at 24 bits; a slot would have to be reused 16 million times while one of its
@@ -100,6 +104,8 @@ impl Token {
             18 => Kind::Wake,
             19 => Kind::RelayUpPoll,
             20 => Kind::RelayDownPoll,
+            21 => Kind::RelayUpSplice,
+            22 => Kind::RelayDownSplice,
             _ => return None,
         };
         Some(Token {
