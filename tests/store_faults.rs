@@ -178,3 +178,77 @@ fn a_disconnect_on_a_full_disk_is_retried_and_never_reversed() {
         daemon.root.log()
     );
 }
+
+/// A pool switch writes its session row, the old row's end and its rotation event in one
+/// transaction (the turn's batch). On a full disk that commit fails after the switch happened:
+/// the switch is still answered, and every one of the three rows is written once there is room,
+/// the new session under the id its reply gave.
+#[test]
+fn a_pool_switch_that_cannot_be_committed_is_recorded_once_there_is_room() {
+    use common::front::{front_unstarted, Opts};
+    let mut f = front_unstarted(Opts::new(common::cores::Core::SingBox, 2));
+    // The rig wrote settings and configs already: they move onto the small tmpfs.
+    let saved = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", from.display()))
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::text(&out.stderr));
+    };
+    copy(f.root.path(), saved.path());
+    let _fs = Tmpfs::mount(f.root.path(), "8m");
+    copy(saved.path(), f.root.path());
+    f.daemon_pid = f.root.start();
+    let first = f.connect(f.ids[0]);
+    f.wait_alive(2);
+    let filler = f.root.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    let reply =
+        f.call(json!({"type": "runtime_replace", "trigger": "manual", "candidate_id": f.ids[1]}));
+    assert_eq!(reply["code"], 200, "{reply}\n{}", f.root.log());
+    let session = reply["payload"]["new_session_id"].as_i64().unwrap();
+    let error = f.status()["store_error"].clone();
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("not recorded yet")),
+        "{error}\n{}",
+        f.root.log()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || f.status()["store_error"]
+            .is_null()),
+        "{}\n{}",
+        f.status(),
+        f.root.log()
+    );
+    let db = rusqlite::Connection::open(f.root.path().join("xrat.db")).unwrap();
+    let row = |id: i64| -> (i64, Option<String>) {
+        db.query_row(
+            "SELECT config_id, end_reason FROM runtime_sessions WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    assert_eq!(row(session), (f.ids[1], None));
+    let old = first["session_id"].as_i64().unwrap();
+    assert_eq!(row(old), (f.ids[0], Some("rotated".to_string())));
+    let events: i64 = db
+        .query_row(
+            "SELECT count(*) FROM rotation_events WHERE to_config_id = ?1 AND result = 'switched'",
+            [f.ids[1]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(events, 1, "{}", f.root.log());
+    drop(db);
+    assert!(f.root.run(&["daemon", "stop"]).status.success());
+}

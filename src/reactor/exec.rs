@@ -21,6 +21,8 @@ impl Reactor {
     pub(super) fn pump(&mut self, now: Now) {
         let ticks = self.sup.health_ticks();
         self.pump_rounds(now);
+        // Before the turn's replies leave: a reply means its writes are recorded.
+        self.commit_batch(now);
         if self.log_debug && self.sup.health_ticks() != ticks {
             eprintln!("xrat: health tick {}", self.sup.health_ticks());
         }
@@ -49,6 +51,9 @@ impl Reactor {
                 reply,
                 close_after,
             } => {
+                // Every write before the reply is committed first, so that the reply can say
+                // whether it was recorded (its bytes leave after the pump in any case).
+                self.commit_batch(now);
                 let mut reply = reply;
                 let message = self.annotate(&mut reply);
                 self.annotate_front(&mut reply);
@@ -58,6 +63,7 @@ impl Reactor {
                     self.start_subscriber(now, conn, &subscribed.categories);
                 }
             }
+            // Not a commit point: what it writes to subscribers leaves after the pump's commit.
             Effect::Publish(event) => self.publish(now, event),
             Effect::SampleRelay => {
                 let counters = self.front.counters.clone();

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crate::store::{NewPoolProcess, NewRotationEvent};
+use crate::store::{NewPoolProcess, NewRotationEvent, NewSession, StoreError};
 use crate::supervisor::{Now, Reply};
 
 use super::deadlines::Due;
@@ -43,6 +43,8 @@ pub enum Write {
     PoolGone { pid: u32, start_time: u64 },
     /// Config test results (a rotation's batch, a `config_test` request).
     Tests(Vec<crate::store::NewConfigTest>),
+    /// A session row written in a batch that was lost, under the id it was given.
+    Session { id: i64, new: NewSession },
 }
 
 /// Writes waiting to be retried, oldest first, and the last error.
@@ -51,22 +53,61 @@ pub struct Journal {
     pending: VecDeque<Write>,
     error: Option<String>,
     retry_at: Option<u64>,
+    /// The writes made in this turn's open batch, to keep for the retry if it is lost.
+    batch: Option<Vec<Write>>,
+    /// BEGIN failed this turn (another process holds the lock): writes go one by one.
+    batch_refused: bool,
 }
 
 impl Reactor {
     /// Records `write`, or keeps it for a retry (behind any already waiting, to keep order).
     pub(super) fn record(&mut self, now: Now, write: Write) {
         if self.journal.pending.is_empty() {
+            self.open_batch();
             match self.try_write(&write) {
-                Ok(()) => return,
-                Err(why) => self.journal.error = Some(why),
+                Ok(()) => {
+                    if let Some(batch) = self.journal.batch.as_mut() {
+                        batch.push(write);
+                    }
+                    return;
+                }
+                Err(why) => {
+                    self.journal.error = Some(why);
+                    self.check_batch(now);
+                }
             }
         }
+        self.keep(now, write);
+    }
+
+    /// Writes a new session row (in the turn's batch) and returns its id.
+    pub(super) fn record_session(&mut self, now: Now, new: NewSession) -> Result<i64, StoreError> {
+        self.open_batch();
+        match self.env.store.begin_session(&new) {
+            Ok(id) => {
+                if let Some(batch) = self.journal.batch.as_mut() {
+                    batch.push(Write::Session { id, new });
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                self.check_batch(now);
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps `write` for the retry, behind what already waits.
+    fn keep(&mut self, now: Now, write: Write) {
         if self.journal.pending.len() >= STORE_PENDING_MAX {
             eprintln!("xrat: {STORE_PENDING_MAX} state changes are waiting to be recorded; dropping the oldest: {:?}", self.journal.pending.front());
             self.journal.pending.pop_front();
         }
         self.journal.pending.push_back(write);
+        self.schedule_retry(now);
+    }
+
+    fn schedule_retry(&mut self, now: Now) {
         if self.journal.retry_at.is_none() {
             let at = now.monotonic_ms + STORE_RETRY_MS;
             self.journal.retry_at = Some(at);
@@ -75,6 +116,62 @@ impl Reactor {
                 "xrat: recording a state change failed: {}; retrying every {STORE_RETRY_MS} ms",
                 self.journal.error.as_deref().unwrap_or("")
             );
+        }
+    }
+
+    /// Opens the turn's batch before its first write; once a turn, so a refused BEGIN is not
+    /// retried for every write.
+    fn open_batch(&mut self) {
+        if self.journal.batch.is_some() || self.journal.batch_refused {
+            return;
+        }
+        match self.env.store.begin_batch() {
+            Ok(()) => self.journal.batch = Some(Vec::new()),
+            Err(_) => self.journal.batch_refused = true,
+        }
+    }
+
+    /// After a failed write: SQLite may have rolled the whole batch back (disk full, I/O); then
+    /// its writes are kept for the retry, ahead of everything that waits.
+    fn check_batch(&mut self, now: Now) {
+        if self.journal.batch.is_none() || self.env.store.in_batch() {
+            return;
+        }
+        self.lose_batch(now);
+    }
+
+    fn lose_batch(&mut self, now: Now) {
+        let Some(batch) = self.journal.batch.take() else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        for write in batch.into_iter().rev() {
+            self.journal.pending.push_front(write);
+        }
+        while self.journal.pending.len() > STORE_PENDING_MAX {
+            eprintln!("xrat: {STORE_PENDING_MAX} state changes are waiting to be recorded; dropping the oldest: {:?}", self.journal.pending.front());
+            self.journal.pending.pop_front();
+        }
+        self.schedule_retry(now);
+    }
+
+    /// Commits the turn's batch (the end of a pump, before its replies are sent).
+    pub(super) fn commit_batch(&mut self, now: Now) {
+        self.journal.batch_refused = false;
+        if self.journal.batch.is_none() {
+            return;
+        }
+        if !self.env.store.in_batch() {
+            return self.lose_batch(now);
+        }
+        match self.env.store.commit_batch() {
+            Ok(()) => self.journal.batch = None,
+            Err(e) => {
+                self.journal.error = Some(error_chain(&e));
+                self.lose_batch(now);
+            }
         }
     }
 
@@ -95,12 +192,15 @@ impl Reactor {
             Write::PoolProcess(new) => store.record_pool_process(new),
             Write::PoolGone { pid, start_time } => store.forget_pool_process(*pid, *start_time),
             Write::Tests(tests) => store.record_tests(tests).map(drop),
+            Write::Session { id, new } => store.restore_session(*id, new),
         };
         result.map_err(|e| error_chain(&e))
     }
 
     /// Retries the waiting writes in order, stopping at the first that still fails.
     pub(super) fn retry_writes(&mut self, now: Now) {
+        // One by one, outside any batch: a write taken off the queue is written or put back.
+        self.commit_batch(now);
         self.journal.retry_at = None;
         while let Some(write) = self.journal.pending.front().cloned() {
             if let Err(why) = self.try_write(&write) {

@@ -141,10 +141,9 @@ impl Reactor {
             // Not spawned yet: recorded once it runs.
             process: None,
         };
-        let store = &self.env.store;
-        let session_id = store
-            .begin_session(&new)
-            .map_err(|e| not_recorded(store, &e))?;
+        let session_id = self
+            .record_session(now, new)
+            .map_err(|e| not_recorded(&self.env.store, &e))?;
         let config_path = sessions_dir.join(format!("{session_id}.json"));
         let log = self
             .env
@@ -154,15 +153,23 @@ impl Reactor {
         let spawned = write_private(&config_path, &prepared.rendered).and_then(|()| {
             process::spawn(&binary.path, &core::run_args(binary, &config_path), &log)
         });
-        let spawned = spawned.map_err(|e| {
-            let _ = store.end_session(session_id, now.unix_secs, "spawn_failed");
-            let _ = std::fs::remove_file(&config_path);
-            let path = binary.path.display();
-            Rejection::new(
-                Code::Internal,
-                format!("cannot start {path} for session {session_id}: {e}"),
-            )
-        })?;
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                let ended = super::journal::Write::EndSession {
+                    session_id,
+                    at: now.unix_secs,
+                    reason: "spawn_failed".to_string(),
+                };
+                self.record(now, ended);
+                let _ = std::fs::remove_file(&config_path);
+                let path = binary.path.display();
+                return Err(Rejection::new(
+                    Code::Internal,
+                    format!("cannot start {path} for session {session_id}: {e}"),
+                ));
+            }
+        };
         self.prune_core_logs(&log);
         // The core runs now: a failure to record its identity must not orphan it.
         let write = super::journal::Write::Process {

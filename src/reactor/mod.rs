@@ -536,6 +536,8 @@ impl Reactor {
         if self.shutdown_deadline.is_some() {
             self.close_flushed(now);
         }
+        // A write made after the pump must not hold the lock while the loop waits.
+        self.commit_batch(now);
         self.sync_timer()
     }
 

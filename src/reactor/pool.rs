@@ -132,10 +132,9 @@ impl Reactor {
             // The pool core runs already: its identity goes in the same row, one write.
             process: Some((proc_.pid, proc_.start_time)),
         };
-        let store = &self.env.store;
-        let session_id = store
-            .begin_session(&new)
-            .map_err(|e| not_recorded(store, &e))?;
+        let session_id = self
+            .record_session(now, new)
+            .map_err(|e| not_recorded(&self.env.store, &e))?;
         Ok(SessionInfo {
             id: session_id,
             config_id,

@@ -1,6 +1,6 @@
 //! Stored proxy configs: one row per imported share link.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{sql_error, Store, StoreError};
@@ -129,10 +129,7 @@ impl Store {
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         let path = &self.path;
         let failed = |e| sql_error(path, "import configs", e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
+        let tx = super::batch::write_tx(&mut self.conn).map_err(failed)?;
         let mut outcomes = Vec::with_capacity(links.len());
         {
             let mut find = tx

@@ -7,6 +7,7 @@
 //! with "database is locked" at once, without waiting, when another writer committed between its
 //! read and its write.
 
+mod batch;
 mod configs;
 mod events;
 mod pool;

@@ -2,7 +2,7 @@
 //! inbounds, written when the process is spawned and removed when it exits, so that a restarted
 //! daemon adopting the process knows where its members listen.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -86,10 +86,7 @@ impl Store {
     /// of the same pid goes: a pid names one live process, so that record is stale.
     pub fn record_pool_process(&mut self, new: &NewPoolProcess) -> Result<(), StoreError> {
         let failed = |e| super::sql_error(&self.path, "record a pool core process", e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
+        let tx = super::batch::write_tx(&mut self.conn).map_err(failed)?;
         tx.execute("DELETE FROM pool_processes WHERE pid = ?1", [new.pid])
             .map_err(failed)?;
         tx.execute(

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::params;
 use serde::Serialize;
 
 use super::{sql_error, Store, StoreError};
@@ -60,10 +60,7 @@ impl Store {
     pub fn record_tests(&mut self, tests: &[NewConfigTest]) -> Result<usize, StoreError> {
         let path = &self.path;
         let failed = |e| sql_error(path, "record config test results", e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
+        let tx = super::batch::write_tx(&mut self.conn).map_err(failed)?;
         let mut written = 0;
         {
             let mut insert = tx

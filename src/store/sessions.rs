@@ -82,35 +82,51 @@ impl SessionRow {
     }
 }
 
+const INSERT_SESSION: &str = "INSERT INTO runtime_sessions \
+    (id, config_id, core, core_path, config_path, socks_addr, http_addr, started_at, pid, \
+     pid_start_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const RESTORE_SESSION: &str = "INSERT OR IGNORE INTO runtime_sessions \
+    (id, config_id, core, core_path, config_path, socks_addr, http_addr, started_at, pid, \
+     pid_start_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
 impl Store {
     /// Records a session before its core is spawned (pid unknown yet) and returns its id.
     /// Fails with [`StoreError::NoSuchConfig`] when the config is not stored.
     pub fn begin_session(&self, new: &NewSession) -> Result<i64, StoreError> {
+        self.insert_session(None, new)
+    }
+
+    /// Writes again a session row that a lost batch took with it (the daemon's retry of
+    /// [`Store::begin_session`]), under the id it was given then. A row already there is kept:
+    /// the retry may run twice.
+    pub fn restore_session(&self, id: i64, new: &NewSession) -> Result<(), StoreError> {
+        self.insert_session(Some(id), new).map(drop)
+    }
+
+    fn insert_session(&self, id: Option<i64>, new: &NewSession) -> Result<i64, StoreError> {
         // Cached: a pool switch writes a session, and parsing the SQL each time was a fifth of
-        // the daemon's time in a run of switches.
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO runtime_sessions \
-                 (config_id, core, core_path, config_path, socks_addr, http_addr, started_at, \
-                  pid, pid_start_time) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut insert| {
-                insert.execute(params![
-                    new.config_id,
-                    new.core,
-                    new.core_path,
-                    new.config_path,
-                    new.socks_addr,
-                    new.http_addr,
-                    new.started_at,
-                    new.process.map(|(pid, _)| pid),
-                    new.process.map(|(_, start_time)| start_time),
-                ])
-            });
+        // the daemon's time in a run of switches. A NULL id is the next rowid. Only a restore
+        // ignores a row already there; a new row must be written or fail.
+        let sql = match id {
+            None => INSERT_SESSION,
+            Some(_) => RESTORE_SESSION,
+        };
+        let inserted = self.conn.prepare_cached(sql).and_then(|mut insert| {
+            insert.execute(params![
+                id,
+                new.config_id,
+                new.core,
+                new.core_path,
+                new.config_path,
+                new.socks_addr,
+                new.http_addr,
+                new.started_at,
+                new.process.map(|(pid, _)| pid),
+                new.process.map(|(_, start_time)| start_time),
+            ])
+        });
         match inserted {
-            Ok(_) => Ok(self.conn.last_insert_rowid()),
+            Ok(_) => Ok(id.unwrap_or_else(|| self.conn.last_insert_rowid())),
             Err(e) if is_foreign_key_error(&e) => Err(StoreError::NoSuchConfig {
                 path: self.path.clone(),
                 id: new.config_id,

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::configs::scheme_of;
@@ -183,10 +183,7 @@ impl Store {
     ) -> Result<UpdateCounts, StoreError> {
         let path = self.path.clone();
         let failed = |e| sql_error(&path, "add a subscription", e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
+        let tx = super::batch::write_tx(&mut self.conn).map_err(failed)?;
         let taken: Option<i64> = tx
             .query_row(
                 "SELECT id FROM subscriptions WHERE name = ?1",
@@ -232,10 +229,7 @@ impl Store {
     ) -> Result<UpdateCounts, StoreError> {
         let path = self.path.clone();
         let failed = |e| sql_error(&path, "update a subscription", e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
+        let tx = super::batch::write_tx(&mut self.conn).map_err(failed)?;
         let counts = apply(&tx, id, links, userinfo, now).map_err(failed)?;
         tx.commit().map_err(failed)?;
         Ok(counts)
@@ -264,10 +258,7 @@ impl Store {
         let id = self.subscription(name)?.id;
         let path = self.path.clone();
         let failed = |e| sql_error(&path, "remove a subscription", e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
+        let tx = super::batch::write_tx(&mut self.conn).map_err(failed)?;
         let in_use = "(id IN (SELECT config_id FROM runtime_sessions WHERE ended_at IS NULL \
             AND config_id IS NOT NULL) OR id IN (SELECT config_id FROM pool_members))";
         let mut removed = RemovedSubscription::default();
@@ -300,7 +291,7 @@ impl Store {
     }
 }
 
-fn members(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<HashMap<String, Member>> {
+fn members(tx: &Connection, id: i64) -> rusqlite::Result<HashMap<String, Member>> {
     let mut stmt = tx.prepare_cached(
         "SELECT identity_key, id, name, raw_link, outbound_json, dropped_at IS NOT NULL \
          FROM configs WHERE subscription_id = ?1",
@@ -320,7 +311,7 @@ fn members(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<HashMap<String, Me
 
 /// The body of an update: `links` are (label, link) in the provider's order.
 fn apply(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: i64,
     links: &[(String, ParsedLink)],
     userinfo: Option<UserInfo>,
@@ -388,7 +379,7 @@ fn apply(
     Ok(counts)
 }
 
-fn owner_of_link(tx: &Transaction<'_>, raw: &str) -> rusqlite::Result<Option<i64>> {
+fn owner_of_link(tx: &Connection, raw: &str) -> rusqlite::Result<Option<i64>> {
     tx.prepare_cached("SELECT id FROM configs WHERE raw_link = ?1")?
         .query_row([raw], |row| row.get(0))
         .optional()
@@ -396,7 +387,7 @@ fn owner_of_link(tx: &Transaction<'_>, raw: &str) -> rusqlite::Result<Option<i64
 
 /// Rewrites a member from its new entry; one that had been dropped is enabled again (it was
 /// disabled by the drop, not by a person).
-fn revive(tx: &Transaction<'_>, id: i64, link: &ParsedLink, json: &str) -> rusqlite::Result<()> {
+fn revive(tx: &Connection, id: i64, link: &ParsedLink, json: &str) -> rusqlite::Result<()> {
     let outbound = &link.outbound;
     tx.prepare_cached(
         "UPDATE configs SET name = ?2, scheme = ?3, server = ?4, port = ?5, raw_link = ?6, \
@@ -416,7 +407,7 @@ fn revive(tx: &Transaction<'_>, id: i64, link: &ParsedLink, json: &str) -> rusql
 }
 
 fn insert(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     subscription: i64,
     key: &str,
     link: &ParsedLink,
