@@ -252,3 +252,56 @@ fn a_pool_switch_that_cannot_be_committed_is_recorded_once_there_is_room() {
     drop(db);
     assert!(f.root.run(&["daemon", "stop"]).status.success());
 }
+
+/// Every switch adds a rotation event and an ended session. The daemon keeps the newest 10,000
+/// of each (`HISTORY_KEPT`), pruning at most 1,000 rows a table each 100 commits, after the
+/// turn's replies; the running session is never pruned.
+#[test]
+fn a_long_history_is_pruned_in_steps_and_the_running_session_stays() {
+    use common::front::{front_unstarted, Opts};
+    let mut f = front_unstarted(Opts::new(common::cores::Core::SingBox, 2));
+    let path = f.root.path().join("xrat.db");
+    let seeded = 12_000;
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {seeded}) \
+         INSERT INTO rotation_events (at, \"trigger\", result) SELECT i, 'timer', 'switched' FROM n; \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {seeded}) \
+         INSERT INTO runtime_sessions (core, core_path, config_path, socks_addr, started_at, \
+         ended_at, end_reason) SELECT 'sing-box', '/x', '/x', '127.0.0.1:1', i, i, 'rotated' FROM n;"
+    ))
+    .unwrap();
+    drop(db);
+    f.daemon_pid = f.root.start();
+    f.connect(f.ids[0]);
+    f.wait_alive(2);
+    let mut session = 0;
+    for _ in 0..150 {
+        let reply = f.call(json!({"type": "runtime_replace", "trigger": "manual"}));
+        assert_eq!(reply["code"], 200, "{reply}\n{}", f.root.log());
+        session = reply["payload"]["new_session_id"].as_i64().unwrap();
+    }
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let events = count("SELECT count(*) FROM rotation_events");
+    let ended = count("SELECT count(*) FROM runtime_sessions WHERE ended_at IS NOT NULL");
+    // 150 switches are at least one checkpoint (one step of 1,000 rows) and fewer than two.
+    for (what, rows) in [("rotation events", events), ("ended sessions", ended)] {
+        assert!(
+            (seeded - 1_000 + 150..seeded - 1_000 + 200).contains(&rows),
+            "{rows} {what} left of {seeded} seeded plus about 150 new\n{}",
+            f.root.log()
+        );
+    }
+    assert_eq!(count("SELECT min(id) FROM rotation_events"), 1_001);
+    let open: i64 = db
+        .query_row(
+            "SELECT count(*) FROM runtime_sessions WHERE id = ?1 AND ended_at IS NULL",
+            [session],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(open, 1, "the running session {session} was pruned");
+    drop(db);
+    assert!(f.root.run(&["daemon", "stop"]).status.success());
+}

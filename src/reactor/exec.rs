@@ -122,7 +122,7 @@ impl Reactor {
                 refresh,
                 timeout_ms,
             } => self.start_refresh(now, refresh, timeout_ms),
-            Effect::Log(line) => eprintln!("xrat: {line}"),
+            Effect::Log(line) => log_line(&line),
             Effect::Shutdown => {
                 self.begin_shutdown(now);
                 // Held clients are closed: nothing will serve them.
@@ -207,4 +207,15 @@ impl Reactor {
             }
         }
     }
+}
+
+/// Writes `line` to the log (stderr) in one `write`: `eprintln!` makes one per piece of its
+/// format, and a line in one write is never split by another process writing to the same file.
+fn log_line(line: &str) {
+    use std::io::Write as _;
+    let mut text = String::with_capacity(line.len() + 7);
+    text.push_str("xrat: ");
+    text.push_str(line);
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

@@ -20,6 +20,27 @@ pub const STORE_RETRY_MS: u64 = 1_000;
 /// times a second, so this covers hours of a locked or full disk.
 pub const STORE_PENDING_MAX: usize = 16_384;
 
+/// Commits between two WAL checkpoints. SQLite's own threshold is 1,000 pages, and a pool
+/// switch commits about 9, so this keeps the WAL near the size it had with SQLite checkpointing.
+pub const CHECKPOINT_COMMITS: u32 = 100;
+
+/// WAL pages past which SQLite checkpoints inside a commit anyway (16 MiB of 4 KiB pages): a
+/// safety net for turns that write far more than a switch, such as a batch test's results.
+pub const WAL_PAGES_MAX: u32 = 4_000;
+/// WAL pages one pool switch commits (its session row, the old row's end, its event, and their
+/// indexes; counted with strace).
+const SWITCH_WAL_PAGES: u32 = 9;
+const _: () = assert!(CHECKPOINT_COMMITS * SWITCH_WAL_PAGES < WAL_PAGES_MAX);
+
+/// Rotation events and ended sessions kept in the database; older ones are pruned at each
+/// checkpoint. Every switch adds one of each, and nothing reads old ones back: the newest 10,000
+/// are days of history for a script switching every few seconds.
+pub const HISTORY_KEPT: u32 = 10_000;
+/// Rows pruned from each table at one checkpoint: more than the commits between two (each adds
+/// at most a few rows), so a backlog shrinks, yet a short step for the loop thread.
+pub const PRUNE_ROWS_MAX: u32 = 1_000;
+const _: () = assert!(HISTORY_KEPT >= 1 && PRUNE_ROWS_MAX > CHECKPOINT_COMMITS);
+
 /// One write to the store.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -57,6 +78,8 @@ pub struct Journal {
     batch: Option<Vec<Write>>,
     /// BEGIN failed this turn (another process holds the lock): writes go one by one.
     batch_refused: bool,
+    /// Batches committed since the last checkpoint.
+    commits: u32,
 }
 
 impl Reactor {
@@ -167,11 +190,33 @@ impl Reactor {
             return self.lose_batch(now);
         }
         match self.env.store.commit_batch() {
-            Ok(()) => self.journal.batch = None,
+            Ok(()) => {
+                self.journal.batch = None;
+                self.journal.commits += 1;
+            }
             Err(e) => {
                 self.journal.error = Some(error_chain(&e));
                 self.lose_batch(now);
             }
+        }
+    }
+
+    /// Every [`CHECKPOINT_COMMITS`] commits, once the turn's replies are sent, prunes the
+    /// history to [`HISTORY_KEPT`] and checkpoints the WAL: together they cost a millisecond or
+    /// more (the copy and its fsync), which no reply should wait for.
+    pub(super) fn checkpoint_if_due(&mut self) {
+        if self.journal.commits < CHECKPOINT_COMMITS || !self.journal.pending.is_empty() {
+            return;
+        }
+        self.journal.commits = 0;
+        // Nothing is lost on failure: a locked database is pruned and checkpointed next time.
+        let pruned = self.env.store.prune_history(HISTORY_KEPT, PRUNE_ROWS_MAX);
+        for e in [pruned.err(), self.env.store.checkpoint().err()]
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.is_busy())
+        {
+            eprintln!("xrat: {}", error_chain(&e));
         }
     }
 

@@ -281,6 +281,8 @@ pub fn run_server(paths: &Paths, settings: &Settings) -> Result<(), ReactorError
     let store = crate::store::Store::open(&paths.database())?;
     // From here on the loop thread never waits on another process's lock (see journal.rs).
     store.set_busy_timeout(std::time::Duration::ZERO)?;
+    // After the replies, from the loop (journal.rs): no reply waits for a checkpoint.
+    store.defer_checkpoints(journal::WAL_PAGES_MAX)?;
     let env = prepare::Env {
         paths: paths.clone(),
         settings: settings.clone(),
@@ -538,6 +540,7 @@ impl Reactor {
         }
         // A write made after the pump must not hold the lock while the loop waits.
         self.commit_batch(now);
+        self.checkpoint_if_due();
         self.sync_timer()
     }
 

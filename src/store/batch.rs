@@ -54,8 +54,11 @@ impl Store {
     /// once (the daemon's busy timeout is zero) when another process holds the write lock; the
     /// writes then go one by one, as without a batch.
     pub fn begin_batch(&self) -> Result<(), StoreError> {
+        // Cached: parsing the statement again cost as much as taking the locks it asks for.
         self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut begin| begin.execute([]))
+            .map(drop)
             .map_err(self.sql_error("lock the database for this turn's writes"))
     }
 
@@ -69,8 +72,12 @@ impl Store {
     /// Commits the open batch. On failure the batch is rolled back, so the database holds none
     /// of its writes: the caller keeps them to write again.
     pub fn commit_batch(&self) -> Result<(), StoreError> {
-        match self.conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(()),
+        let commit = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut commit| commit.execute([]));
+        match commit {
+            Ok(_) => Ok(()),
             Err(e) => {
                 if self.in_batch() {
                     let _ = self.conn.execute_batch("ROLLBACK");
@@ -78,6 +85,26 @@ impl Store {
                 Err(sql_error(&self.path, "commit this turn's writes", e))
             }
         }
+    }
+}
+
+impl Store {
+    /// Leaves checkpoints to [`Store::checkpoint`] until the WAL holds `pages_max` pages:
+    /// SQLite would otherwise copy the WAL into the database (and fsync it) inside whichever
+    /// commit crossed its threshold of 1,000 pages, in the daemon's case the commit a reply
+    /// waits for. Past `pages_max` it still does, so the WAL stays bounded whoever forgets.
+    pub fn defer_checkpoints(&self, pages_max: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", pages_max)
+            .map_err(self.sql_error("defer the WAL checkpoints"))
+    }
+
+    /// Copies what it can of the WAL into the database without waiting for a reader or a
+    /// writer (`PASSIVE`); a reader that holds an old snapshot only leaves the rest for next time.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(self.sql_error("checkpoint the WAL"))
     }
 }
 
@@ -148,5 +175,26 @@ mod tests {
         assert!(error.contains("commit this turn's writes"), "{error}");
         assert!(!store.in_batch());
         assert!(store.rotation_events(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deferred_checkpoints_leave_the_database_file_alone_until_asked() {
+        let (dir, store) = open_temp();
+        store.defer_checkpoints(10_000).unwrap();
+        let file = dir.path().join("xrat.db");
+        let size = || std::fs::metadata(&file).unwrap().len();
+        let before = size();
+        // About 1,500 pages in one commit, past SQLite's own threshold of 1,000.
+        store.begin_batch().unwrap();
+        for _ in 0..1_500 {
+            let detail = "x".repeat(4_000);
+            store
+                .insert_rotation_event(&super::super::NewRotationEvent { detail, ..event() })
+                .unwrap();
+        }
+        store.commit_batch().unwrap();
+        assert_eq!(size(), before, "SQLite checkpointed by itself");
+        store.checkpoint().unwrap();
+        assert!(size() > before + 4_000_000, "{} -> {}", before, size());
     }
 }

@@ -88,6 +88,34 @@ impl Store {
         }
     }
 
+    /// Deletes rotation events and ended sessions older than the newest `kept` of each, at most
+    /// `rows_max` of each per call, so that a daemon switching all day keeps a bounded history
+    /// (each switch adds one row to each table) and a long backlog goes in short steps. Open
+    /// sessions are never touched. Returns the rows deleted.
+    pub fn prune_history(&self, kept: u32, rows_max: u32) -> Result<usize, StoreError> {
+        // Ids only grow (AUTOINCREMENT), so "older than the kept-th newest id" is a range of the
+        // primary key, deleted oldest first.
+        let prune = |sql: &str| {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute([kept, rows_max]))
+        };
+        let events = prune(
+            "DELETE FROM rotation_events WHERE id IN (SELECT id FROM rotation_events WHERE id < \
+             (SELECT id FROM rotation_events ORDER BY id DESC LIMIT 1 OFFSET ?1 - 1) \
+             ORDER BY id LIMIT ?2)",
+        )
+        .map_err(self.sql_error("prune old rotation events"))?;
+        let sessions = prune(
+            "DELETE FROM runtime_sessions WHERE id IN (SELECT id FROM runtime_sessions \
+             WHERE ended_at IS NOT NULL AND id < (SELECT id FROM runtime_sessions \
+             WHERE ended_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?1 - 1) \
+             ORDER BY id LIMIT ?2)",
+        )
+        .map_err(self.sql_error("prune old sessions"))?;
+        Ok(events + sessions)
+    }
+
     /// The newest `limit` events, newest first.
     pub fn rotation_events(&self, limit: usize) -> Result<Vec<RotationEventRow>, StoreError> {
         self.conn
@@ -177,5 +205,51 @@ mod tests {
             matches!(err, StoreError::NoSuchConfig { id: 9, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_events_and_ended_sessions_and_every_open_session() {
+        let (_dir, mut store) = open_temp();
+        store.import(&[link("socks://127.0.0.1:1081")], 1).unwrap();
+        let events: Vec<i64> = (0..5)
+            .map(|at| {
+                store
+                    .insert_rotation_event(&event(at, Some(1), None))
+                    .unwrap()
+            })
+            .collect();
+        let session = |at: u64| crate::store::NewSession {
+            config_id: 1,
+            core: "sing-box".into(),
+            core_path: "/usr/bin/sing-box".into(),
+            config_path: String::new(),
+            socks_addr: "127.0.0.1:1080".into(),
+            http_addr: None,
+            started_at: at,
+            process: None,
+        };
+        let sessions: Vec<i64> = (0..6)
+            .map(|at| store.begin_session(&session(at)).unwrap())
+            .collect();
+        // The oldest stays open (an adopted core, say); the newest is the running session.
+        for &id in &sessions[1..5] {
+            store.end_session(id, 9, "rotated").unwrap();
+        }
+        // Fewer rows than kept: nothing goes.
+        assert_eq!(store.prune_history(100, 100).unwrap(), 0);
+        // A backlog goes `rows_max` rows a table at a time.
+        assert_eq!(store.prune_history(2, 1).unwrap(), 1 + 1);
+        assert_eq!(store.prune_history(2, 100).unwrap(), 2 + 1);
+        let left: Vec<i64> = store
+            .rotation_events(10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, [events[4], events[3]]);
+        let exists = |id: i64| store.session(id).unwrap().is_some();
+        let kept: Vec<bool> = sessions.iter().map(|&id| exists(id)).collect();
+        assert_eq!(kept, [true, false, false, true, true, true]);
+        assert_eq!(store.prune_history(2, 100).unwrap(), 0);
     }
 }
