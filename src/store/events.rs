@@ -116,12 +116,13 @@ impl Store {
         Ok(events + sessions)
     }
 
-    /// The newest `limit` events, newest first.
+    /// The newest `limit` events, newest first: in the order they were recorded, which a clock
+    /// stepped back does not change.
     pub fn rotation_events(&self, limit: usize) -> Result<Vec<RotationEventRow>, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT id, at, \"trigger\", from_config_id, to_config_id, result, detail \
-                 FROM rotation_events ORDER BY at DESC, id DESC LIMIT ?1",
+                 FROM rotation_events ORDER BY id DESC LIMIT ?1",
             )
             .and_then(|mut stmt| {
                 // SQLite's LIMIT is an i64; anything larger means "all".
@@ -192,6 +193,34 @@ mod tests {
             (rows[1].from_config_id, rows[1].to_config_id),
             (None, Some(2))
         );
+    }
+
+    #[test]
+    fn events_list_in_recorded_order_when_the_clock_steps_back() {
+        let (_dir, store) = open_temp();
+        let late = store
+            .insert_rotation_event(&event(500, None, None))
+            .unwrap();
+        let stepped_back = store
+            .insert_rotation_event(&event(100, None, None))
+            .unwrap();
+        let ids: Vec<i64> = store
+            .rotation_events(10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, [stepped_back, late]);
+        // Migration 5: no index on `at` is written by every switch.
+        let indexes: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'rotation_events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2, "only the foreign keys' indexes are left");
     }
 
     #[test]
