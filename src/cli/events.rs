@@ -169,7 +169,7 @@ fn detail(body: &EventBody) -> String {
         },
         EventBody::PoolChanged { members } => super::runtime::pool_line(members),
         EventBody::RelayCounters(r) => format!(
-            "{} open, {} total, up {} B, down {} B, {} retried, {} failed, {} refused at limit, {} spliced",
+            "{} open, {} total, up {} B, down {} B, {} retried, {} failed, {} refused at limit, {} spliced, {} rerouted",
             r.connections_open,
             r.connections_total,
             r.bytes_up,
@@ -177,7 +177,8 @@ fn detail(body: &EventBody) -> String {
             r.retries,
             r.failures,
             r.refused_at_limit,
-            r.spliced
+            r.spliced,
+            r.rerouted
         ),
         EventBody::Lagged { dropped } => {
             format!("{dropped} event(s) dropped; the daemon closes this stream")

@@ -201,8 +201,8 @@ pub(super) fn print_status(view: &StatusView) {
         lines.push((
             "Relay",
             format!(
-                "{} open, {} total, {} retried, {} failed openings",
-                r.connections_open, r.connections_total, r.retries, r.failures
+                "{} open, {} total, {} retried ({} rerouted), {} failed openings",
+                r.connections_open, r.connections_total, r.retries, r.rerouted, r.failures
             ),
         ));
     }

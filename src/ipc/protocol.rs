@@ -370,6 +370,10 @@ pub struct RelayView {
     /// once when it began.
     #[serde(default)]
     pub spliced: u64,
+    /// Openings moved off a member that died while they waited for the remote's first byte
+    /// (each is also one of `retries`).
+    #[serde(default)]
+    pub rerouted: u64,
 }
 
 /// Payload of `runtime_status`.

@@ -114,6 +114,7 @@ impl Reactor {
                 self.set_route(now, targets);
                 self.route_changed(now);
             }
+            Effect::Reroute { core, config_id } => self.reroute(core, config_id),
             Effect::HoldFront { until_ms } => self.hold_front(now, until_ms),
             Effect::BeginSession { core, config_id } => {
                 self.begin_pool_session(now, core, config_id)

@@ -3,7 +3,7 @@
 //! the next member, the protocol's own answer when none is left, and the stall timer. Each
 //! errno is mapped here; ops are issued by relay.rs after the batch.
 
-use crate::supervisor::{Input, Now, RelayFailure};
+use crate::supervisor::{CoreId, Input, Now, RelayFailure};
 
 use super::deadlines::Due;
 use super::opening::SOCKS5_NO_AUTH_REPLY;
@@ -282,6 +282,37 @@ impl Reactor {
         }
     }
 
+    /// `Effect::Reroute`: the member died, so its openings that still wait for the remote's
+    /// first byte leave it for the route's next untried target, kept bytes replayed, as a
+    /// failed opening would (not reported: the supervisor knows). One with nowhere to go, or
+    /// whose client bytes no longer all fit, stays.
+    pub(super) fn reroute(&mut self, core: CoreId, config_id: i64) {
+        let movable: Vec<usize> = self
+            .relays
+            .slab
+            .iter()
+            .filter(|(_, r)| {
+                r.target
+                    .is_some_and(|t| (t.core, t.config_id) == (core, config_id))
+                    && matches!(r.mode, Mode::Relaying)
+                    && !r.opened
+                    && !r.core_cancelled
+                    && r.replay.complete()
+                    && next_target(&self.route, &r.tried, r.refused_core).is_some()
+            })
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in movable {
+            let r = &mut self.relays.slab[slot];
+            r.last_failure = Some(RelayFailure::Stalled);
+            r.mode = Mode::Switching;
+            self.front.counters.rerouted += 1;
+            self.relay_detach(slot);
+            self.retire_core(slot);
+            self.relay_wake(slot);
+        }
+    }
+
     /// The failed member's socket is gone: connect to the next target, with the kept bytes.
     pub(super) fn finish_switch(&mut self, slot: usize) {
         let r = &mut self.relays.slab[slot];
@@ -293,6 +324,12 @@ impl Reactor {
             return self.give_up(slot, failure);
         }
         r.mode = Mode::Relaying;
+        // The next member gets a stall time of its own.
+        r.stall_reported = false;
+        if let Some(at) = r.timer_at.take() {
+            self.deadlines.remove(at, Due::Relay(slot, r.serial));
+        }
+        let r = &mut self.relays.slab[slot];
         r.down.reset();
         r.up.start = 0;
         r.up.len = 0;

@@ -443,6 +443,17 @@ pub enum Effect {
         /// Alive members, best first.
         targets: Vec<RouteTarget>,
     },
+    /// Front mode: every relayed connection on this member that has had no byte from the
+    /// remote, and whose client bytes are all kept, is replayed on the first target of the
+    /// current route it has not tried, as a failed opening would be (not reported back);
+    /// one with no such target stays where it is. Emitted after the [`Effect::Route`] that
+    /// leaves the member out, once per death of the member.
+    Reroute {
+        /// The pool core.
+        core: CoreId,
+        /// The member that died.
+        config_id: i64,
+    },
     /// Front mode: while the route is empty, new connections wait (accepted, unanswered, at most
     /// a bounded number) instead of being refused, until a non-empty route arrives or
     /// `until_ms` (monotonic) passes; then they are admitted under the route of that moment.

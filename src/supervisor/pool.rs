@@ -55,6 +55,8 @@ pub(super) struct Member {
     /// Failed probes in a row.
     pub failures: u32,
     pub last_error: Option<String>,
+    /// Its openings were moved off it ([`Effect::Reroute`]) since it last died.
+    pub rerouted: bool,
 }
 
 /// The routed pool core.
@@ -99,6 +101,7 @@ impl Pool {
                     passive: VecDeque::new(),
                     failures: 0,
                     last_error: None,
+                    rerouted: false,
                 }
             })
             .collect();
@@ -198,6 +201,36 @@ impl Supervisor {
         if targets != self.route {
             self.route = targets.clone();
             self.emit(Effect::Route { targets });
+        }
+        self.reroute_dead();
+    }
+
+    /// Once per death of a member that the route now leaves out (with another target in it),
+    /// its openings that have had no byte from the remote move down the route. A dead member's
+    /// stalled openings would otherwise wait for a remote that is gone until their clients give
+    /// up: a hung remote held every request made before it was found out.
+    fn reroute_dead(&mut self) {
+        let route = &self.route;
+        let Some(pool) = self.pool.as_mut().filter(|_| !route.is_empty()) else {
+            return;
+        };
+        let core = pool.core;
+        let mut moved = Vec::new();
+        for m in pool.members.iter_mut() {
+            if m.state != MemberState::Dead {
+                m.rerouted = false;
+                continue;
+            }
+            let routed = route
+                .iter()
+                .any(|t| (t.core, t.config_id) == (core, m.config_id));
+            if !m.rerouted && !routed {
+                m.rerouted = true;
+                moved.push(m.config_id);
+            }
+        }
+        for config_id in moved {
+            self.emit(Effect::Reroute { core, config_id });
         }
     }
 

@@ -220,6 +220,50 @@ fn a_stall_earns_a_quick_reprobe_whose_failure_fails_over() {
     // The re-probe times out: the member was already suspect, so it is dead now.
     let effects = answer_probes(&mut s, 1_500, &effects, &[], core);
     assert_eq!(routes(&effects), [vec![2]]);
+    // Its stalled openings move to member 2, after the route that leaves member 1 out.
+    let route_at = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Route { .. }));
+    let rerouted = reroutes(&effects);
+    assert_eq!(
+        rerouted.iter().map(|r| r.1).collect::<Vec<_>>(),
+        [(core, 1)]
+    );
+    assert!(route_at < Some(rerouted[0].0), "{effects:?}");
+    // Once per death.
+    assert!(reroutes(&feed(&mut s, 1_600, Input::Timer)).is_empty());
+}
+
+/// The `Reroute` effects among `effects`: (position, (core, member)).
+fn reroutes(effects: &[Effect]) -> Vec<(usize, (CoreId, i64))> {
+    let at = |(i, e): (usize, &Effect)| match e {
+        Effect::Reroute { core, config_id } => Some((i, (*core, *config_id))),
+        _ => None,
+    };
+    effects.iter().enumerate().filter_map(at).collect()
+}
+
+#[test]
+fn a_dead_member_left_as_the_last_resort_keeps_its_openings() {
+    let mut s = Supervisor::new(front(), at(0), None);
+    let core = front_connect(&mut s, 0, 1, &[2], 10);
+    let effects = feed(&mut s, 1, Input::Timer);
+    answer_probes(&mut s, 2, &effects, &[1, 2], core);
+    let fail = |config_id| Input::RelayFailed {
+        core,
+        config_id,
+        failure: RelayFailure::ClosedEarly,
+    };
+    feed(&mut s, 100, fail(2));
+    let effects = feed(&mut s, 101, fail(2));
+    assert_eq!(routes(&effects), [vec![1]]);
+    assert_eq!(reroutes(&effects).len(), 1, "{effects:?}");
+    // Now the active member dies too: it stays routed (nothing else is alive), and its
+    // openings stay with it.
+    feed(&mut s, 200, fail(1));
+    let effects = feed(&mut s, 201, fail(1));
+    assert_eq!(s.route().len(), 1, "{effects:?}");
+    assert!(reroutes(&effects).is_empty(), "{effects:?}");
 }
 
 #[test]

@@ -218,6 +218,7 @@ pub(super) fn run(seed: u64, steps: u64) -> (u64, u64, Stats) {
             f[0],
             f[1],
             f[2],
+            f[3],
             m[0],
             m[1],
             m[2],

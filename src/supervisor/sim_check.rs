@@ -261,6 +261,7 @@ impl World {
             }
             Effect::StopCore { core, grace_ms } => self.on_stop(core, grace_ms),
             Effect::Route { targets } => self.front_route(targets),
+            Effect::Reroute { core, config_id } => self.front_reroute(core, config_id),
             Effect::HoldFront { until_ms } => self.on_hold(until_ms),
             Effect::BeginSession { core, config_id } => self.front_begin(core, config_id),
             Effect::Probe {

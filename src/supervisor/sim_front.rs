@@ -1,6 +1,7 @@
 //! The simulation's model of the front (front mode): the route it follows, session rows written
 //! on `BeginSession`, relayed openings that fail on sick members and are retried down the route
-//! (each failed target reported as `RelayFailed`), remotes that die and come back, and pool cores
+//! (each failed target reported as `RelayFailed`), stalled openings that stay on their member
+//! until a `Reroute` moves them down the route, remotes that die and come back, and pool cores
 //! that report `CoreDrained` some time after they left the route (or never).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,17 @@ struct Opening {
     next_ms: u64,
 }
 
+/// A connection whose opening stalled on its member (the last of `tried`): it stays open.
+#[derive(Debug)]
+struct Held {
+    tried: Vec<(CoreId, i64)>,
+    /// When the front reports the stall (once).
+    report_ms: Option<u64>,
+}
+
+/// Stalled connections kept; past it the oldest one's client gives up.
+const HELD_MAX: usize = 16;
+
 /// The front.
 #[derive(Debug, Default)]
 pub(super) struct FrontExec {
@@ -31,16 +43,16 @@ pub(super) struct FrontExec {
     begins: Vec<(u64, CoreId, i64)>,
     open_gap_ms: u64,
     next_open_ms: Option<u64>,
-    opening: Option<Opening>,
+    openings: Vec<Opening>,
     /// Stalled openings, reported once their member's stall time passed.
-    stalls: Vec<(u64, CoreId, i64)>,
+    held: Vec<Held>,
     /// CoreDrained due for cores that left the route.
     drained: BTreeMap<CoreId, u64>,
     next_remote_ms: Option<u64>,
     /// A remote that was killed: (config index, its ok_pct before).
     killed: Option<(usize, u64)>,
-    /// Relayed openings tried, failures reported, remotes killed.
-    pub counts: [u64; 3],
+    /// Relayed openings tried, failures reported, remotes killed, stalled openings rerouted.
+    pub counts: [u64; 4],
 }
 
 impl FrontExec {
@@ -55,24 +67,37 @@ impl FrontExec {
 
     pub fn next_due(&self) -> Option<u64> {
         let begins = self.begins.iter().map(|b| b.0);
-        let stalls = self.stalls.iter().map(|s| s.0);
-        [
-            self.next_open_ms,
-            self.opening.as_ref().map(|o| o.next_ms),
-            self.next_remote_ms,
-        ]
-        .into_iter()
-        .flatten()
-        .chain(begins)
-        .chain(stalls)
-        .chain(self.drained.values().copied())
-        .min()
+        let stalls = self.held.iter().filter_map(|h| h.report_ms);
+        let openings = self.openings.iter().map(|o| o.next_ms);
+        [self.next_open_ms, self.next_remote_ms]
+            .into_iter()
+            .flatten()
+            .chain(begins)
+            .chain(stalls)
+            .chain(openings)
+            .chain(self.drained.values().copied())
+            .min()
     }
 
     /// The core exited: nothing more is reported for it.
     pub fn core_gone(&mut self, core: CoreId) {
         self.drained.remove(&core);
-        self.stalls.retain(|s| s.1 != core);
+        self.held
+            .retain(|h| h.tried.last().is_some_and(|t| t.0 != core));
+    }
+
+    /// `Reroute`: the member's stalled openings go on down the route, as failed ones would.
+    pub fn on_reroute(&mut self, now: u64, core: CoreId, config_id: i64) {
+        let on = |h: &Held| h.tried.last() == Some(&(core, config_id));
+        let (moved, kept): (Vec<Held>, Vec<Held>) = self.held.drain(..).partition(on);
+        self.held = kept;
+        for h in moved {
+            self.counts[3] += 1;
+            self.openings.push(Opening {
+                tried: h.tried,
+                next_ms: now,
+            });
+        }
     }
 }
 
@@ -104,7 +129,7 @@ impl Exec {
         }
         if targets.is_empty() {
             f.next_open_ms = None;
-            f.opening = None;
+            f.openings.clear();
         } else if f.next_open_ms.is_none() {
             f.next_open_ms = Some(now + 1 + rng.below(f.open_gap_ms));
         }
@@ -119,8 +144,13 @@ impl Exec {
             let (_, core, config_id) = f.begins.remove(i);
             return Some(self.begun(core, config_id, unix, rng));
         }
-        if let Some(i) = f.stalls.iter().position(|s| s.0 <= now) {
-            let (_, core, config_id) = f.stalls.remove(i);
+        if let Some(h) = f
+            .held
+            .iter_mut()
+            .find(|h| h.report_ms.is_some_and(|at| at <= now))
+        {
+            h.report_ms = None;
+            let &(core, config_id) = h.tried.last().expect("a stalled target");
             return Some(Input::RelayFailed {
                 core,
                 config_id,
@@ -135,17 +165,18 @@ impl Exec {
             self.remote_event(now, rng);
             return None;
         }
-        if f.opening.as_ref().is_some_and(|o| o.next_ms <= now) {
-            return self.attempt(now, rng);
+        if let Some(i) = f.openings.iter().position(|o| o.next_ms <= now) {
+            return self.attempt(i, now, rng);
         }
         if f.next_open_ms.is_some_and(|at| at <= now) {
             f.next_open_ms = Some(now + 1 + rng.below(f.open_gap_ms));
-            f.opening = Some(Opening {
+            f.openings.push(Opening {
                 tried: Vec::new(),
                 next_ms: now,
             });
             f.counts[0] += 1;
-            return self.attempt(now, rng);
+            let last = f.openings.len() - 1;
+            return self.attempt(last, now, rng);
         }
         None
     }
@@ -199,10 +230,10 @@ impl Exec {
         }
     }
 
-    /// Tries the opening on the next target of the current route it has not tried.
-    fn attempt(&mut self, now: u64, rng: &mut Rng) -> Option<Input> {
+    /// Tries opening `i` on the next target of the current route it has not tried.
+    fn attempt(&mut self, i: usize, now: u64, rng: &mut Rng) -> Option<Input> {
         let f = &mut self.front;
-        let opening = f.opening.as_mut().expect("an opening");
+        let opening = &mut f.openings[i];
         let Some(target) = f
             .route
             .iter()
@@ -210,7 +241,7 @@ impl Exec {
             .copied()
         else {
             // Every target failed: the client is refused.
-            f.opening = None;
+            f.openings.remove(i);
             return None;
         };
         let up = self
@@ -221,7 +252,7 @@ impl Exec {
         let failure = if !up {
             RelayFailure::Refused
         } else if rng.below(100) < ok_pct {
-            f.opening = None;
+            f.openings.remove(i);
             return None;
         } else {
             match rng.below(5) {
@@ -232,15 +263,20 @@ impl Exec {
                 _ => RelayFailure::Stalled,
             }
         };
+        opening.tried.push((target.core, target.config_id));
         if failure == RelayFailure::Stalled {
             // The connection stays open; the front reports it once the stall time passed.
-            f.opening = None;
-            f.stalls
-                .push((now + target.stall_ms, target.core, target.config_id));
+            let tried = f.openings.remove(i).tried;
+            if f.held.len() == HELD_MAX {
+                f.held.remove(0);
+            }
+            f.held.push(Held {
+                tried,
+                report_ms: Some(now + target.stall_ms),
+            });
             return None;
         }
         f.counts[1] += 1;
-        opening.tried.push((target.core, target.config_id));
         opening.next_ms = now + rng.below(3);
         Some(Input::RelayFailed {
             core: target.core,

@@ -25,6 +25,8 @@ pub(super) struct MemberModel {
     pub suspect: bool,
     pub fails: u32,
     pub passive: VecDeque<u64>,
+    /// A `Reroute` moved its openings since it died.
+    pub rerouted: bool,
 }
 
 impl MemberModel {
@@ -88,6 +90,7 @@ impl World {
             suspect: false,
             fails: 0,
             passive: VecDeque::new(),
+            rerouted: false,
         };
         self.fm.members.get(&key).unwrap_or(&UNKNOWN)
     }
@@ -210,6 +213,25 @@ impl World {
         self.fm.route = targets.clone();
         let now = self.now.monotonic_ms;
         self.exec.on_route(now, targets, &mut self.rng);
+    }
+
+    /// A `Reroute` names a dead member of the routed core that the route leaves out, once per
+    /// death, and only when the route has somewhere else to go.
+    pub(super) fn front_reroute(&mut self, core: CoreId, config_id: i64) {
+        let key = (core, config_id);
+        self.check(self.cfg.front, || "a Reroute in direct mode".into());
+        let routed = self.fm.route.iter().any(|t| (t.core, t.config_id) == key);
+        let elsewhere = self.fm.route.first().is_some_and(|t| t.core == core);
+        let m = self.member(key).clone();
+        self.check(m.dead && !m.rerouted && !routed && elsewhere, || {
+            format!(
+                "a Reroute of {key:?} (model {m:?}, route {:?})",
+                self.fm.route
+            )
+        });
+        self.fm.members.entry(key).or_default().rerouted = true;
+        let now = self.now.monotonic_ms;
+        self.exec.front.on_reroute(now, core, config_id);
     }
 
     pub(super) fn front_begin(&mut self, core: CoreId, config_id: i64) {
@@ -438,6 +460,15 @@ impl World {
             } else {
                 self.check(allowed && m.alive(), || {
                     format!("member {key:?} routed: failover {allowed}, model {m:?}")
+                });
+            }
+        }
+        // Liveness: a dead member the route leaves out has had its openings moved.
+        if let Some(core) = route.first().map(|t| t.core) {
+            for (key, m) in self.fm.members.range((core, i64::MIN)..=(core, i64::MAX)) {
+                let routed = route.iter().any(|t| (t.core, t.config_id) == *key);
+                self.check(!m.dead || m.rerouted || routed, || {
+                    format!("dead member {key:?} is out of the route and was not rerouted")
                 });
             }
         }

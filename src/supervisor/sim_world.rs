@@ -148,9 +148,10 @@ pub(super) struct Stats {
     pub shutdowns_quiet: u64,
     /// Events published (issue 13).
     pub events: u64,
-    /// Front mode: worlds, relayed openings, relay failures, remotes killed, passive failovers,
-    /// pool cores retired, stopped once drained, stopped at their drain deadline.
-    pub front: [u64; 8],
+    /// Front mode: worlds, relayed openings, relay failures, remotes killed, stalled openings
+    /// rerouted, passive failovers, pool cores retired, stopped once drained, stopped at their
+    /// drain deadline.
+    pub front: [u64; 9],
     /// Subscription refresh runs started.
     pub refreshes: u64,
     /// Pool cores respawned, and respawns that put the session back.
