@@ -521,3 +521,44 @@ fn the_daemon_refreshes_due_subscriptions_while_pings_stay_fast() {
         root.log()
     );
 }
+
+/// An upgrade or a rebuild replaces the executable under a running daemon. Its refresh runs
+/// must still start: the daemon runs its own image (`/proc/self/exe`), where the path it was
+/// started from now names nothing.
+#[test]
+fn a_daemon_whose_executable_was_removed_still_refreshes_subscriptions() {
+    let server = SubServer::start();
+    let root = Root::new();
+    root.write_settings("[subscriptions]\ncheck_interval_secs = 1\n");
+    server.body("/t", &clash(&[&trojan_yaml("T1", "198.51.100.50", "t")]));
+    let url = server.url("/t");
+    let add = ["sub", "add", &url, "--name", "t", "--interval", "1"];
+    ok(&root, &[&add[..], &["--ca", server.ca()]].concat());
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let copy = dir.path().join("xrat");
+    std::fs::copy(common::xrat_bin(), &copy).unwrap();
+    let out = std::process::Command::new(&copy)
+        .args(["daemon", "start", "--json"])
+        .env("XRAT_ROOT", root.path())
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_file(&copy).unwrap();
+    server.body(
+        "/t",
+        &clash(&[
+            &trojan_yaml("T1", "198.51.100.50", "t"),
+            &trojan_yaml("T2", "198.51.100.51", "u"),
+        ]),
+    );
+    let refreshed = wait_until(Duration::from_secs(20), || {
+        config_names(&root, "t").len() == 2
+    });
+    assert!(
+        refreshed,
+        "no refresh by a daemon whose executable is gone:\n{}",
+        root.log()
+    );
+    assert!(!root.log().contains("cannot start"), "{}", root.log());
+}

@@ -28,8 +28,28 @@ pub fn spawn(program: &Path, args: &[std::ffi::OsString], log: &Path) -> io::Res
 /// [`spawn`] with stdout and stderr to `out` (a log file, or a memfd that captures a version
 /// output).
 pub fn spawn_to(program: &Path, args: &[std::ffi::OsString], out: File) -> io::Result<Spawned> {
+    spawn_command(Command::new(program), args, out)
+}
+
+/// The daemon's own executable as a child (`xrat ARGS`), through `/proc/self/exe`: the image
+/// that is running, even after its file was replaced or removed (an upgrade, a rebuild). Its
+/// path would then name nothing, or a newer xrat that could migrate the database under this
+/// daemon; the child must be the daemon's own version.
+pub fn spawn_self(args: &[std::ffi::OsString], out: File) -> io::Result<Spawned> {
+    let mut command = Command::new(SELF_EXE);
+    command.arg0("xrat");
+    spawn_command(command, args, out)
+}
+
+/// The running executable, whatever became of its file.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
+fn spawn_command(
+    mut command: Command,
+    args: &[std::ffi::OsString],
+    out: File,
+) -> io::Result<Spawned> {
     let err = out.try_clone()?;
-    let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::null())

@@ -33,11 +33,13 @@ struct Run {
 impl Reactor {
     /// Starts a refresh run; a spawn failure is answered at once.
     pub(super) fn start_refresh(&mut self, now: Now, refresh: RefreshId, timeout_ms: u64) {
-        let spawned = std::env::current_exe().and_then(|exe| {
-            let log = File::from(std::io::stderr().as_fd().try_clone_to_owned()?);
-            let args: Vec<OsString> = ["sub", "update", "--due"].map(OsString::from).into();
-            process::spawn_to(&exe, &args, log)
-        });
+        let spawned = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|log| {
+                let args: Vec<OsString> = ["sub", "update", "--due"].map(OsString::from).into();
+                process::spawn_self(&args, File::from(log))
+            });
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
