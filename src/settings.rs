@@ -90,6 +90,9 @@ pub struct DaemonSettings {
     /// Event lines held for one `subscribe` connection that has not read them; one more and it
     /// gets `lagged` and is closed.
     pub subscriber_queue_max: u32,
+    /// Rotation events and ended sessions kept in the database, the newest of each; older rows
+    /// are pruned in steps (0: every row is kept).
+    pub history_kept: u32,
 }
 
 impl Default for DaemonSettings {
@@ -105,6 +108,7 @@ impl Default for DaemonSettings {
             busy_poll_us: BUSY_POLL_US_DEFAULT,
             sched_slice_us: SCHED_SLICE_US_DEFAULT,
             subscriber_queue_max: SUBSCRIBER_QUEUE_MAX_DEFAULT,
+            history_kept: HISTORY_KEPT_DEFAULT,
         }
     }
 }
@@ -450,6 +454,12 @@ pub const SUBSCRIBER_QUEUE_MAX_DEFAULT: u32 = 1024;
 /// one subscriber that does not read.
 pub const SUBSCRIBER_QUEUE_MAX_LIMIT: u32 = 262_144;
 const _: () = assert!(SUBSCRIBER_QUEUE_MAX_DEFAULT <= SUBSCRIBER_QUEUE_MAX_LIMIT);
+/// Default of `daemon.history_kept`: every switch adds one row to each table, so 10,000 are
+/// about 14 hours of a script switching every 5 s, or 100 days of a rotation every 15 minutes.
+pub const HISTORY_KEPT_DEFAULT: u32 = 10_000;
+/// Upper bound of `daemon.history_kept` (a few hundred bytes a row: tens of GB at most).
+pub const HISTORY_KEPT_MAX: u32 = 100_000_000;
+const _: () = assert!(HISTORY_KEPT_DEFAULT <= HISTORY_KEPT_MAX);
 const _: () = assert!(BUSY_POLL_US_DEFAULT <= BUSY_POLL_US_MAX);
 /// Longest period in seconds (366 days): intervals and cooldowns are turned into monotonic
 /// milliseconds and added to the clock, which must not overflow.
@@ -504,7 +514,7 @@ impl Settings {
         const TIMEOUT: &str = "must be between 1 and 600000 ms (10 minutes)";
         let period = |v: u64| v == 0 || v > DURATION_SECS_MAX;
         let timeout = |v: u64| v == 0 || v > TIMEOUT_MS_MAX;
-        let checks: [(&'static str, bool, String, &'static str); 29] = [
+        let checks: [(&'static str, bool, String, &'static str); 30] = [
             (
                 "daemon.frame_timeout_ms",
                 timeout(d.frame_timeout_ms),
@@ -534,6 +544,12 @@ impl Settings {
                 d.subscriber_queue_max == 0 || d.subscriber_queue_max > SUBSCRIBER_QUEUE_MAX_LIMIT,
                 d.subscriber_queue_max.to_string(),
                 "must be between 1 and 262144 event lines",
+            ),
+            (
+                "daemon.history_kept",
+                d.history_kept > HISTORY_KEPT_MAX,
+                d.history_kept.to_string(),
+                "must be 0 (keep every row) or at most 100000000",
             ),
             (
                 "daemon.busy_poll_us",

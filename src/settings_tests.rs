@@ -226,6 +226,21 @@ fn subscriber_queue_max_is_bounded() {
 }
 
 #[test]
+fn history_kept_takes_zero_for_everything_and_is_bounded() {
+    assert_eq!(parse("").unwrap().daemon.history_kept, HISTORY_KEPT_DEFAULT);
+    for ok in ["0", "1", "100000000"] {
+        let s = parse(&format!("[daemon]\nhistory_kept = {ok}\n")).unwrap();
+        assert_eq!(s.daemon.history_kept.to_string(), ok);
+    }
+    let err = parse("[daemon]\nhistory_kept = 100000001\n").unwrap_err();
+    assert!(err.contains("`daemon.history_kept` = 100000001"), "{err}");
+    assert!(
+        err.contains("0 (keep every row) or at most 100000000"),
+        "{err}"
+    );
+}
+
+#[test]
 fn busy_poll_us_is_bounded() {
     assert_eq!(parse("").unwrap().daemon.busy_poll_us, BUSY_POLL_US_DEFAULT);
     assert_eq!(

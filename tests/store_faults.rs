@@ -254,8 +254,9 @@ fn a_pool_switch_that_cannot_be_committed_is_recorded_once_there_is_room() {
 }
 
 /// Every switch adds a rotation event and an ended session. The daemon keeps the newest 10,000
-/// of each (`HISTORY_KEPT`), pruning at most 1,000 rows a table each 100 commits, after the
-/// turn's replies; the running session is never pruned.
+/// of each (`daemon.history_kept`), pruning at most 1,000 rows a table each 100 commits, after
+/// the turn's replies; the running session is never pruned. After a reload to
+/// `history_kept = 0` nothing more is pruned.
 #[test]
 fn a_long_history_is_pruned_in_steps_and_the_running_session_stays() {
     use common::front::{front_unstarted, Opts};
@@ -302,6 +303,28 @@ fn a_long_history_is_pruned_in_steps_and_the_running_session_stays() {
         )
         .unwrap();
     assert_eq!(open, 1, "the running session {session} was pruned");
+    // Keep everything from now on: 150 more switches (another checkpoint) prune nothing.
+    let settings = f.root.path().join("config.toml");
+    let mut table: toml::Table = std::fs::read_to_string(&settings).unwrap().parse().unwrap();
+    let daemon = table.entry("daemon").or_insert(toml::Table::new().into());
+    daemon
+        .as_table_mut()
+        .unwrap()
+        .insert("history_kept".into(), 0.into());
+    std::fs::write(&settings, toml::to_string(&table).unwrap()).unwrap();
+    let reload = f.root.run(&["daemon", "reload"]);
+    assert!(reload.status.success(), "{}", common::text(&reload.stderr));
+    for _ in 0..150 {
+        let reply = f.call(json!({"type": "runtime_replace", "trigger": "manual"}));
+        assert_eq!(reply["code"], 200, "{reply}\n{}", f.root.log());
+    }
+    let after = count("SELECT count(*) FROM rotation_events");
+    assert_eq!(
+        after,
+        events + 150,
+        "rows were pruned with history_kept = 0"
+    );
+    assert_eq!(count("SELECT min(id) FROM rotation_events"), 1_001);
     drop(db);
     assert!(f.root.run(&["daemon", "stop"]).status.success());
 }

@@ -32,14 +32,10 @@ pub const WAL_PAGES_MAX: u32 = 4_000;
 const SWITCH_WAL_PAGES: u32 = 8;
 const _: () = assert!(CHECKPOINT_COMMITS * SWITCH_WAL_PAGES < WAL_PAGES_MAX);
 
-/// Rotation events and ended sessions kept in the database; older ones are pruned at each
-/// checkpoint. Every switch adds one of each, and nothing reads old ones back: the newest 10,000
-/// are about 14 hours of a script switching every 5 s, or 100 days of rotation every 15 minutes.
-pub const HISTORY_KEPT: u32 = 10_000;
 /// Rows pruned from each table at one checkpoint: more than the commits between two (each adds
 /// at most a few rows), so a backlog shrinks, yet a short step for the loop thread.
 pub const PRUNE_ROWS_MAX: u32 = 1_000;
-const _: () = assert!(HISTORY_KEPT >= 1 && PRUNE_ROWS_MAX > CHECKPOINT_COMMITS);
+const _: () = assert!(PRUNE_ROWS_MAX > CHECKPOINT_COMMITS);
 
 /// One write to the store.
 #[derive(Debug, Clone)]
@@ -202,7 +198,7 @@ impl Reactor {
     }
 
     /// Every [`CHECKPOINT_COMMITS`] commits, once the turn's replies are sent, prunes the
-    /// history to [`HISTORY_KEPT`] and checkpoints the WAL: together they cost a millisecond or
+    /// history to `daemon.history_kept` rows a table and checkpoints the WAL: together they cost a millisecond or
     /// more (the copy and its fsync), which no reply should wait for.
     pub(super) fn checkpoint_if_due(&mut self) {
         if self.journal.commits < CHECKPOINT_COMMITS || !self.journal.pending.is_empty() {
@@ -210,7 +206,10 @@ impl Reactor {
         }
         self.journal.commits = 0;
         // Nothing is lost on failure: a locked database is pruned and checkpointed next time.
-        let pruned = self.env.store.prune_history(HISTORY_KEPT, PRUNE_ROWS_MAX);
+        let pruned = match self.env.settings.daemon.history_kept {
+            0 => Ok(0),
+            kept => self.env.store.prune_history(kept, PRUNE_ROWS_MAX),
+        };
         for e in [pruned.err(), self.env.store.checkpoint().err()]
             .into_iter()
             .flatten()
