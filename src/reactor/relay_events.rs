@@ -275,7 +275,8 @@ impl Reactor {
         self.relay_detach(slot);
         let r = &mut self.relays.slab[slot];
         if r.replay.complete() && !r.opened {
-            r.mode = Mode::Switching;
+            self.leave_stall_timer(slot);
+            self.relays.slab[slot].mode = Mode::Switching;
             self.retire_core(slot);
         } else {
             self.give_up(slot, failure);
@@ -307,9 +308,21 @@ impl Reactor {
             r.last_failure = Some(RelayFailure::Stalled);
             r.mode = Mode::Switching;
             self.front.counters.rerouted += 1;
+            self.leave_stall_timer(slot);
             self.relay_detach(slot);
             self.retire_core(slot);
             self.relay_wake(slot);
+        }
+    }
+
+    /// The relay leaves its member for the next: that member's stall timer goes with it, and
+    /// the next gets a stall time of its own. A relaying relay's timer is only ever its stall
+    /// timer (a route wait's and a refusal's belong to other modes).
+    fn leave_stall_timer(&mut self, slot: usize) {
+        let r = &mut self.relays.slab[slot];
+        r.stall_reported = false;
+        if let Some(at) = r.timer_at.take() {
+            self.deadlines.remove(at, Due::Relay(slot, r.serial));
         }
     }
 
@@ -324,12 +337,6 @@ impl Reactor {
             return self.give_up(slot, failure);
         }
         r.mode = Mode::Relaying;
-        // The next member gets a stall time of its own.
-        r.stall_reported = false;
-        if let Some(at) = r.timer_at.take() {
-            self.deadlines.remove(at, Due::Relay(slot, r.serial));
-        }
-        let r = &mut self.relays.slab[slot];
         r.down.reset();
         r.up.start = 0;
         r.up.len = 0;
